@@ -1,0 +1,36 @@
+# Every rule installs what it needs: the virtual environment is built from constraints.txt (the
+# lock) the first time, and rebuilt when pyproject.toml or constraints.txt change.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+FLICKR8K ?= ../shared/flickr8k
+
+.PHONY: install demo test lint format benchmark clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: install  ## every stage on generated data; prints BLEU and a caption
+	$(BIN)/imagelingo demo
+
+test: install  ## lint, then the test suite
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+benchmark: install  ## the real-data benchmark (~40 min on 2 cores); appends to benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/flickr8k_benchmark.py $(FLICKR8K)
+
+clean:
+	rm -rf runs mlflow.db mlruns .pytest_cache

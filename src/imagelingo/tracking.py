@@ -1,0 +1,28 @@
+"""MLflow, with an embedded default: local sqlite unless MLFLOW_TRACKING_URI says otherwise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "imagelingo"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@contextmanager
+def mlflow_run(
+    uri: str | None = None, run_id: str | None = None, run_name: str | None = None
+) -> Iterator:
+    """Start (or resume, given `run_id`) a run in the imagelingo experiment; yield mlflow."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    if run_id is None:
+        mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name):
+        yield mlflow

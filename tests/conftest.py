@@ -1,0 +1,56 @@
+"""Shared fixtures: a small synthetic dataset taken through ingest -> vocab -> features once per
+session, an MLflow sqlite store in a temporary folder, and the path of the real Flickr8k copy."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imagelingo.data.synthetic import generate_synthetic
+from imagelingo.data.vocab import build_vocab_stage
+from imagelingo.features import extract_features
+from imagelingo.ingest import ingest
+
+FLICKR8K = Path(
+    os.environ.get("FLICKR8K_DIR", Path(__file__).resolve().parents[2] / "shared" / "flickr8k")
+)
+needs_flickr8k = pytest.mark.skipif(
+    not (FLICKR8K / "Flickr8k.token.txt").is_file(),
+    reason=f"real Flickr8k copy not found at {FLICKR8K}",
+)
+SYNTHETIC_IMAGES = 240
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory) -> str:
+    """Every MLflow write in the tests goes to a throw-away sqlite store."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory) -> Path:
+    """A synthetic dataset in the raw Flickr8k layout (images/, token file, split files)."""
+    return generate_synthetic(
+        tmp_path_factory.mktemp("raw") / "synthetic", SYNTHETIC_IMAGES, seed=0
+    )
+
+
+@pytest.fixture(scope="session")
+def pipeline_dirs(tmp_path_factory, synthetic_source) -> dict[str, Path]:
+    """ingest -> vocab -> features on the synthetic data, shared by the training tests."""
+    root = tmp_path_factory.mktemp("pipeline")
+    dirs = {name: root / name for name in ("dataset", "vocab", "features")}
+    ingest(str(synthetic_source), dirs["dataset"], root / "cache")
+    build_vocab_stage(dirs["dataset"], dirs["vocab"], min_freq=1)
+    extract_features(dirs["dataset"], dirs["features"], batch_size=16, num_workers=0)
+    dirs["vocab_file"] = dirs["vocab"] / "vocab.json"
+    return dirs

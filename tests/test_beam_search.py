@@ -1,0 +1,89 @@
+"""Beam search on a tiny hand-built model whose best sequence is known.
+
+Tokens: 0 pad, 1 start, 2 end, 3 "x", 4 "y". From <start> the model prefers x (0.6) over y (0.4);
+after x every continuation is flat, after y it is certain to end. Greedy takes x and ends with
+probability 0.6 * 0.34 ~ 0.20; the best sequence is "y <end>" with 0.4 * 1.0 = 0.40. A beam of
+two finds it; a beam of one cannot.
+"""
+
+import math
+
+import torch
+
+from imagelingo.model import CaptionDecoder, DecoderConfig, beam_search
+
+START, END, X, Y = 1, 2, 3, 4
+
+
+def _row(probabilities: dict[int, float]) -> torch.Tensor:
+    row = torch.full((5,), 1e-9)
+    for token, p in probabilities.items():
+        row[token] = p
+    return row.log()
+
+
+TRANSITIONS = {
+    START: _row({X: 0.6, Y: 0.4}),
+    X: _row({X: 0.33, Y: 0.33, END: 0.34}),
+    Y: _row({END: 1.0}),
+    END: _row({END: 1.0}),
+}
+
+
+class HandBuiltModel:
+    """Scores depend only on the previous word; the state is a dummy with a batch dimension."""
+
+    def init_state(self, features):
+        return (features[:, 0, :1],)
+
+    def step(self, words, state):
+        scores = torch.stack([TRANSITIONS[int(w)] for w in words])
+        return scores, state, torch.ones(len(words), 1)
+
+
+def test_beam_finds_the_known_best_sequence_that_greedy_misses():
+    features = torch.zeros(1, 1, 1)
+    greedy = beam_search(
+        HandBuiltModel(), features, beam_width=1, max_len=5, start_id=START, end_id=END
+    )[0]
+    beam = beam_search(
+        HandBuiltModel(), features, beam_width=2, max_len=5, start_id=START, end_id=END
+    )[0]
+    assert greedy.tokens[0] == X
+    assert beam.tokens == [Y]
+    assert math.isclose(beam.score, math.log(0.4), rel_tol=1e-5)
+
+
+def test_each_image_in_a_batch_gets_its_own_best_sequence():
+    results = beam_search(
+        HandBuiltModel(), torch.zeros(3, 1, 1), beam_width=3, max_len=5, start_id=START, end_id=END
+    )
+    assert [r.tokens for r in results] == [[Y]] * 3
+
+
+def test_batched_beam_search_equals_one_image_at_a_time():
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(
+        DecoderConfig(
+            vocab_size=30,
+            feature_dim=16,
+            embed_dim=8,
+            hidden_dim=16,
+            attention_dim=8,
+            context_dim=8,
+        )
+    ).eval()
+    features = torch.randn(4, 9, 16)
+    together = beam_search(decoder, features, 3, 12, START, END)
+    alone = [beam_search(decoder, features[i : i + 1], 3, 12, START, END)[0] for i in range(4)]
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert math.isclose(a.score, b.score, rel_tol=1e-4)
+        assert a.alphas.shape == (len(a.tokens), 9)
+
+
+def test_attention_of_each_word_sums_to_one():
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(DecoderConfig(vocab_size=30, feature_dim=16)).eval()
+    result = beam_search(decoder, torch.randn(1, 9, 16), 3, 6, START, END)[0]
+    assert torch.allclose(result.alphas.sum(dim=1), torch.ones(len(result.tokens)), atol=1e-5)
