@@ -73,6 +73,8 @@ def caption_all(decoder, features, vocab, beam_width, length_penalty=0.0):
 
 def train(args) -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    ema_decay = overrides.pop("ema", 0.0)
+    smoothing = overrides.pop("label_smoothing", 0.0)
     config = dataclasses.replace(TrainConfig(epochs=args.epochs), **overrides)
     torch.manual_seed(config.seed)
     grids = torch.load(args.features)
@@ -98,6 +100,13 @@ def train(args) -> None:
         )
     ).to(DEVICE)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            decoder, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)
+        )
+        if ema_decay
+        else None
+    )
     best, best_state, history = -1.0, None, []
     for epoch in range(1, config.epochs + 1):
         for group in optimizer.param_groups:
@@ -109,17 +118,20 @@ def train(args) -> None:
             scores, targets, attention = decoder(
                 feats["train"][rows].float(), captions.to(DEVICE), lengths
             )
-            loss, _ = caption_loss(scores, targets, attention, config.alpha_c)
+            loss, _ = caption_loss(scores, targets, attention, config.alpha_c, smoothing)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), config.grad_clip)
             optimizer.step()
-        decoder.eval()
-        val = bleu_scores(refs["dev"], caption_all(decoder, feats["dev"], vocab, 1))["bleu4"]
+            if ema is not None:
+                ema.update_parameters(decoder)
+        scored = ema.module if ema is not None else decoder
+        scored.eval()
+        val = bleu_scores(refs["dev"], caption_all(scored, feats["dev"], vocab, 1))["bleu4"]
         history.append(round(val, 4))
         print(f"epoch {epoch} val_bleu4 {val:.4f} ({time.time() - started:.0f}s)", flush=True)
         if val > best:
-            best, best_state = val, {k: v.clone() for k, v in decoder.state_dict().items()}
+            best, best_state = val, {k: v.clone() for k, v in scored.state_dict().items()}
     decoder.load_state_dict(best_state)
     decoder.eval()
     test = {
@@ -130,7 +142,16 @@ def train(args) -> None:
         for lp in (0.0, 1.0)
     }
     print(
-        json.dumps({"set": overrides, "val_history": history, "best_val": best, "test_bleu4": test})
+        json.dumps(
+            {
+                "set": overrides,
+                "ema": ema_decay,
+                "smoothing": smoothing,
+                "val_history": history,
+                "best_val": best,
+                "test_bleu4": test,
+            }
+        )
     )
 
 
