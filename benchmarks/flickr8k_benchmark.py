@@ -37,6 +37,21 @@ def run_stage(name: str, args: list[str], env: dict) -> dict:
     return {"seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
 
 
+def evaluate_args(d: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "evaluate",
+        *extra,
+        "--model",
+        str(d["model"]),
+        "--features",
+        str(d["features"]),
+        "--dataset",
+        str(d["dataset"]),
+        "--out",
+        str(out),
+    ]
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -122,42 +137,11 @@ def main() -> None:
             ],
             env,
         ),
-        "evaluate": run_stage(
-            "evaluate",
-            [
-                *params,
-                "evaluate",
-                "--model",
-                str(d["model"]),
-                "--features",
-                str(d["features"]),
-                "--dataset",
-                str(d["dataset"]),
-                "--out",
-                str(d["eval"]),
-            ],
-            env,
-        ),
+        "evaluate": run_stage("evaluate", [*params, *evaluate_args(d, d["eval"])], env),
     }
     total = sum(s["seconds"] for s in stages.values())
-    run_stage(
-        "evaluate beam 5",
-        [
-            *params,
-            "evaluate",
-            "--beam-width",
-            "5",
-            "--model",
-            str(d["model"]),
-            "--features",
-            str(d["features"]),
-            "--dataset",
-            str(d["dataset"]),
-            "--out",
-            str(d["eval_beam5"]),
-        ],
-        env,
-    )
+    beam5_args = evaluate_args(d, d["eval_beam5"], "--beam-width", "5")
+    run_stage("evaluate beam 5", [*params, *beam5_args], env)
     metrics = json.loads((d["eval"] / "metrics.json").read_text())
     metrics5 = json.loads((d["eval_beam5"] / "metrics.json").read_text())
     features = json.loads((d["features"] / "metadata.json").read_text())

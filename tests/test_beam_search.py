@@ -37,7 +37,7 @@ class HandBuiltModel:
         return (features[:, 0, :1],)
 
     def step(self, words, state):
-        scores = torch.stack([TRANSITIONS[int(w)] for w in words])
+        scores = torch.stack([TRANSITIONS.get(int(w), TRANSITIONS[END]) for w in words])
         return scores, state, torch.ones(len(words), 1)
 
 
@@ -87,3 +87,17 @@ def test_attention_of_each_word_sums_to_one():
     decoder = CaptionDecoder(DecoderConfig(vocab_size=30, feature_dim=16)).eval()
     result = beam_search(decoder, torch.randn(1, 9, 16), 3, 6, START, END)[0]
     assert torch.allclose(result.alphas.sum(dim=1), torch.ones(len(result.tokens)), atol=1e-5)
+
+
+def test_banned_words_are_never_emitted():
+    # Ban "y": the known best sequence is gone, so the beam must settle for a caption with x.
+    result = beam_search(
+        HandBuiltModel(),
+        torch.zeros(1, 1, 1),
+        beam_width=3,
+        max_len=5,
+        start_id=START,
+        end_id=END,
+        banned_ids=(Y,),
+    )[0]
+    assert Y not in result.tokens and result.tokens[0] == X

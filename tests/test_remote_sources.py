@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_cached_file_that_changed_is_refused(archive_server, tmp_path):
 def s3_server(monkeypatch):
     """moto's S3 API on 127.0.0.1, with throw-away credentials."""
     port = free_port()
-    moto = shutil.which("moto_server") or str(sys.executable).replace("python", "moto_server")
+    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     process = subprocess.Popen(
         [moto, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

@@ -48,6 +48,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be read by others
     os.replace(tmp, path)
 
 

@@ -71,6 +71,8 @@ class Captioner:
                 self.vocab.start_id,
                 self.vocab.end_id,
                 length_penalty,
+                # a caption with "<unk>" in it is never the better answer
+                banned_ids=(self.vocab.pad_id, self.vocab.start_id, self.vocab.unk_id),
             )
             captions += [Caption(self.vocab.decode(r.tokens), r.score, r.alphas) for r in results]
         return captions

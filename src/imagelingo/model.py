@@ -132,12 +132,14 @@ def beam_search(
     start_id: int,
     end_id: int,
     length_penalty: float = 0.0,
+    banned_ids: tuple[int, ...] = (),
 ) -> list[BeamResult]:
     """Decode a batch of images together: B images x k beams run as one [B*k] batch per step.
 
     `decoder` needs `init_state(features) -> state tuple` and `step(words, state) -> (scores,
     state, alpha)`. A finished beam is frozen: it can only extend with <end> at no cost. The
-    best finished hypothesis per image is chosen by score / length**length_penalty.
+    best finished hypothesis per image is chosen by score / length**length_penalty. Words in
+    `banned_ids` (<unk>, <pad>, <start>) are never emitted.
     """
     batch, k = features.shape[0], beam_width
     state = decoder.init_state(features)
@@ -153,6 +155,8 @@ def beam_search(
     for _ in range(max_len):
         scores, state, alpha = decoder.step(words, state)
         log_probs = F.log_softmax(scores.float(), dim=-1).view(batch, k, -1)
+        if banned_ids:
+            log_probs[..., list(banned_ids)] = float("-inf")
         vocab = log_probs.shape[-1]
         frozen = torch.full_like(log_probs, float("-inf"))
         frozen[..., end_id] = 0.0
