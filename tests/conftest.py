@@ -12,6 +12,7 @@ from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.data.vocab import build_vocab_stage
 from imagelingo.features import extract_features
 from imagelingo.ingest import ingest
+from imagelingo.train import TrainConfig, train
 
 FLICKR8K = Path(
     os.environ.get("FLICKR8K_DIR", Path(__file__).resolve().parents[2] / "shared" / "flickr8k")
@@ -54,3 +55,14 @@ def pipeline_dirs(tmp_path_factory, synthetic_source) -> dict[str, Path]:
     extract_features(dirs["dataset"], dirs["features"], batch_size=16, num_workers=0)
     dirs["vocab_file"] = dirs["vocab"] / "vocab.json"
     return dirs
+
+
+@pytest.fixture(scope="session")
+def trained_model(pipeline_dirs, tmp_path_factory) -> Path:
+    """A decoder trained briefly (6 short epochs, about 20 s) on the synthetic scenes."""
+    out = tmp_path_factory.mktemp("model")
+    brief = TrainConfig(epochs=6, batch_size=32, lr=1e-3, lr_decay=1.0, patience=6)
+    train(
+        pipeline_dirs["dataset"], pipeline_dirs["vocab_file"], pipeline_dirs["features"], out, brief
+    )
+    return out

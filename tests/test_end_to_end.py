@@ -21,18 +21,6 @@ from imagelingo.encoders import SPECS
 from imagelingo.errors import QualityGateError
 from imagelingo.evaluate import bleu_scores, evaluate
 from imagelingo.model import CaptionDecoder, DecoderConfig
-from imagelingo.train import TrainConfig, train
-
-BRIEF = TrainConfig(epochs=6, batch_size=32, lr=1e-3, lr_decay=1.0, patience=6)
-
-
-@pytest.fixture(scope="module")
-def trained_model(pipeline_dirs, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model")
-    train(
-        pipeline_dirs["dataset"], pipeline_dirs["vocab_file"], pipeline_dirs["features"], out, BRIEF
-    )
-    return out
 
 
 def image_blind_bleu4(dataset_dir) -> float:

@@ -1,0 +1,119 @@
+"""KServe v1 and v2 request parsing and response building, with bounded per-request options.
+
+v1: {"instances": [{"data": "<base64>"} | {"b64": "<base64>"} | "<base64>"], "parameters": {...}}
+v2: {"inputs": [{"name": ..., "datatype": "BYTES", "shape": [n], "data": ["<base64>", ...]}],
+     "parameters": {...}}
+Options (beam_width, max_len) may be given per request in "parameters" or per v1 instance.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from imagelingo.errors import ImageLingoError
+
+BEAM_WIDTH_RANGE = (1, 10)
+MAX_LEN_RANGE = (1, 50)
+
+
+class BadRequest(ImageLingoError):
+    """A client error: the server answers 4xx with this message and keeps serving."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Options:
+    beam_width: int = 3
+    max_len: int = 30
+
+
+def _bounded(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def parse_options(parameters: Any, defaults: Options = Options()) -> Options:
+    if parameters is None:
+        return defaults
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"parameters must be an object, got {type(parameters).__name__}")
+    unknown = set(parameters) - {"beam_width", "max_len"}
+    if unknown:
+        raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; expected beam_width, max_len")
+    return Options(
+        _bounded(
+            "beam_width", parameters.get("beam_width", defaults.beam_width), *BEAM_WIDTH_RANGE
+        ),
+        _bounded("max_len", parameters.get("max_len", defaults.max_len), *MAX_LEN_RANGE),
+    )
+
+
+def decode_base64(text: Any, index: int) -> bytes:
+    if isinstance(text, (bytes, bytearray)):
+        return bytes(text)
+    if not isinstance(text, str):
+        raise BadRequest(f"instance {index}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"instance {index}: invalid base64 ({exc})") from exc
+
+
+def parse_v1(body: Any) -> tuple[list[bytes], Options]:
+    if not isinstance(body, dict) or "instances" not in body:
+        raise BadRequest('expected a JSON object with "instances" (KServe v1)')
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest('"instances" must be a non-empty list')
+    images = []
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            payload = instance.get("data", instance.get("b64"))
+            if payload is None:
+                raise BadRequest(f'instance {i}: expected {{"data": "<base64 image>"}}')
+        else:
+            payload = instance
+        images.append(decode_base64(payload, i))
+    return images, parse_options(body.get("parameters"))
+
+
+def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
+    """Returns the images, the options and the input's name (echoed in the response)."""
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise BadRequest('expected a JSON object with "inputs" (KServe v2)')
+    inputs = body["inputs"]
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise BadRequest('"inputs" must hold exactly one tensor of BYTES')
+    tensor = inputs[0]
+    if tensor.get("datatype") != "BYTES":
+        raise BadRequest(f'input datatype must be "BYTES", got {tensor.get("datatype")!r}')
+    data = tensor.get("data")
+    if not isinstance(data, list) or not data:
+        raise BadRequest('input "data" must be a non-empty list of base64 images')
+    images = [decode_base64(item, i) for i, item in enumerate(data)]
+    return images, parse_options(body.get("parameters")), str(tensor.get("name", "image"))
+
+
+def v2_response(model_name: str, predictions: list[dict]) -> dict:
+    import json
+
+    return {
+        "model_name": model_name,
+        "outputs": [
+            {
+                "name": "caption",
+                "datatype": "BYTES",
+                "shape": [len(predictions)],
+                "data": [json.dumps(p) for p in predictions],
+            }
+        ],
+    }
