@@ -7,13 +7,13 @@ import pytest
 from imagelingo.captioner import caption_image_files
 from imagelingo.data.dataset import load_records
 from imagelingo.serving.images import decode_image
-from imagelingo.serving.inference import CaptionService
+from imagelingo.serving.inference import runtime_from_model_dir
 from imagelingo.serving.protocol import Options
 
 
 @pytest.fixture(scope="module")
 def service(trained_model):
-    return CaptionService(trained_model)
+    return runtime_from_model_dir(trained_model)
 
 
 def test_batch_captions_equal_the_library_captions(service, trained_model, pipeline_dirs):

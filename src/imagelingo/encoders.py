@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms import functional as TF
 
 from imagelingo.errors import ImageLingoError
+from imagelingo.serving.images import to_pixels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -126,5 +126,4 @@ def build_encoder(name: str, weights_path: Path | None = None) -> tuple[GridEnco
 
 def preprocess(image: Image.Image, spec: EncoderSpec) -> torch.Tensor:
     """RGB image -> normalised [3, S, S] tensor. Resized to a square without cropping."""
-    image = image.convert("RGB").resize((spec.image_size, spec.image_size), Image.BICUBIC)
-    return TF.normalize(TF.to_tensor(image), spec.mean, spec.std)
+    return to_pixels(image, spec.image_size, spec.mean, spec.std)

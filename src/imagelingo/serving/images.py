@@ -1,4 +1,4 @@
-"""Untrusted image bytes -> RGB PIL images, or a BadRequest that says what was wrong.
+"""Untrusted image bytes -> RGB PIL images, or a BadRequest that says what was wrong; pixels.
 
 Honours EXIF orientation, takes the first frame of animations, flattens alpha onto white,
 converts grayscale/CMYK/palette to RGB, and refuses decompression bombs before decoding pixels.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import io
 import warnings
 
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import functional as TF
 
-from imagelingo.serving.protocol import BadRequest
+from .protocol import BadRequest
 
 MAX_PIXELS = 40_000_000  # about 6,300 x 6,300; anything larger is refused, not decoded
 
@@ -48,3 +50,17 @@ def decode_image(data: bytes, index: int = 0) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def to_pixels(
+    image: Image.Image,
+    size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> torch.Tensor:
+    """RGB image -> normalised [3, size, size] tensor, resized to a square without cropping.
+
+    Feature extraction (training) and serving both call this, so they see the same pixels.
+    """
+    image = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    return TF.normalize(TF.to_tensor(image), mean, std)

@@ -13,7 +13,7 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
-from imagelingo.errors import ImageLingoError
+from ..errors import ImageLingoError
 
 BEAM_WIDTH_RANGE = (1, 10)
 MAX_LEN_RANGE = (1, 50)

@@ -1,0 +1,99 @@
+"""The captioner as served: a self-contained bundle of plain files, loaded with torch only.
+
+A serving bundle (what goes inside the MAR) holds:
+
+    encoder.pt    TorchScript of the CNN trunk: images [B, 3, S, S] -> regions [B, R, C]
+    decoder.pt    the decoder's state dict (tensors only; loaded with weights_only=True)
+    config.json   {"decoder": DecoderConfig fields, "encoder": {name, image_size, mean, std, ...}}
+    vocab.json    {"words": [...]}
+
+This module and the ones it imports use relative imports and need only torch, torchvision and
+Pillow, so the same source runs from the installed package and from an unpacked MAR inside the
+stock TorchServe image (no timm, no nltk, no `imagelingo`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..data.vocab import Vocab
+from ..errors import ImageLingoError
+from ..model import CaptionDecoder, DecoderConfig, beam_search
+from .images import to_pixels
+from .protocol import Options
+
+ENCODER_FILE, DECODER_FILE, CONFIG_FILE, VOCAB_FILE = (
+    "encoder.pt",
+    "decoder.pt",
+    "config.json",
+    "vocab.json",
+)
+BUNDLE_FILES = (ENCODER_FILE, DECODER_FILE, CONFIG_FILE, VOCAB_FILE)
+
+
+class CaptionRuntime:
+    """Encoder + decoder + vocabulary; captions a batch of images with one encoder pass."""
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        decoder: CaptionDecoder,
+        vocab: Vocab,
+        encoder_config: dict,
+    ) -> None:
+        self.encoder, self.decoder, self.vocab = encoder.eval(), decoder.eval(), vocab
+        self.image_size = int(encoder_config["image_size"])
+        self.mean = tuple(encoder_config["mean"])
+        self.std = tuple(encoder_config["std"])
+
+    @classmethod
+    def load(cls, bundle_dir: Path) -> CaptionRuntime:
+        bundle_dir = Path(bundle_dir)
+        missing = [name for name in BUNDLE_FILES if not (bundle_dir / name).is_file()]
+        if missing:
+            raise ImageLingoError(f"{bundle_dir}: not a serving bundle, missing {missing}")
+        config = json.loads((bundle_dir / CONFIG_FILE).read_text())
+        decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
+        state = torch.load(bundle_dir / DECODER_FILE, map_location="cpu", weights_only=True)
+        decoder.load_state_dict(state)
+        encoder = torch.jit.load(str(bundle_dir / ENCODER_FILE), map_location="cpu")
+        return cls(encoder, decoder, Vocab.load(bundle_dir / VOCAB_FILE), config["encoder"])
+
+    def pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        return torch.stack([to_pixels(i, self.image_size, self.mean, self.std) for i in images])
+
+    @torch.inference_mode()
+    def caption(self, images: list[Image.Image], options: list[Options] | Options) -> list[dict]:
+        """One caption dict per image. `options` is one for all, or one per image: images that
+        share options are beam-searched together, all images share one encoder pass."""
+        if isinstance(options, Options):
+            options = [options] * len(images)
+        features = self.encoder(self.pixels(images))
+        groups: dict[Options, list[int]] = defaultdict(list)
+        for index, option in enumerate(options):
+            groups[option].append(index)
+        results: list[dict] = [{}] * len(images)
+        for option, indices in groups.items():
+            beams = beam_search(
+                self.decoder,
+                features[indices].float(),
+                option.beam_width,
+                option.max_len,
+                self.vocab.start_id,
+                self.vocab.end_id,
+                # a caption with "<unk>" in it is never the better answer (as in evaluation)
+                banned_ids=(self.vocab.pad_id, self.vocab.start_id, self.vocab.unk_id),
+            )
+            for index, beam in zip(indices, beams, strict=True):
+                words = self.vocab.decode(beam.tokens)
+                results[index] = {
+                    "caption": " ".join(words),
+                    "tokens": words,
+                    "score": round(beam.score, 4),
+                }
+        return results

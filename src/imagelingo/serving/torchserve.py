@@ -1,0 +1,141 @@
+"""A local TorchServe over a packaged model store, bound to 127.0.0.1 (`imagelingo serve`, tests).
+
+It reuses the packaged config/config.properties (batching, workers, limits) and only swaps the
+addresses, ports and model store path for local ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from imagelingo.errors import ImageLingoError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    properties = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def model_names(properties: dict[str, str]) -> list[str]:
+    return list(json.loads(properties["model_snapshot"])["models"])
+
+
+class LocalTorchServe:
+    """Start with `start()` (returns when every model has a ready worker), stop with `stop()`."""
+
+    def __init__(self, store_dir: Path, workdir: Path, port: int | None = None) -> None:
+        self.store_dir, self.workdir = Path(store_dir).resolve(), Path(workdir).resolve()
+        packaged = self.store_dir / "config" / "config.properties"
+        if not packaged.is_file():
+            raise ImageLingoError(
+                f"{packaged} not found: is {store_dir} a model store (`imagelingo package`)?"
+            )
+        self.properties = read_properties(packaged)
+        self.models = model_names(self.properties)
+        self.port = port or free_port()
+        self.management_port, self.metrics_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.management_url = f"http://127.0.0.1:{self.management_port}"
+        self.process: subprocess.Popen | None = None
+
+    def _write_config(self) -> Path:
+        local = {
+            **self.properties,
+            "inference_address": self.url,
+            "management_address": self.management_url,
+            "metrics_address": f"http://127.0.0.1:{self.metrics_port}",
+            "grpc_inference_port": str(free_port()),
+            "grpc_management_port": str(free_port()),
+            "model_store": str(self.store_dir / "model-store"),
+        }
+        path = self.workdir / "config.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in local.items()))
+        return path
+
+    def start(self, timeout_s: float = 120.0) -> LocalTorchServe:
+        if shutil.which("java") is None:
+            raise ImageLingoError("TorchServe needs Java 17+ on PATH (`java` not found)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        torchserve = Path(sys.executable).parent / "torchserve"
+        command = [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(config)]
+        command += ["--model-store", str(self.store_dir / "model-store")]
+        env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs")}
+        env["METRICS_LOCATION"] = str(self.workdir / "logs")
+        # The Python workers must find this interpreter's torch first.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        self.log = open(self.workdir / "torchserve.log", "wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=self.workdir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # so stop() can end the Java frontend and its workers together
+        )
+        self.wait_ready(timeout_s)
+        return self
+
+    def _ready(self) -> bool:
+        for model in self.models:
+            try:
+                url = f"{self.management_url}/models/{model}"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    workers = json.load(response)[0].get("workers", [])
+            except (OSError, ValueError, IndexError):
+                return False
+            if not any(w.get("status") == "READY" for w in workers):
+                return False
+        return True
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ImageLingoError(
+                    f"TorchServe exited with code {self.process.returncode}; "
+                    f"see {self.workdir / 'torchserve.log'} and {self.workdir / 'logs'}"
+                )
+            if self._ready():
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise ImageLingoError(
+            f"TorchServe was not ready within {timeout_s:.0f} s; see {self.workdir / 'logs'}"
+        )
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+
+    def __enter__(self) -> LocalTorchServe:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
