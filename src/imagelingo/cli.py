@@ -5,6 +5,9 @@
     imagelingo features --dataset runs/flickr8k/dataset --out runs/flickr8k/features
     imagelingo train    --dataset ... --vocab ... --features ... --out runs/flickr8k/model
     imagelingo evaluate --model ... --features ... --dataset ... --out runs/flickr8k/eval
+    imagelingo package  --model runs/flickr8k/model --out runs/flickr8k/store
+    imagelingo serve    runs/flickr8k/store [--runtime torchserve|kserve] [--port 8080]
+    imagelingo caption  photo.jpg --url http://127.0.0.1:8080 [--protocol v1|v2]
     imagelingo demo     # every stage on generated data, a few minutes on 2 CPU cores
 
 Defaults come from params.yaml; override any with `-p section.key=value`.
@@ -13,6 +16,7 @@ Defaults come from params.yaml; override any with `-p section.key=value`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -91,18 +95,74 @@ def run_evaluate(args, params: dict) -> dict:
 
 
 def run_caption(args, params: dict) -> dict:
-    from imagelingo.captioner import caption_image_files
-
     p = params["evaluate"]
-    captions = caption_image_files(args.model, args.images, p["beam_width"], p["max_len"])
-    for path, caption in zip(args.images, captions, strict=True):
-        print(f"{path}\t{caption.text}")
+    if (args.model is None) == (args.url is None):
+        raise ImageLingoError("give either --model DIR (local) or --url URL (a served model)")
+    if args.url:
+        from imagelingo.serving.client import caption_remote
+
+        images = []
+        for path in args.images:
+            if not path.is_file():
+                raise ImageLingoError(f"image file not found: {path}")
+            images.append(path.read_bytes())
+        options = {"beam_width": p["beam_width"], "max_len": p["max_len"]}
+        served = caption_remote(args.url, images, args.protocol, args.model_name, options)
+        texts = [s["caption"] for s in served]
+    else:
+        from imagelingo.captioner import caption_image_files
+
+        captions = caption_image_files(args.model, args.images, p["beam_width"], p["max_len"])
+        texts = [c.text for c in captions]
+    for path, text in zip(args.images, texts, strict=True):
+        print(f"{path}\t{text}")
+    return {}
+
+
+def _serving_config(params: dict):
+    from imagelingo.serving.package import ServingConfig
+
+    return ServingConfig(**params["package"])
+
+
+def run_package(args, params: dict) -> dict:
+    from imagelingo.serving.package import package_model
+
+    return package_model(args.model, args.out, _serving_config(params), args.encoder_weights)
+
+
+def run_serve(args, params: dict) -> dict:
+    """Serve a model store on 127.0.0.1 until Ctrl-C (or SIGTERM)."""
+    import signal
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    runtime = args.runtime or params["serve"]["runtime"]
+    port = args.port or params["serve"]["port"]
+    if runtime == "kserve":
+        from imagelingo.serving.kserve_predictor import serve
+
+        print(f"kserve predictor on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(args.model_store, args.workdir, port)
+        return {}
+    from imagelingo.serving.local import local_server
+
+    server = local_server(runtime, args.model_store, args.workdir, port).start()
+    print(f"{runtime} ready: POST {server.url}/v1/models/<model>:predict (Ctrl-C stops it)")
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return {}
 
 
 def run_demo(args, params: dict) -> dict:
     """Every stage on the synthetic dataset, then BLEU and a caption for a test image."""
-    from imagelingo.captioner import caption_image_files
     from imagelingo.data.dataset import load_records
 
     work = Path(args.workdir)
@@ -133,11 +193,34 @@ def run_demo(args, params: dict) -> dict:
         "test BLEU: "
         + "  ".join(f"{k.upper()} {metrics[k]:.3f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4"))
     )
+    print("== package", flush=True)
+    steps.out = work / "store"
+    run_package(steps, params)
     sample = load_records(steps.dataset, "test")[0]
     image = steps.dataset / "images" / sample.image
-    caption = caption_image_files(steps.model, [image], params["evaluate"]["beam_width"])[0]
-    print(f"caption for {image}: {caption.text!r}  (a reference: {sample.captions[0]!r})")
+    caption, url = _caption_served(work, image, params)
+    print(f"caption from {url}/v1/models/imagelingo:predict for {image}:")
+    print(f"  {caption!r}  (a reference: {sample.captions[0]!r})")
     return metrics
+
+
+def _caption_served(work: Path, image: Path, params: dict) -> tuple[str, str]:
+    """Serve the demo's model store locally (TorchServe; kserve when Java is missing) and caption
+    one image through its KServe v1 endpoint."""
+    import shutil
+
+    from imagelingo.serving.client import caption_remote
+    from imagelingo.serving.local import local_server
+
+    runtime = params["serve"]["runtime"]
+    if runtime == "torchserve" and shutil.which("java") is None:
+        print("Java not found: serving with the kserve predictor instead of TorchServe")
+        runtime = "kserve"
+    print(f"== serve ({runtime} on 127.0.0.1)", flush=True)
+    with local_server(runtime, work / "store", work / "serve") as server:
+        options = {"beam_width": params["evaluate"]["beam_width"]}
+        served = caption_remote(server.url, [image.read_bytes()], "v1", parameters=options)
+        return served[0]["caption"], server.url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,10 +275,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-bleu4", type=float, help="quality gate")
     p.set_defaults(run=run_evaluate)
 
-    p = sub.add_parser("caption", help="caption image files with a trained model")
+    p = sub.add_parser("caption", help="caption image files with a model dir or a served model")
     p.add_argument("images", type=Path, nargs="+")
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--model", type=Path, help="trained model directory (caption locally)")
+    p.add_argument("--url", help="KServe endpoint base URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v1")
+    p.add_argument("--model-name", default="imagelingo", help="served model name")
+    p.add_argument("--beam-width", type=int)
     p.set_defaults(run=run_caption)
+
+    p = sub.add_parser("package", help="model dir -> TorchServe MAR + config.properties")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--encoder-weights", type=Path, help="local weights file for the encoder")
+    p.set_defaults(run=run_package)
+
+    p = sub.add_parser("serve", help="serve a model store on 127.0.0.1 (TorchServe or kserve)")
+    p.add_argument("model_store", type=Path, help="directory written by `imagelingo package`")
+    p.add_argument("--runtime", choices=("torchserve", "kserve"))
+    p.add_argument("--port", type=int)
+    p.add_argument("--workdir", type=Path, default=Path("runs/serve"), help="logs, unpacked MAR")
+    p.set_defaults(run=run_serve)
 
     p = sub.add_parser("demo", help="all stages on generated data; prints BLEU and a caption")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))

@@ -32,6 +32,7 @@ class ParsedRequest:
     images: list
     options: Options
     input_name: str = ""
+    request_id: str = ""
 
 
 def parse_body(body: Any) -> ParsedRequest:
@@ -45,12 +46,10 @@ def parse_body(body: Any) -> ParsedRequest:
             raise BadRequest(f"request body is not valid JSON ({exc})") from exc
     if isinstance(body, dict) and "inputs" in body:
         blobs, options, name = parse_v2(body)
-        protocol = "v2"
-    else:
-        blobs, options = parse_v1(body)
-        protocol, name = "v1", ""
-    images = [decode_image(blob, i) for i, blob in enumerate(blobs)]
-    return ParsedRequest(protocol, images, options, name)
+        images = [decode_image(blob, i) for i, blob in enumerate(blobs)]
+        return ParsedRequest("v2", images, options, name, str(body.get("id") or ""))
+    blobs, options = parse_v1(body)
+    return ParsedRequest("v1", [decode_image(blob, i) for i, blob in enumerate(blobs)], options)
 
 
 def error_body(status: int, message: str) -> dict:
@@ -88,7 +87,7 @@ def answer_requests(
             predictions = per_request[index]
             answers[index] = (
                 200,
-                v2_response(model_name, predictions)
+                v2_response(model_name, predictions, request.request_id)
                 if request.protocol == "v2"
                 else {"predictions": predictions},
             )

@@ -103,10 +103,13 @@ def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
     return images, parse_options(body.get("parameters")), str(tensor.get("name", "image"))
 
 
-def v2_response(model_name: str, predictions: list[dict]) -> dict:
+def v2_response(model_name: str, predictions: list[dict], request_id: str = "") -> dict:
+    """The v2 response echoes the request's id (a fresh one when the request had none)."""
     import json
+    import uuid
 
     return {
+        "id": request_id or str(uuid.uuid4()),
         "model_name": model_name,
         "outputs": [
             {
