@@ -66,3 +66,13 @@ def trained_model(pipeline_dirs, tmp_path_factory) -> Path:
         pipeline_dirs["dataset"], pipeline_dirs["vocab_file"], pipeline_dirs["features"], out, brief
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def model_store(trained_model, tmp_path_factory) -> Path:
+    """The briefly trained model packaged as a KServe model store (MAR + config.properties)."""
+    from imagelingo.serving.package import ServingConfig, package_model
+
+    out = tmp_path_factory.mktemp("store")
+    package_model(trained_model, out, ServingConfig(batch_size=8, max_batch_delay_ms=50))
+    return out

@@ -73,6 +73,7 @@ def answer_requests(
         options += [request.options] * len(request.images)
         owners += [index] * len(request.images)
     if images:
+        log.info("batch: %d requests, %d images", len(parsed), len(images))
         try:
             captions = runtime.caption(images, options)
         except Exception as exc:  # a model failure answers 500 for this batch; the worker lives

@@ -10,6 +10,7 @@ maxBatchDelay: one encoder pass and one beam search per batch, run off the event
 from __future__ import annotations
 
 import asyncio
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from imagelingo.serving.handler import error_body, parse_body
 from imagelingo.serving.protocol import BadRequest, Options, v2_response
 from imagelingo.serving.runtime import CaptionRuntime
 from imagelingo.serving.torchserve import model_names, read_properties
+
+log = logging.getLogger(__name__)
 
 
 class MicroBatcher:
@@ -59,6 +62,7 @@ class MicroBatcher:
             batch = await self._collect()
             images = [image for item in batch for image in item[0]]
             options = [item[1] for item in batch for _ in item[0]]
+            log.info("batch: %d requests, %d images", len(batch), len(images))
             try:
                 captions = await loop.run_in_executor(None, self.runtime.caption, images, options)
             except Exception as exc:  # the requests fail with 500; the server keeps serving

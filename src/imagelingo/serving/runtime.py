@@ -15,6 +15,7 @@ stock TorchServe image (no timm, no nltk, no `imagelingo`).
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,7 +62,9 @@ class CaptionRuntime:
         decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
         state = torch.load(bundle_dir / DECODER_FILE, map_location="cpu", weights_only=True)
         decoder.load_state_dict(state)
-        encoder = torch.jit.load(str(bundle_dir / ENCODER_FILE), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript is deprecated upstream; see package.py
+            warnings.simplefilter("ignore", FutureWarning)
+            encoder = torch.jit.load(str(bundle_dir / ENCODER_FILE), map_location="cpu")
         return cls(encoder, decoder, Vocab.load(bundle_dir / VOCAB_FILE), config["encoder"])
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:

@@ -1,0 +1,180 @@
+"""Real servers on 127.0.0.1 over the packaged model: TorchServe (Java) and the kserve predictor.
+
+Each runtime gets the same checks: v1 and v2, several instances, concurrent requests that are
+batched together, every bad input answered with a 4xx (and the next good request still served),
+and the served caption equal to the library's caption for the same image and beam settings.
+"""
+
+import base64
+import http.client
+import io
+import json
+import shutil
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from imagelingo.captioner import caption_image_files
+from imagelingo.data.dataset import load_records
+from imagelingo.serving.client import caption_remote, endpoint, post_json, request_body
+from imagelingo.serving.local import local_server
+
+RUNTIMES = [
+    pytest.param(
+        "torchserve",
+        marks=pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java"),
+    ),
+    "kserve",
+]
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def server(request, model_store, tmp_path_factory):
+    with local_server(request.param, model_store, tmp_path_factory.mktemp("serve")) as running:
+        running.runtime = request.param
+        yield running
+
+
+@pytest.fixture(scope="module")
+def test_images(pipeline_dirs):
+    records = load_records(pipeline_dirs["dataset"], "test")[:6]
+    return [pipeline_dirs["dataset"] / "images" / r.image for r in records]
+
+
+def served_log(server) -> str:
+    logs = server.workdir / "logs" if server.runtime == "torchserve" else server.workdir
+    return "\n".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
+
+
+def assert_still_serving(server, image_bytes):
+    assert caption_remote(server.url, [image_bytes])[0]["caption"]
+
+
+def test_v1_caption_equals_the_library_caption(server, trained_model, test_images):
+    served = caption_remote(server.url, [test_images[0].read_bytes()], parameters={"beam_width": 3})
+    expected = caption_image_files(trained_model, [test_images[0]], beam_width=3, max_len=30)[0]
+    assert served[0]["caption"] == expected.text
+    assert served[0]["tokens"] == expected.words
+    assert isinstance(served[0]["score"], float)
+
+
+def test_v2_and_v1_give_the_same_captions_for_several_instances(server, test_images):
+    images = [p.read_bytes() for p in test_images[:3]]
+    v1 = caption_remote(server.url, images, "v1")
+    v2 = caption_remote(server.url, images, "v2")
+    assert len(v1) == 3 and [p["caption"] for p in v1] == [p["caption"] for p in v2]
+
+
+def test_concurrent_requests_are_batched_and_answered_correctly(server, test_images):
+    images = [p.read_bytes() for p in test_images]
+    alone = [caption_remote(server.url, [image])[0]["caption"] for image in images]
+    with ThreadPoolExecutor(max_workers=len(images)) as pool:
+        together = list(pool.map(lambda image: caption_remote(server.url, [image]), images * 3))
+    assert [t[0]["caption"] for t in together] == alone * 3
+    batch_sizes = [
+        int(line.split("batch: ")[1].split(" requests")[0])
+        for line in served_log(server).splitlines()
+        if "batch: " in line
+    ]
+    assert max(batch_sizes) > 1, "no two concurrent requests were ever batched together"
+
+
+def post_expecting_continue(url: str, body: bytes) -> tuple[int, dict]:
+    """Send only the headers with `Expect: 100-continue`; a server that refuses the size answers
+    at once (a server that wants the body would say 100 and this would time out)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.putrequest("POST", parts.path)
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(len(body)))
+    connection.putheader("Expect", "100-continue")
+    connection.endheaders()
+    response = connection.getresponse()
+    text = response.read()
+    connection.close()
+    try:
+        return response.status, json.loads(text)
+    except ValueError:
+        return response.status, {"error": text.decode(errors="replace")}
+
+
+def png_bomb() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (12_000, 12_000)).save(buffer, format="PNG")  # ~20 kB, 144 Mpixels decoded
+    return buffer.getvalue()
+
+
+def truncated_jpeg(path) -> bytes:
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
+def bad_requests(test_image) -> dict[str, bytes]:
+    good = base64.b64encode(test_image.read_bytes()).decode()
+
+    def v1(instances, parameters=None) -> bytes:
+        body = {"instances": instances} | ({"parameters": parameters} if parameters else {})
+        return json.dumps(body).encode()
+
+    return {
+        "not an image": v1([{"data": base64.b64encode(b"hello, not an image").decode()}]),
+        "truncated jpeg": v1([{"data": base64.b64encode(truncated_jpeg(test_image)).decode()}]),
+        "zero-byte image": v1([{"data": ""}]),
+        "zero-byte body": b"",
+        "invalid base64": v1([{"data": "@@not base64@@"}]),
+        "invalid json": b'{"instances": [',
+        "wrong envelope": json.dumps({"images": [good]}).encode(),
+        "missing instances": json.dumps({"parameters": {"beam_width": 3}}).encode(),
+        "empty instances": v1([]),
+        "decompression bomb": v1([{"data": base64.b64encode(png_bomb()).decode()}]),
+        "beam width 0": v1([{"data": good}], {"beam_width": 0}),
+        "beam width 10000": v1([{"data": good}], {"beam_width": 10_000}),
+        "oversize body": v1([{"data": "A" * (11 * 1024 * 1024)}]),
+    }
+
+
+# words the error message must contain (TorchServe or kserve may word their own refusals)
+EXPECTED_WORDS = {
+    "not an image": ["not an image"],
+    "truncated jpeg": ["truncated", "cannot decode", "image file"],
+    "zero-byte image": ["empty", "0 bytes"],
+    "zero-byte body": ["empty", "zero-length"],
+    "invalid base64": ["base64"],
+    "invalid json": ["json", "request format"],
+    "wrong envelope": ["instances"],
+    "missing instances": ["instances"],
+    "empty instances": ["instances"],
+    "decompression bomb": ["pixels", "bomb"],
+    "beam width 0": ["beam_width"],
+    "beam width 10000": ["beam_width"],
+    "oversize body": ["size", "bytes", "large"],
+}
+
+
+@pytest.mark.parametrize("case", list(EXPECTED_WORDS))
+def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_keeps_serving(
+    server, test_images, case
+):
+    body = bad_requests(test_images[0])[case]
+    url = endpoint(server.url, "imagelingo", "v1")
+    # An oversize body is refused before it is read, the way curl sends large bodies.
+    post = post_expecting_continue if case == "oversize body" else post_json
+    status, answer = post(url, body)
+    assert 400 <= status < 500, (case, status, answer)
+    message = json.dumps(answer).lower()
+    if case == "oversize body":
+        # TorchServe's Netty refuses it with a bare 413 (empty body): the status names it
+        assert status == 413 and (server.runtime == "torchserve" or "bytes" in message)
+        return assert_still_serving(server, test_images[1].read_bytes())
+    assert any(word in message for word in EXPECTED_WORDS[case]), (case, answer)
+    assert_still_serving(server, test_images[1].read_bytes())
+
+
+def test_v2_bad_datatype_is_a_4xx(server, test_images):
+    body = request_body([test_images[0].read_bytes()], "v2")
+    body["inputs"][0]["datatype"] = "FP32"
+    status, answer = post_json(endpoint(server.url, "imagelingo", "v2"), body)
+    assert 400 <= status < 500, answer
+    assert_still_serving(server, test_images[1].read_bytes())
