@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FLICKR8K ?= ../shared/flickr8k
 
-.PHONY: install demo test lint format benchmark clean
+.PHONY: install demo test lint format benchmark benchmark-serving clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ format: install
 
 benchmark: install  ## the real-data benchmark (~40 min on 2 cores); appends to benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/flickr8k_benchmark.py $(FLICKR8K)
+
+benchmark-serving: install  ## serving latency/throughput of both runtimes vs a seed-style baseline
+	$(BIN)/python benchmarks/serving_benchmark.py --images $(FLICKR8K)
 
 clean:
 	rm -rf runs mlflow.db mlruns .pytest_cache
