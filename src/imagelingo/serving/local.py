@@ -6,8 +6,6 @@ context managers. Used by `imagelingo serve`, the demo, the tests and the servin
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,12 +13,13 @@ import urllib.request
 from pathlib import Path
 
 from imagelingo.errors import ImageLingoError
+from imagelingo.serving.process import ServerProcess
 from imagelingo.serving.torchserve import LocalTorchServe, free_port
 
 RUNTIMES = ("torchserve", "kserve")
 
 
-class LocalKServe:
+class LocalKServe(ServerProcess):
     """The native predictor (`imagelingo serve --runtime kserve`) in a child process."""
 
     def __init__(self, store_dir: Path, workdir: Path, port: int | None = None) -> None:
@@ -53,23 +52,6 @@ class LocalKServe:
             time.sleep(0.5)
         self.stop()
         raise ImageLingoError(f"kserve predictor not ready within {timeout_s:.0f} s")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.log.close()
-
-    def __enter__(self) -> LocalKServe:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def local_server(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from imagelingo.errors import ImageLingoError
+from imagelingo.serving.process import ServerProcess
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def model_names(properties: dict[str, str]) -> list[str]:
     return list(json.loads(properties["model_snapshot"])["models"])
 
 
-class LocalTorchServe:
+class LocalTorchServe(ServerProcess):
     """Start with `start()` (returns when every model has a ready worker), stop with `stop()`."""
 
     def __init__(self, store_dir: Path, workdir: Path, port: int | None = None) -> None:
@@ -122,20 +122,3 @@ class LocalTorchServe:
         raise ImageLingoError(
             f"TorchServe was not ready within {timeout_s:.0f} s; see {self.workdir / 'logs'}"
         )
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.log.close()
-
-    def __enter__(self) -> LocalTorchServe:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
