@@ -204,6 +204,49 @@ def run_demo(args, params: dict) -> dict:
     return metrics
 
 
+def _pipeline_arguments(args) -> dict:
+    from imagelingo.orchestration import parse_arguments
+
+    arguments = parse_arguments(args.pipeline_args)
+    if getattr(args, "source", None):
+        arguments["source"] = args.source
+    return arguments
+
+
+def run_pipeline_locally(args, params: dict) -> dict:
+    from imagelingo.orchestration import run_local
+
+    rows = run_local(args.pipeline_root, _pipeline_arguments(args))
+    print(f"{'stage':<10} {'status':<8} {'seconds':>8}  outputs")
+    for row in rows:
+        outputs = json.dumps(row.get("outputs", ""), default=str) if row.get("outputs") else ""
+        print(f"{row['stage']:<10} {row['status']:<8} {row['seconds']!s:>8}  {outputs}")
+    return {}
+
+
+def run_compile(args, params: dict) -> dict:
+    from imagelingo.orchestration import compile_all
+
+    for path in compile_all():
+        print(f"wrote {path}")
+    return {}
+
+
+def run_submit(args, params: dict) -> dict:
+    from imagelingo.orchestration import submit
+
+    print(f"submitted run {submit(args.host, args.experiment, _pipeline_arguments(args))}")
+    return {}
+
+
+def run_schedule(args, params: dict) -> dict:
+    from imagelingo.orchestration import schedule
+
+    job = schedule(args.host, args.cron, args.experiment, _pipeline_arguments(args))
+    print(f"created recurring run {job} ({args.cron})")
+    return {}
+
+
 def _caption_served(work: Path, image: Path, params: dict) -> tuple[str, str]:
     """Serve the demo's model store locally (TorchServe; kserve when Java is missing) and caption
     one image through its KServe v1 endpoint."""
@@ -296,6 +339,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workdir", type=Path, default=Path("runs/serve"), help="logs, unpacked MAR")
     p.set_defaults(run=run_serve)
+
+    pipeline_help = "pipeline argument NAME=VALUE (e.g. epochs=3); repeatable"
+    p = sub.add_parser("run", help="run the whole KFP pipeline here with kfp.local")
+    p.add_argument("--source", help="data source (default: synthetic)")
+    p.add_argument(
+        "--param", "--arg", dest="pipeline_args", action="append", default=[], help=pipeline_help
+    )
+    p.add_argument("--pipeline-root", type=Path, default=Path("runs/pipeline"))
+    p.set_defaults(run=run_pipeline_locally)
+
+    p = sub.add_parser("compile", help="write the pipeline YAML and every component.yaml")
+    p.set_defaults(run=run_compile)
+
+    for name, runner, helptext in (
+        ("submit", run_submit, "submit a pipeline run to Kubeflow Pipelines"),
+        ("schedule", run_schedule, "create a recurring run (6-field KFP cron)"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--host", required=True, help="KFP API, e.g. http://ml-pipeline-ui:80")
+        p.add_argument("--experiment", default="imagelingo")
+        p.add_argument("--source", help="data source")
+        p.add_argument(
+            "--param",
+            "--arg",
+            dest="pipeline_args",
+            action="append",
+            default=[],
+            help=pipeline_help,
+        )
+        if name == "schedule":
+            p.add_argument("--cron", required=True, help="e.g. '0 0 3 * * *' (03:00 daily)")
+        p.set_defaults(run=runner)
 
     p = sub.add_parser("demo", help="all stages on generated data; prints BLEU and a caption")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))

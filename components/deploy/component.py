@@ -1,0 +1,40 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+from components.images import DEPLOY_IMAGE
+
+
+@dsl.component(base_image=DEPLOY_IMAGE, install_kfp_package=False)
+def deploy(
+    model_store: Input[Model],
+    target: str,
+    name: str,
+    namespace: str,
+    storage_uri: str,
+    canary_traffic_percent: int,
+    protocol_version: str,
+    deployment: Output[Artifact],
+) -> str:
+    """Upload the model store and create or patch the InferenceService ("kserve"), or render it
+    ("local"). Returns the service URL (empty for "local")."""
+    import os
+    from pathlib import Path
+
+    from imagelingo.deploy import DeployConfig, deploy
+
+    config = DeployConfig(
+        name=name,
+        namespace=namespace,
+        storage_uri=storage_uri,
+        canary_traffic_percent=canary_traffic_percent,
+        protocol_version=protocol_version,
+    )
+    record = deploy(
+        Path(model_store.path),
+        Path(deployment.path),
+        target,
+        config,
+        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+    )
+    deployment.metadata.update({"action": record["action"], "url": record["url"]})
+    return record["url"]

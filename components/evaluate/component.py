@@ -1,0 +1,30 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.images import TRAINING_IMAGE
+
+
+@dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    features: Input[Dataset],
+    dataset: Input[Dataset],
+    beam_width: int,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[HTML],
+) -> float:
+    """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report; returns BLEU-4.
+    The quality gate is the pipeline's dsl.If on the returned score."""
+    import shutil
+    from pathlib import Path
+
+    from imagelingo.evaluate import evaluate
+
+    record = evaluate(
+        Path(model.path), Path(features.path), Path(dataset.path), Path(evaluation.path), beam_width
+    )
+    for name in ("bleu1", "bleu2", "bleu3", "bleu4"):
+        metrics.log_metric(name, record["metrics"][name])
+    shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
+    return float(record["metrics"]["bleu4"])

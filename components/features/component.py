@@ -1,0 +1,25 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.images import TRAINING_IMAGE
+
+
+@dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
+def features(
+    dataset: Input[Dataset],
+    encoder: str,
+    batch_size: int,
+    num_workers: int,
+    features: Output[Dataset],
+):
+    """Every image through the pretrained encoder: fp16 region grids per split."""
+    from pathlib import Path
+
+    from imagelingo.features import extract_features
+
+    record = extract_features(
+        Path(dataset.path), Path(features.path), encoder, None, batch_size, num_workers
+    )
+    features.metadata.update(
+        {"encoder": encoder, "images_per_second": record["images_per_second"] or 0.0}
+    )

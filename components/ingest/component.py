@@ -1,0 +1,24 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import TRAINING_IMAGE
+
+
+@dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
+def ingest(source: str, synthetic_images: int, seed: int, dataset: Output[Dataset]):
+    """Flickr8k directory, archive URLs, s3:// prefix or "synthetic" -> validated dataset."""
+    import os
+    from pathlib import Path
+
+    from imagelingo.ingest import ingest
+
+    cache = Path(os.environ.get("IMAGELINGO_CACHE", "/tmp/imagelingo-cache"))
+    record = ingest(
+        source,
+        Path(dataset.path),
+        cache,
+        synthetic_images,
+        seed,
+        os.environ.get("AWS_ENDPOINT_URL"),
+    )
+    dataset.metadata.update({k: v for k, v in record["counts"].items() if not isinstance(v, dict)})
