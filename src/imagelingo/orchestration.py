@@ -47,17 +47,21 @@ def components() -> dict[str, Any]:
     }
 
 
-def compile_all(pipeline_yaml: Path = PIPELINE_YAML) -> list[Path]:
-    """Write the pipeline YAML and every components/<stage>/component.yaml."""
+def compile_all(root: Path = REPO_ROOT) -> list[Path]:
+    """Write pipelines/imagelingo_pipeline.yaml and every components/<stage>/component.yaml
+    under `root` (the source tree; tests compile into a temporary folder and compare)."""
     from kfp import compiler
 
     written = []
     for stage, component in components().items():
-        path = REPO_ROOT / "components" / stage / "component.yaml"
+        path = Path(root) / "components" / stage / "component.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(component, str(path))
         written.append(path)
+    pipeline_yaml = Path(root) / PIPELINE_YAML.relative_to(REPO_ROOT)
+    pipeline_yaml.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline_function(), str(pipeline_yaml))
-    return [*written, Path(pipeline_yaml)]
+    return [*written, pipeline_yaml]
 
 
 def parse_arguments(pairs: list[str]) -> dict[str, Any]:
