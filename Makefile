@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 FLICKR8K ?= ../shared/flickr8k
+# component images (defaults match components/images.py; override both together, then
+# `IMAGELINGO_IMAGE=... IMAGELINGO_DEPLOY_IMAGE=... imagelingo compile`)
+IMAGE ?= ghcr.io/imagelingo/imagelingo:0.1.0
+DEPLOY_IMAGE ?= ghcr.io/imagelingo/imagelingo-deploy:0.1.0
 
-.PHONY: install demo test lint format benchmark benchmark-serving clean
+.PHONY: install demo test lint format benchmark benchmark-serving images run clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +38,13 @@ benchmark: install  ## the real-data benchmark (~40 min on 2 cores); appends to 
 
 benchmark-serving: install  ## serving latency/throughput of both runtimes vs a seed-style baseline
 	$(BIN)/python benchmarks/serving_benchmark.py --images $(FLICKR8K)
+
+images:  ## build the component images (needs a Docker engine); push them with docker push
+	docker build -f components/Dockerfile --target training -t $(IMAGE) .
+	docker build -f components/Dockerfile --target deploy -t $(DEPLOY_IMAGE) .
+
+run: install  ## the whole KFP pipeline on this machine (kfp.local) on synthetic data
+	$(BIN)/imagelingo run
 
 clean:
 	rm -rf runs mlflow.db mlruns .pytest_cache
