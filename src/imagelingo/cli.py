@@ -144,9 +144,9 @@ def run_serve(args, params: dict) -> dict:
     if runtime == "kserve":
         from imagelingo.serving.kserve_predictor import serve
 
-        print(f"kserve predictor on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+        print(f"kserve predictor on http://{args.host}:{port} (Ctrl-C stops it)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            serve(args.model_store, args.workdir, port)
+            serve(args.model_store, args.workdir, port, args.host)
         return {}
     from imagelingo.serving.local import local_server
 
@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_store", type=Path, help="directory written by `imagelingo package`")
     p.add_argument("--runtime", choices=("torchserve", "kserve"))
     p.add_argument("--port", type=int)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="kserve runtime: bind address (0.0.0.0 in a container)"
+    )
     p.add_argument("--workdir", type=Path, default=Path("runs/serve"), help="logs, unpacked MAR")
     p.set_defaults(run=run_serve)
 
