@@ -4,6 +4,11 @@ session, an MLflow sqlite store in a temporary folder, and the path of the real 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.data.vocab import build_vocab_stage
 from imagelingo.features import extract_features
 from imagelingo.ingest import ingest
+from imagelingo.serving.torchserve import free_port
 from imagelingo.train import TrainConfig, train
 
 FLICKR8K = Path(
@@ -76,3 +82,32 @@ def model_store(trained_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("store")
     package_model(trained_model, out, ServingConfig(batch_size=8, max_batch_delay_ms=50))
     return out
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """moto's S3 API on 127.0.0.1, with throw-away credentials."""
+    port = free_port()
+    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    process = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(key, value)
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=10)

@@ -6,14 +6,8 @@ bucket, each bound to 127.0.0.1 on a free port.
 
 import functools
 import http.server
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -21,12 +15,6 @@ from imagelingo.data.flickr8k import download
 from imagelingo.errors import ImageLingoError
 from imagelingo.ingest import ingest
 from imagelingo.storage import upload_dir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -84,35 +72,6 @@ def test_cached_file_that_changed_is_refused(archive_server, tmp_path):
     path.write_bytes(b"tampered")
     with pytest.raises(ImageLingoError, match="cached .* has sha256"):
         download(f"{base}/Flickr8k_text.zip", tmp_path / "cache")
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    """moto's S3 API on 127.0.0.1, with throw-away credentials."""
-    port = free_port()
-    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    process = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(key, value)
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def test_s3_prefix_is_ingested_through_the_endpoint_url(s3_server, synthetic_source, tmp_path):
