@@ -13,10 +13,11 @@ def deploy(
     storage_uri: str,
     canary_traffic_percent: int,
     protocol_version: str,
+    model_version: str,
     deployment: Output[Artifact],
 ) -> str:
     """Upload the model store and create or patch the InferenceService ("kserve"), or render it
-    ("local"). Returns the service URL (empty for "local")."""
+    ("local"); then mark `model_version` as production in the registry. Returns the URL."""
     import os
     from pathlib import Path
 
@@ -35,6 +36,7 @@ def deploy(
         target,
         config,
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+        model_version=model_version,
     )
     deployment.metadata.update({"action": record["action"], "url": record["url"]})
     return record["url"]

@@ -1,3 +1,5 @@
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -13,10 +15,11 @@ def evaluate(
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
-) -> float:
-    """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report; returns BLEU-4.
-    The quality gate is the pipeline's dsl.If on the returned score."""
+) -> NamedTuple("Scores", bleu4=float, model_version=str):
+    """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report. Returns BLEU-4 (the
+    pipeline's dsl.If gates on it) and the model's version in the MLflow registry."""
     import shutil
+    from collections import namedtuple
     from pathlib import Path
 
     from imagelingo.evaluate import evaluate
@@ -27,4 +30,5 @@ def evaluate(
     for name in ("bleu1", "bleu2", "bleu3", "bleu4"):
         metrics.log_metric(name, record["metrics"][name])
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
-    return float(record["metrics"]["bleu4"])
+    scores = namedtuple("Scores", ["bleu4", "model_version"])
+    return scores(float(record["metrics"]["bleu4"]), record["model_version"])

@@ -247,6 +247,27 @@ def run_schedule(args, params: dict) -> dict:
     return {}
 
 
+def run_models(args, params: dict) -> dict:
+    from imagelingo.registry import production_bleu4, versions
+
+    if args.gate:
+        production = production_bleu4()
+        floor = params["evaluate"]["min_bleu4"]
+        # no production model yet: the configured minimum is the gate
+        print(f"{floor if production is None else production + args.margin:.4f}")
+        return {}
+    rows = versions()
+    if not rows:
+        print("no registered versions of imagelingo")
+    print(f"{'version':>7}  {'BLEU-1':>6}  {'BLEU-4':>6}  {'commit':<20} {'data':<12}  production")
+    for r in rows:
+        print(
+            f"{r['version']:>7}  {r.get('bleu1', 0):6.4f}  {r.get('bleu4', 0):6.4f}  "
+            f"{r['git_commit']:<20} {r['data_sha256']:<12}  {'*' if r['production'] else ''}"
+        )
+    return {}
+
+
 def _caption_served(work: Path, image: Path, params: dict) -> tuple[str, str]:
     """Serve the demo's model store locally (TorchServe; kserve when Java is missing) and caption
     one image through its KServe v1 endpoint."""
@@ -374,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "schedule":
             p.add_argument("--cron", required=True, help="e.g. '0 0 3 * * *' (03:00 daily)")
         p.set_defaults(run=runner)
+
+    p = sub.add_parser("models", help="registered model versions, BLEU, which is in production")
+    p.add_argument("--gate", action="store_true", help="print production BLEU-4 + --margin")
+    p.add_argument("--margin", type=float, default=0.0)
+    p.set_defaults(run=run_models)
 
     p = sub.add_parser("demo", help="all stages on generated data; prints BLEU and a caption")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))

@@ -134,8 +134,10 @@ def deploy(
     config: DeployConfig = DeployConfig(),
     client: Any = None,
     s3_endpoint_url: str | None = None,
+    model_version: str = "",
 ) -> dict:
-    """Deploy a packaged model store; writes inferenceservice.yaml and metadata.json to out_dir."""
+    """Deploy a packaged model store; writes inferenceservice.yaml and metadata.json to out_dir.
+    After a successful deploy, `model_version` (MLflow registry) gets the `production` alias."""
     import yaml
 
     from imagelingo.artifacts import write_metadata
@@ -161,6 +163,10 @@ def deploy(
         )
         status = client.get(config.name, namespace=config.namespace).get("status", {})
         url = status.get("url", "")
+    if model_version:
+        from imagelingo.registry import set_production
+
+        set_production(model_version)
     return write_metadata(
         out_dir,
         "deploy",
@@ -169,4 +175,5 @@ def deploy(
         counts={"files_uploaded": files},
         action=action,
         url=url,
+        production_version=model_version,
     )

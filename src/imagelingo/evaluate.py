@@ -15,6 +15,7 @@ from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.errors import ImageLingoError, QualityGateError
 from imagelingo.features import FeatureStore
+from imagelingo.registry import register
 
 log = logging.getLogger(__name__)
 BLEU_WEIGHTS = {
@@ -87,6 +88,8 @@ def evaluate(
         metrics,
     )
     passed = scores["bleu4"] >= min_bleu4
+    _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
+    model_version = register(model_dir, dataset_dir, metrics, mlflow_tracking_uri) if passed else ""
     record = write_metadata(
         out_dir,
         "evaluate",
@@ -105,9 +108,9 @@ def evaluate(
         counts={"images": len(records), "references": sum(len(r) for r in references)},
         metrics=metrics,
         quality_gate_passed=passed,
+        model_version=model_version,  # in the MLflow registry ("" when not registered)
         seconds=round(time.perf_counter() - started, 2),
     )
-    _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
     if not passed:
         raise QualityGateError(
             f"quality gate failed: BLEU-4 {scores['bleu4']:.4f} on {split} is "

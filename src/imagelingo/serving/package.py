@@ -135,6 +135,9 @@ def torchserve_properties(
         "disable_token_authorization": "true",
         "enable_model_api": "true",
         "install_py_dep_per_model": "false",
+        # TS_* environment variables may override these (the standalone image moves the ports).
+        # Do not label the InferenceService with a service-envelope: the handler speaks KServe.
+        "enable_envvars_config": "true",
         "model_snapshot": json.dumps(snapshot),
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())

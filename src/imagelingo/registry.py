@@ -1,0 +1,103 @@
+"""The MLflow model registry: every evaluated model becomes a version of "imagelingo", tagged with
+its test BLEU, the data it was trained on and the code that trained it; a deploy moves the
+`production` alias to the version it deployed.
+
+    imagelingo models                      # versions, BLEU-4, which one is in production
+    imagelingo models --gate --margin 0.005  # production BLEU-4 + margin: the retrain gate
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from imagelingo.artifacts import read_metadata
+from imagelingo.tracking import tracking_uri
+
+MODEL_NAME = "imagelingo"
+PRODUCTION = "production"
+BLEU = ("bleu1", "bleu2", "bleu3", "bleu4")
+
+
+def _client(uri: str | None = None):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri(uri))
+    return MlflowClient()
+
+
+def dataset_digest(dataset_dir: Path) -> str:
+    """sha256 of the ingested captions.jsonl: which images, splits and captions were used."""
+    return hashlib.sha256((Path(dataset_dir) / "captions.jsonl").read_bytes()).hexdigest()
+
+
+def dvc_md5(source: str) -> str:
+    """The DVC hash of the raw data when ingest read a DVC-tracked folder (data/flickr8k.dvc)."""
+    import yaml
+
+    pointer = Path(str(source).rstrip("/") + ".dvc")
+    if not pointer.is_file():
+        return ""
+    return str(yaml.safe_load(pointer.read_text())["outs"][0].get("md5", ""))
+
+
+def register(model_dir: Path, dataset_dir: Path, metrics: dict, uri: str | None = None) -> str:
+    """A new version of MODEL_NAME from the training run's model files; returns its number, or
+    "" when the model was trained without an MLflow run."""
+    from mlflow.exceptions import MlflowException
+
+    trained = read_metadata(model_dir)
+    run_id = trained.get("mlflow_run_id")
+    if not run_id:
+        return ""
+    client = _client(uri)
+    try:
+        client.create_registered_model(MODEL_NAME)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    ingested = read_metadata(dataset_dir)
+    tags = {f"test_{k}": f"{metrics[k]:.4f}" for k in BLEU}
+    tags |= {
+        "data_sha256": dataset_digest(dataset_dir),
+        "data_dvc_md5": dvc_md5(ingested.get("inputs", {}).get("source", "")),
+        "git_commit": trained.get("code_version", ""),
+        "params": json.dumps(trained.get("params", {}), sort_keys=True),
+    }
+    version = client.create_model_version(
+        MODEL_NAME, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags
+    )
+    return str(version.version)
+
+
+def set_production(version: str, uri: str | None = None) -> None:
+    _client(uri).set_registered_model_alias(MODEL_NAME, PRODUCTION, version)
+
+
+def versions(uri: str | None = None) -> list[dict]:
+    """Every version, newest first: number, BLEU-1..4, commit, data hash, production or not."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    try:
+        production = client.get_model_version_by_alias(MODEL_NAME, PRODUCTION).version
+    except MlflowException:
+        production = None
+    rows = []
+    for v in client.search_model_versions(f"name='{MODEL_NAME}'"):
+        rows.append(
+            {
+                "version": str(v.version),
+                **{k: float(v.tags[f"test_{k}"]) for k in BLEU if f"test_{k}" in v.tags},
+                "git_commit": v.tags.get("git_commit", ""),
+                "data_sha256": v.tags.get("data_sha256", "")[:12],
+                "production": str(v.version) == str(production),
+            }
+        )
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def production_bleu4(uri: str | None = None) -> float | None:
+    return next((r.get("bleu4") for r in versions(uri) if r["production"]), None)
