@@ -63,7 +63,9 @@ class LocalTorchServe(ServerProcess):
             "inference_address": self.url,
             "management_address": self.management_url,
             "metrics_address": f"http://127.0.0.1:{self.metrics_port}",
+            "grpc_inference_address": "127.0.0.1",
             "grpc_inference_port": str(free_port()),
+            "grpc_management_address": "127.0.0.1",
             "grpc_management_port": str(free_port()),
             "model_store": str(self.store_dir / "model-store"),
         }

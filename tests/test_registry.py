@@ -1,0 +1,88 @@
+"""The model registry against a real MLflow server on 127.0.0.1 (sqlite backend, local artifact
+root): evaluation registers a version with BLEU, data hash and commit; a deploy moves the
+`production` alias; `imagelingo models` lists them and prints the retrain gate."""
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from imagelingo.artifacts import code_version
+from imagelingo.cli import main
+from imagelingo.deploy import deploy
+from imagelingo.evaluate import evaluate
+from imagelingo.registry import dataset_digest, versions
+from imagelingo.serving.torchserve import free_port
+from imagelingo.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.terminate()
+        pytest.fail(f"MLflow server not healthy: {(root / 'server.log').read_text()[-2000:]}")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture
+def served_tracking(mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    return mlflow_server
+
+
+def test_evaluate_registers_deploy_promotes_and_models_lists(
+    served_tracking, pipeline_dirs, tmp_path, capsys
+):
+    model = tmp_path / "model"
+    train(
+        pipeline_dirs["dataset"],
+        pipeline_dirs["vocab_file"],
+        pipeline_dirs["features"],
+        model,
+        TrainConfig(epochs=1, batch_size=32),
+    )
+    first = evaluate(model, pipeline_dirs["features"], pipeline_dirs["dataset"], tmp_path / "e1")
+    second = evaluate(model, pipeline_dirs["features"], pipeline_dirs["dataset"], tmp_path / "e2")
+    assert (first["model_version"], second["model_version"]) == ("1", "2")
+
+    registered = {v["version"]: v for v in versions()}
+    assert registered["1"]["bleu4"] == pytest.approx(first["metrics"]["bleu4"], abs=1e-4)
+    assert registered["1"]["git_commit"] == code_version()
+    assert registered["1"]["data_sha256"] == dataset_digest(pipeline_dirs["dataset"])[:12]
+    assert not any(v["production"] for v in registered.values())
+
+    store = tmp_path / "store"
+    (store / "model-store").mkdir(parents=True)
+    (store / "config").mkdir()
+    deploy(store, tmp_path / "deploy", "local", model_version="1")
+    assert [v["version"] for v in versions() if v["production"]] == ["1"]
+
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    production_rows = [line for line in listing.splitlines() if line.rstrip().endswith("*")]
+    assert len(production_rows) == 1 and production_rows[0].split()[0] == "1"
+    assert main(["models", "--gate", "--margin", "0.01"]) == 0
+    gate = float(capsys.readouterr().out.strip())
+    assert gate == pytest.approx(registered["1"]["bleu4"] + 0.01, abs=1e-4)
