@@ -44,10 +44,7 @@ def test_packaged_properties_let_the_environment_override_every_key_the_image_se
         assert name[3:].lower() in properties, name
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PATH") or not __import__("shutil").which("java"),
-    reason="TorchServe needs Java",
-)
+@pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java")
 def test_packaged_config_with_the_image_environment_serves(model_store, pipeline_dirs, tmp_path):
     port = free_port()
     env = {**os.environ, **image_env()}
