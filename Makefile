@@ -22,16 +22,16 @@ demo: install  ## every stage on generated data; prints BLEU and a caption
 	$(BIN)/imagelingo demo
 
 test: install  ## lint, then the test suite
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks components pipelines
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks components pipelines
+	$(BIN)/ruff format --check src tests benchmarks components pipelines
 
 format: install
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks components pipelines
+	$(BIN)/ruff check --fix src tests benchmarks components pipelines
 
 benchmark: install  ## the real-data benchmark (~40 min on 2 cores); appends to benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/flickr8k_benchmark.py $(FLICKR8K)
