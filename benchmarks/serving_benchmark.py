@@ -43,8 +43,11 @@ DEFAULT_IMAGES = Path("../shared/flickr8k")
 
 
 def test_images(flickr8k: Path, count: int) -> list[bytes]:
-    names = (flickr8k / "Flickr_8k.testImages.txt").read_text().split()[:count]
-    return [(flickr8k / "Flicker8k_Dataset" / name).read_bytes() for name in names]
+    from imagelingo.data.flickr8k import locate_layout
+
+    layout = locate_layout(flickr8k)
+    names = layout.split_files["test"].read_text().split()[:count]
+    return [(layout.image_dir / name).read_bytes() for name in names]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -14,6 +14,12 @@ def test_train_config_defaults_equal_params_yaml():
     assert load_params()["train"] == dataclasses.asdict(TrainConfig())
 
 
+def test_serving_config_defaults_equal_params_yaml():
+    from imagelingo.serving.package import ServingConfig
+
+    assert load_params()["package"] == dataclasses.asdict(ServingConfig())
+
+
 def test_demo_overrides_name_real_parameters():
     params = load_params()
     demo = apply_overrides(params, params["demo"])

@@ -58,9 +58,17 @@ class ServingConfig:
     max_workers: int = 1
     response_timeout_s: int = 120
     max_request_size: int = 10 * 1024 * 1024  # bytes; larger bodies get 413 from TorchServe
+    # TorchServe starts workers with OMP_NUM_THREADS=1; the handler sets this many torch threads
+    # per worker instead (CPU limit / workers). 0 leaves torch's default.
+    torch_threads: int = 2
 
 
-def export_bundle(model_dir: Path, bundle_dir: Path, encoder_weights: Path | None = None) -> None:
+def export_bundle(
+    model_dir: Path,
+    bundle_dir: Path,
+    encoder_weights: Path | None = None,
+    torch_threads: int = 0,
+) -> None:
     """Write the serving bundle: the encoder traced to TorchScript, the decoder as a state dict."""
     captioner = Captioner.load(model_dir)
     spec = captioner.encoder
@@ -79,6 +87,7 @@ def export_bundle(model_dir: Path, bundle_dir: Path, encoder_weights: Path | Non
     torch.save(captioner.decoder.state_dict(), bundle_dir / runtime.DECODER_FILE)
     shutil.copy2(Path(model_dir) / CONFIG_FILE, bundle_dir / runtime.CONFIG_FILE)
     shutil.copy2(Path(model_dir) / VOCAB_FILE, bundle_dir / runtime.VOCAB_FILE)
+    (bundle_dir / runtime.SERVING_FILE).write_text(json.dumps({"torch_threads": torch_threads}))
 
 
 def copy_runtime_sources(target: Path) -> None:
@@ -178,7 +187,7 @@ def package_model(
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="imagelingo-mar-") as tmp:
         staging = Path(tmp)
-        export_bundle(Path(model_dir), staging / "files", encoder_weights)
+        export_bundle(Path(model_dir), staging / "files", encoder_weights, config.torch_threads)
         copy_runtime_sources(staging / "files")
         (staging / "entry").mkdir()
         shutil.copy2(HANDLER_ENTRY, staging / "entry" / "imagelingo_handler.py")

@@ -15,6 +15,7 @@ stock TorchServe image (no timm, no nltk, no `imagelingo`).
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +36,19 @@ ENCODER_FILE, DECODER_FILE, CONFIG_FILE, VOCAB_FILE = (
     "vocab.json",
 )
 BUNDLE_FILES = (ENCODER_FILE, DECODER_FILE, CONFIG_FILE, VOCAB_FILE)
+SERVING_FILE = "serving.json"  # optional: {"torch_threads": N}
+
+
+def apply_thread_setting(bundle_dir: Path) -> None:
+    """torch threads for this worker: $IMAGELINGO_TORCH_THREADS, else the bundle's setting.
+    (TorchServe launches workers with OMP_NUM_THREADS=1, which halves throughput on 2 cores.)"""
+    settings = bundle_dir / SERVING_FILE
+    configured = (
+        json.loads(settings.read_text()).get("torch_threads", 0) if settings.is_file() else 0
+    )
+    threads = int(os.environ.get("IMAGELINGO_TORCH_THREADS") or configured)
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 class CaptionRuntime:
@@ -58,6 +72,7 @@ class CaptionRuntime:
         missing = [name for name in BUNDLE_FILES if not (bundle_dir / name).is_file()]
         if missing:
             raise ImageLingoError(f"{bundle_dir}: not a serving bundle, missing {missing}")
+        apply_thread_setting(bundle_dir)
         config = json.loads((bundle_dir / CONFIG_FILE).read_text())
         decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
         state = torch.load(bundle_dir / DECODER_FILE, map_location="cpu", weights_only=True)
