@@ -85,7 +85,7 @@ def imagelingo_pipeline(
         beam_width=beam_width,
     )
     resources(scored, "2", "4Gi")
-    with dsl.If(scored.outputs["bleu4"] >= min_bleu4, name="quality-gate"):
+    with dsl.If(scored.outputs["Output"] >= min_bleu4, name="quality-gate"):
         store = resources(package(model=fit.outputs["model"]), "2", "4Gi")
         release = deploy(
             model_store=store.output,
@@ -95,6 +95,6 @@ def imagelingo_pipeline(
             storage_uri=storage_uri,
             canary_traffic_percent=canary_traffic_percent,
             protocol_version=protocol_version,
-            model_version=scored.outputs["model_version"],
+            evaluation=scored.outputs["evaluation"],
         )
         resources(release, "500m", "512Mi").set_retry(num_retries=3, backoff_duration="30s")

@@ -13,14 +13,15 @@ def deploy(
     storage_uri: str,
     canary_traffic_percent: int,
     protocol_version: str,
-    model_version: str,
+    evaluation: Input[Artifact],
     deployment: Output[Artifact],
 ) -> str:
     """Upload the model store and create or patch the InferenceService ("kserve"), or render it
-    ("local"); then mark `model_version` as production in the registry. Returns the URL."""
+    ("local"); then mark the evaluated registry version as production. Returns the URL."""
     import os
     from pathlib import Path
 
+    from imagelingo.artifacts import read_metadata
     from imagelingo.deploy import DeployConfig, deploy
 
     config = DeployConfig(
@@ -36,7 +37,7 @@ def deploy(
         target,
         config,
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
-        model_version=model_version,
+        model_version=read_metadata(Path(evaluation.path)).get("model_version", ""),
     )
     deployment.metadata.update({"action": record["action"], "url": record["url"]})
     return record["url"]

@@ -1,5 +1,3 @@
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -15,11 +13,11 @@ def evaluate(
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
-) -> NamedTuple("Scores", bleu4=float, model_version=str):
-    """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report. Returns BLEU-4 (the
-    pipeline's dsl.If gates on it) and the model's version in the MLflow registry."""
+) -> float:
+    """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report; returns BLEU-4,
+    which the pipeline's dsl.If gates on. (A single return value: kfp.local resolves a
+    condition on `Output` but not on named outputs.) The registry version is in `evaluation`."""
     import shutil
-    from collections import namedtuple
     from pathlib import Path
 
     from imagelingo.evaluate import evaluate
@@ -30,5 +28,4 @@ def evaluate(
     for name in ("bleu1", "bleu2", "bleu3", "bleu4"):
         metrics.log_metric(name, record["metrics"][name])
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
-    scores = namedtuple("Scores", ["bleu4", "model_version"])
-    return scores(float(record["metrics"]["bleu4"]), record["model_version"])
+    return float(record["metrics"]["bleu4"])
