@@ -1,6 +1,7 @@
 """The standalone serving image (serving/Dockerfile): it copies exactly what `imagelingo package`
 writes, and that config, with the image's environment, starts a real TorchServe that captions."""
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,11 @@ from imagelingo.serving.torchserve import free_port, read_properties
 DOCKERFILE = (REPO_ROOT / "serving" / "Dockerfile").read_text()
 
 
+def image_cmd() -> list[str]:
+    text = DOCKERFILE.split("\nCMD ", 1)[1].replace("\\\n", " ")
+    return json.loads(text[: text.index("]") + 1])
+
+
 def image_env() -> dict[str, str]:
     block = DOCKERFILE.split("\nENV ", 1)[1].split("\nEXPOSE", 1)[0]
     return dict(re.findall(r"(TS_\w+)=(\S+)", block))
@@ -32,8 +38,10 @@ def test_image_copies_the_packaged_store_and_config_and_runs_it():
         ("model-store", "/home/model-server/model-store"),
         ("config/config.properties", "/home/model-server/config.properties"),
     ]
-    assert '"--ts-config", "/home/model-server/config.properties"]' in DOCKERFILE
-    assert image_env()["TS_MODEL_STORE"] == "/home/model-server/model-store"
+    command = image_cmd()
+    assert command[0] == "torchserve" and "--foreground" in command
+    assert command[command.index("--ts-config") + 1] == "/home/model-server/config.properties"
+    assert command[command.index("--model-store") + 1] == "/home/model-server/model-store"
     assert image_env()["TS_INFERENCE_ADDRESS"].endswith(":8080")
 
 
@@ -52,7 +60,6 @@ def test_packaged_config_with_the_image_environment_serves(model_store, pipeline
         "TS_INFERENCE_ADDRESS": f"http://127.0.0.1:{port}",
         "TS_MANAGEMENT_ADDRESS": f"http://127.0.0.1:{free_port()}",
         "TS_METRICS_ADDRESS": f"http://127.0.0.1:{free_port()}",
-        "TS_MODEL_STORE": str(model_store / "model-store"),
         "TS_GRPC_INFERENCE_ADDRESS": "127.0.0.1",
         "TS_GRPC_INFERENCE_PORT": str(free_port()),
         "TS_GRPC_MANAGEMENT_ADDRESS": "127.0.0.1",
@@ -63,9 +70,14 @@ def test_packaged_config_with_the_image_environment_serves(model_store, pipeline
     }
     server = ServerProcess()
     server.log = open(tmp_path / "torchserve.log", "wb")
+    # the image's CMD, with its paths mapped to the packaged store
+    paths = {
+        "/home/model-server/config.properties": str(model_store / "config" / "config.properties"),
+        "/home/model-server/model-store": str(model_store / "model-store"),
+        "torchserve": str(Path(sys.executable).parent / "torchserve"),
+    }
     server.process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "torchserve"), "--start", "--foreground", "--ncs"]
-        + ["--ts-config", str(model_store / "config" / "config.properties")],
+        [paths.get(arg, arg) for arg in image_cmd()],
         cwd=tmp_path,
         env=env,
         stdout=server.log,

@@ -86,7 +86,9 @@ class CaptionRuntime:
         return torch.stack([to_pixels(i, self.image_size, self.mean, self.std) for i in images])
 
     @torch.inference_mode()
-    def caption(self, images: list[Image.Image], options: list[Options] | Options) -> list[dict]:
+    def caption(
+        self, images: list[Image.Image], options: list[Options] | Options = Options()
+    ) -> list[dict]:
         """One caption dict per image. `options` is one for all, or one per image: images that
         share options are beam-searched together, all images share one encoder pass."""
         if isinstance(options, Options):
