@@ -66,3 +66,12 @@ def test_push_to_s3_and_pull_into_a_fresh_clone_is_bit_for_bit(
     assert digests(clone / "data" / "flickr8k") == digests(synthetic_source)
     objects = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="imagelingo-data")
     assert objects["KeyCount"] > 0
+
+
+def test_the_raw_dataset_pointer_describes_the_flickr8k_copy():
+    from conftest import FLICKR8K
+
+    pointer = yaml.safe_load((REPO_ROOT / "data" / "flickr8k.dvc").read_text())["outs"][0]
+    assert pointer["path"] == "flickr8k" and pointer["md5"].endswith(".dir")
+    if (FLICKR8K / "Flickr8k.token.txt").is_file():
+        assert pointer["nfiles"] == sum(1 for p in FLICKR8K.rglob("*") if p.is_file())
