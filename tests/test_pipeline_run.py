@@ -50,6 +50,21 @@ def test_every_stage_ran_and_wrote_its_artifacts(pipeline_run):
     assert (eval_dir / "report.html").is_file()
 
 
+def test_the_pipeline_model_is_in_the_registry_with_bleu_data_hash_and_commit(pipeline_run):
+    from pathlib import Path
+
+    from imagelingo.artifacts import read_metadata
+    from imagelingo.registry import dataset_digest, versions
+
+    evaluated = read_metadata(Path(pipeline_run["evaluate"]["path"]))
+    registered = {v["version"]: v for v in versions()}[evaluated["model_version"]]
+    assert registered["bleu4"] == pytest.approx(evaluated["metrics"]["bleu4"], abs=1e-4)
+    dataset = Path(evaluated["inputs"]["dataset"])
+    assert registered["data_sha256"] == dataset_digest(dataset)[:12]
+    assert registered["git_commit"] == evaluated["code_version"]
+    assert registered["production"]  # the run's deploy step promoted it
+
+
 def test_pipeline_bleu_equals_the_cli_stages_run_one_by_one(pipeline_run, tmp_path):
     work, cache = tmp_path / "cli", tmp_path / "cache"
     overrides = [a for p in SMALL_PARAMS for a in ("-p", p)]

@@ -140,13 +140,20 @@ def client(host: str):
     return kfp.Client(host=host)
 
 
+def _compiled(tmp: str) -> str:
+    """Compile afresh (with this environment's image names) into a scratch folder."""
+    return str(compile_all(Path(tmp))[-1])
+
+
 def submit(host: str, experiment: str, arguments: dict[str, Any], kfp_client: Any = None) -> str:
     """Compile and submit one run; returns its run id."""
-    compile_all()
+    import tempfile
+
     kfp_client = kfp_client or client(host)
-    run = kfp_client.create_run_from_pipeline_package(
-        str(PIPELINE_YAML), arguments=arguments, experiment_name=experiment
-    )
+    with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
+        run = kfp_client.create_run_from_pipeline_package(
+            _compiled(tmp), arguments=arguments, experiment_name=experiment
+        )
     return run.run_id
 
 
@@ -158,14 +165,16 @@ def schedule(
         raise ImageLingoError(
             f"cron {cron!r}: KFP expects 6 fields (second minute hour day month weekday)"
         )
-    compile_all()
+    import tempfile
+
     kfp_client = kfp_client or client(host)
     experiment_id = kfp_client.create_experiment(experiment).experiment_id
-    job = kfp_client.create_recurring_run(
-        experiment_id=experiment_id,
-        job_name=f"imagelingo {cron}",
-        cron_expression=cron,
-        pipeline_package_path=str(PIPELINE_YAML),
-        params=arguments,
-    )
+    with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
+        job = kfp_client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=f"imagelingo {cron}",
+            cron_expression=cron,
+            pipeline_package_path=_compiled(tmp),
+            params=arguments,
+        )
     return job.recurring_run_id
