@@ -10,7 +10,9 @@ import http.client
 import io
 import json
 import shutil
+import urllib.error
 import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -177,4 +179,23 @@ def test_v2_bad_datatype_is_a_4xx(server, test_images):
     body["inputs"][0]["datatype"] = "FP32"
     status, answer = post_json(endpoint(server.url, "imagelingo", "v2"), body)
     assert 400 <= status < 500, answer
+    assert_still_serving(server, test_images[1].read_bytes())
+
+
+def test_a_form_encoded_body_is_captioned_or_answered_with_a_400_naming_the_content_type(
+    server, test_images
+):
+    """curl -d without -H sends the JSON as application/x-www-form-urlencoded. TorchServe
+    splits such a body into form fields; the handler says so instead of a puzzling error."""
+    body = json.dumps(request_body([test_images[0].read_bytes()], "v1")).encode()
+    request = urllib.request.Request(
+        endpoint(server.url, "imagelingo", "v1"),
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert json.load(response)["predictions"][0]["caption"]
+    except urllib.error.HTTPError as error:
+        assert error.code == 400 and "Content-Type" in json.load(error)["error"]
     assert_still_serving(server, test_images[1].read_bytes())

@@ -37,6 +37,8 @@ class ParsedRequest:
 
 def parse_body(body: Any) -> ParsedRequest:
     """A request body (bytes or already-decoded JSON) -> its images and options, or BadRequest."""
+    if isinstance(body, BadRequest):
+        raise body
     if isinstance(body, (bytes, bytearray)):
         if not body:
             raise BadRequest("empty request body; expected KServe v1 or v2 JSON")
@@ -95,10 +97,19 @@ def answer_requests(
     return answers  # type: ignore[return-value]
 
 
+FORM_ENCODED = (
+    "the body arrived as form fields (Content-Type application/x-www-form-urlencoded, curl's "
+    "default with -d); send the JSON with Content-Type: application/json"
+)
+
+
 def row_body(row: Any) -> Any:
-    """TorchServe puts a request's body under "body" (or "data" for form fields)."""
+    """TorchServe puts a request's body under "body" (or "data"). A form-encoded body arrives
+    split into fields instead, which cannot be rejoined faithfully: answer that with a 400."""
     if isinstance(row, dict):
-        return row.get("body", row.get("data"))
+        if "body" in row or "data" in row:
+            return row.get("body", row.get("data"))
+        return BadRequest(FORM_ENCODED) if row else b""
     return row
 
 

@@ -83,6 +83,10 @@ class LocalTorchServe(ServerProcess):
         command += ["--model-store", str(self.store_dir / "model-store")]
         env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs")}
         env["METRICS_LOCATION"] = str(self.workdir / "logs")
+        # TorchServe keeps one pid file in the temp dir and refuses to start while it names a
+        # live server: a temp dir per server lets several run side by side.
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        env["TMPDIR"] = str(self.workdir / "tmp")
         # The Python workers must find this interpreter's torch first.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         self.log = open(self.workdir / "torchserve.log", "wb")

@@ -1,0 +1,329 @@
+"""Every command in README.md's bash blocks runs here, or the README marks it as not runnable
+on this machine ("needs a cluster", "needs a Docker engine", or "long:" for the 40-minute
+benchmarks). The commands run as written, in a copy of the project whose params.yaml is shrunk
+to a few images and one epoch. Substitutions, the only edits: ../shared/flickr8k becomes a small
+synthetic dataset in the Flickr8k layout, photo.jpg & co. are test images, port 8080 / HOST /
+the MinIO URL become free ports on 127.0.0.1, and .venv is the environment running the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from imagelingo.config import REPO_ROOT, load_params
+from imagelingo.data.synthetic import generate_synthetic
+from imagelingo.serving.torchserve import free_port
+
+pytestmark = pytest.mark.slow
+
+MARKS = ("needs a cluster", "needs a Docker engine", "long:")
+# Commands another test runs through the same CLI entry point: (test file, text it must contain).
+RUN_ELSEWHERE = {
+    "imagelingo run": ("tests/test_pipeline_run.py", 'main(["run"'),
+    "make test": (".ci/run", "make test"),  # the command running this very suite
+}
+TEST_IMAGES = ("photo.jpg", "dog.jpg", "some.jpg", "other.png")
+
+
+@dataclass(frozen=True)
+class Command:
+    section: str
+    text: str
+    comment: str
+
+    @property
+    def marked(self) -> bool:
+        return any(mark in self.comment or mark in self.section for mark in MARKS)
+
+
+def readme_commands() -> list[Command]:
+    """The shell commands of every ```bash block, continuation lines joined, with their
+    trailing comment and the heading they sit under."""
+    commands, section, block = [], "", None
+    for line in (REPO_ROOT / "README.md").read_text().splitlines():
+        stripped = line.strip()
+        if block is None and line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif block is None and stripped == "```bash":
+            block = []
+        elif block is not None and stripped == "```":
+            commands += _split(section, block)
+            block = None
+        elif block is not None:
+            block.append(stripped)
+    return commands
+
+
+def _split(section: str, lines: list[str]) -> list[Command]:
+    commands, pending = [], ""
+    for line in lines:
+        if not pending and (not line or line.startswith("#")):
+            continue
+        pending += line
+        if pending.endswith("\\"):
+            pending = pending[:-1]
+            continue
+        text, *comment = re.split(r"\s+#\s", pending, maxsplit=1)
+        commands.append(Command(section, re.sub(r"\s+", " ", text).strip(), "".join(comment)))
+        pending = ""
+    return commands
+
+
+def unmarked(section_prefix: str) -> list[Command]:
+    return [c for c in readme_commands() if c.section.startswith(section_prefix) and not c.marked]
+
+
+# Sections whose unmarked commands the tests below run.
+HANDLED = (
+    "Quick start",
+    "The stages",
+    "Serving",
+    "The Kubeflow pipeline",
+    "Calling the endpoint",
+    "Manifests",
+    "Data versioning",
+    "Model registry",
+    "Parameters",
+    "Tracking",
+)
+
+
+def test_every_readme_command_is_run_by_a_test_or_marked():
+    commands = readme_commands()
+    assert len(commands) > 30  # the parser found the blocks
+    orphans = [c for c in commands if not c.marked and not c.section.startswith(HANDLED)]
+    assert not orphans, f"README commands no test runs and no mark explains: {orphans}"
+    for prefix, (path, needle) in RUN_ELSEWHERE.items():
+        assert any(c.text.startswith(prefix) for c in commands), prefix
+        assert needle in (REPO_ROOT / path).read_text(), f"{path} no longer runs {prefix!r}"
+    assert any(c.marked for c in commands if "kubectl apply" in c.text)
+    assert any(c.marked for c in commands if c.text.startswith("docker "))
+
+
+# --- running them -------------------------------------------------------------------------
+
+
+class Project:
+    """A copy of the repository's files in a fresh git repo, with tiny parameters."""
+
+    def __init__(self, root: Path, flickr8k: Path):
+        self.root, self.flickr8k, self.port = root, flickr8k, free_port()
+        self.minio = "http://127.0.0.1:9"  # set by the DVC test once its S3 server runs
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        env["IMAGELINGO_CACHE"] = str(self.root / "runs" / "cache")
+        env["FLICKR8K"] = str(self.flickr8k)  # the Makefile's variable
+        env.pop("IMAGELINGO_PARAMS", None)
+        return env
+
+    def substitute(self, text: str) -> str:
+        host = f"127.0.0.1:{self.port}"
+        text = text.replace("../shared/flickr8k", str(self.flickr8k))
+        text = text.replace("http://minio.example:9000", self.minio)
+        text = text.replace("127.0.0.1:8080", host).replace("http://HOST", f"http://{host}")
+        if re.match(r"(imagelingo serve|\.venv/bin/mlflow ui) ", text):
+            text += f" --port {self.port}"
+        return text
+
+    def sh(self, text: str, timeout: float = 600) -> str:
+        done = subprocess.run(
+            ["bash", "-eo", "pipefail", "-c", self.substitute(text)],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, f"README command failed: {text}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def background(self, text: str, ready_path: str, body: bytes | None = None):
+        """Start a server command; return the process once `ready_path` answers 200."""
+        log = open(self.root / "runs" / f"server-{self.port}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {self.substitute(text)}"],
+            cwd=self.root,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{self.port}{ready_path}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (self.root / "runs" / log.name).read_text()
+            try:
+                request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30):
+                    return process
+            except OSError:
+                time.sleep(1)
+        stop(process)  # SIGTERM: the CLI stops the Java frontend it started
+        raise AssertionError(f"{text}: {url} not ready in 180 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def tiny_params() -> dict:
+    params = load_params(REPO_ROOT / "params.yaml")
+    params["ingest"]["synthetic_images"] = 40
+    params["features"]["num_workers"] = 0
+    params["train"].update(epochs=1, patience=1, batch_size=32)
+    params["evaluate"]["report_samples"] = 2
+    params["demo"] = {"ingest.synthetic_images": 40, "train.epochs": 1, "evaluate.min_bleu4": 0.0}
+    return params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    root = tmp_path_factory.mktemp("readme") / "imagelingo"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        if (REPO_ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    # The environment running the tests stands in for .venv, marked installed so that make
+    # does not reinstall the copy into it.
+    (root / ".venv").mkdir()
+    (root / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
+    (root / ".venv" / ".installed").touch()
+    (root / "runs").mkdir()
+    flickr8k = generate_synthetic(tmp_path_factory.mktemp("raw") / "flickr8k", 40, seed=1)
+    first = next((flickr8k / "images").iterdir())
+    for name in TEST_IMAGES:
+        Image.open(first).convert("RGB").save(root / name)
+    for git in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *git], cwd=root)
+    return Project(root, flickr8k)
+
+
+@pytest.fixture(scope="module")
+def stages(project) -> Project:
+    block = "\n".join(c.text for c in unmarked("The stages"))
+    out = project.sh(block)
+    assert (project.root / "runs/f8k/eval/metrics.json").is_file()
+    assert "some.jpg" in out and "other.png" in out  # `imagelingo caption` printed both
+    return project
+
+
+def test_quick_start_demo(project):
+    (demo,) = [c for c in unmarked("Quick start") if c.text.startswith("make demo")]
+    out = project.sh(demo.text)
+    assert "test BLEU:" in out and "caption from http://127.0.0.1:" in out
+
+
+def test_serving_and_calling_the_endpoint(stages):
+    commands = unmarked("Serving")
+    servers = [c for c in commands if c.text.startswith("imagelingo serve")]
+    first = commands.index(servers[0])
+    clients = [c for c in commands[first:] if c not in servers] + unmarked("Calling the endpoint")
+    for command in commands[:first]:
+        stages.sh(command.text)
+    body = json.dumps(
+        {"instances": [{"data": b64encode((stages.root / "photo.jpg").read_bytes()).decode()}]}
+    ).encode()
+    assert len(servers) == 2 and len(clients) >= 4
+    for server in servers:
+        process = stages.background(server.text, "/v1/models/imagelingo:predict", body)
+        try:
+            for client in clients:
+                out = stages.sh(client.text)
+                expected = '"caption"' if client.text.startswith("curl") else "photo.jpg"
+                assert expected in out, (client.text, out)
+        finally:
+            stop(process)
+
+
+def test_pipeline_commands(project):
+    commands = unmarked("The Kubeflow pipeline")
+    for command in commands:
+        if command.text == "imagelingo run":
+            continue  # RUN_ELSEWHERE: tests/test_pipeline_run.py runs it on synthetic data
+        if command.text == "imagelingo compile":
+            compile_in_the_source_tree(project, command.text)
+            continue
+        out = project.sh(command.text)
+        assert re.search(r"evaluate\s+done", out) and re.search(r"deploy\s+done", out), out
+
+
+def compile_in_the_source_tree(project: Project, command: str) -> None:
+    """`imagelingo compile` writes the committed YAML of the source tree, with the real
+    params.yaml: run it there and check that it rewrote them unchanged."""
+    files = [REPO_ROOT / "pipelines/imagelingo_pipeline.yaml"]
+    files += sorted((REPO_ROOT / "components").glob("*/component.yaml"))
+    before = {path: path.read_bytes() for path in files}
+    try:
+        done = subprocess.run(
+            command.split(), cwd=REPO_ROOT, env=project.env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count("wrote ") == len(files)
+        assert {path: path.read_bytes() for path in files} == before
+    finally:
+        for path, content in before.items():
+            path.write_bytes(content)
+
+
+def test_manifests_render(project):
+    for command in unmarked("Manifests"):
+        assert "kind: InferenceService" in project.sh(command.text)
+
+
+def test_dvc_commands(project, s3_server):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="imagelingo-data")
+    project.minio = s3_server
+    # Setup the README assumes: data/flickr8k tracked and pushed to the default remote.
+    data = project.root / "data" / "flickr8k"
+    shutil.copytree(project.flickr8k, data)
+    project.sh("dvc add -q data/flickr8k && dvc push -q && git add -A && git commit -qm data")
+    shutil.rmtree(data)
+    shutil.rmtree(project.root / ".dvc" / "cache")
+    commands = unmarked("Data versioning")
+    for command in commands:
+        out = project.sh(command.text)
+        if command.text.startswith("dvc exp run"):
+            assert "bleu4" in out
+    assert sorted(p.name for p in (data / "images").iterdir()) == sorted(
+        p.name for p in (project.flickr8k / "images").iterdir()
+    )
+    assert (project.root / "runs/dvc/eval/metrics.json").is_file()
+    listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="imagelingo-data")
+    assert listed["KeyCount"] > 0
+
+
+def test_registry_parameters_and_tracking(stages):
+    (stages.root / "my-params.yaml").write_text((stages.root / "params.yaml").read_text())
+    for command in unmarked("Model registry") + unmarked("Parameters"):
+        assert stages.sh(command.text).strip(), command.text
+    (mlflow_ui,) = unmarked("Tracking")
+    stop(stages.background(mlflow_ui.text, "/"))
