@@ -1,5 +1,7 @@
-"""The GitHub workflows, checked offline (actionlint cannot be installed here): valid structure,
-pinned actions, triggers as documented, and every `make`, `imagelingo` and secret they use exists.
+"""The GitHub workflows, checked offline. actionlint cannot be installed here (no binary wheel,
+no Go toolchain), so the equivalent: check-jsonschema against the GitHub Actions workflow schema it
+vendors, plus pinned actions, triggers as documented, and every `make`, `imagelingo` and secret
+they use exists.
 """
 
 import re
@@ -56,6 +58,24 @@ def test_commands_and_secrets_exist(path):
     readme = (REPO_ROOT / "README.md").read_text()
     for secret in re.findall(r"secrets\.(\w+)", text):
         assert secret == "GITHUB_TOKEN" or secret in readme, f"secret {secret} not in README"
+
+
+def schema_check(*paths: Path) -> subprocess.CompletedProcess:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    command = [str(checker), "--builtin-schema", "vendor.github-workflows", *map(str, paths)]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_workflows_match_the_github_actions_schema(tmp_path):
+    result = schema_check(*WORKFLOWS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The check can fail: a misspelt key and a bad trigger are caught.
+    broken = tmp_path / "broken.yml"
+    ci = (REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    broken.write_text(ci.replace("runs-on:", "run-on:", 1))
+    assert schema_check(broken).returncode != 0
+    broken.write_text(ci.replace("pull_request", "pull_requests", 1))
+    assert schema_check(broken).returncode != 0
 
 
 def test_ci_runs_exactly_what_ci_runs_here():
