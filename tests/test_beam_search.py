@@ -101,3 +101,35 @@ def test_banned_words_are_never_emitted():
         banned_ids=(Y,),
     )[0]
     assert Y not in result.tokens and result.tokens[0] == X
+
+
+def test_stopping_once_no_live_beam_can_win_changes_nothing(monkeypatch):
+    """Beam search stops when every image's best finished beam outscores its live beams; the
+    result equals running until every beam has ended (or max_len)."""
+    import imagelingo.model as model
+
+    torch.manual_seed(1)
+    config = DecoderConfig(
+        vocab_size=30, feature_dim=16, embed_dim=8, hidden_dim=16, attention_dim=8, context_dim=8
+    )
+    decoder = CaptionDecoder(config).eval()
+    decoder.out.bias.data[END] = 2.5  # captions end after a few words, at different steps
+    features = torch.randn(6, 9, 16)
+    steps = {"early": 0, "full": 0}
+    step = decoder.step
+
+    def counting(name):
+        def counted(words, state):
+            steps[name] += 1
+            return step(words, state)
+
+        return counted
+
+    monkeypatch.setattr(decoder, "step", counting("early"))
+    early = beam_search(decoder, features, 3, 25, START, END)
+    monkeypatch.setattr(model, "_settled", lambda *_: False)
+    monkeypatch.setattr(decoder, "step", counting("full"))
+    full = beam_search(decoder, features, 3, 25, START, END)
+    assert [r.tokens for r in early] == [r.tokens for r in full]
+    assert [r.score for r in early] == [r.score for r in full]
+    assert steps["early"] < steps["full"]  # it did stop early

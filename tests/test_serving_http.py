@@ -199,3 +199,11 @@ def test_a_form_encoded_body_is_captioned_or_answered_with_a_400_naming_the_cont
     except urllib.error.HTTPError as error:
         assert error.code == 400 and "Content-Type" in json.load(error)["error"]
     assert_still_serving(server, test_images[1].read_bytes())
+
+
+@pytest.mark.parametrize("runtime", ["torchserve", "kserve"])
+def test_serving_a_folder_that_is_not_a_model_store_is_a_clear_error(tmp_path, capsys, runtime):
+    from imagelingo.cli import main
+
+    assert main(["serve", str(tmp_path / "nope"), "--runtime", runtime]) == 2
+    assert "not found: is" in capsys.readouterr().err

@@ -116,6 +116,17 @@ def caption_loss(
     return ce + alpha_c * ((1.0 - attention_total) ** 2).mean(), ce
 
 
+def _settled(beam_scores: torch.Tensor, finished: torch.Tensor) -> bool:
+    """True when every image's best finished beam scores at least its best live beam. Scores
+    are sums of log-probabilities, so live beams only fall: ranked by total score, nothing can
+    overtake, and the remaining steps cannot change the result."""
+    if not bool(finished.any(dim=1).all()):
+        return False
+    best_finished = beam_scores.masked_fill(~finished, float("-inf")).max(dim=1).values
+    best_live = beam_scores.masked_fill(finished, float("-inf")).max(dim=1).values
+    return bool((best_finished >= best_live).all())
+
+
 @dataclass
 class BeamResult:
     tokens: list[int]  # word ids, without <start> and <end>
@@ -193,7 +204,7 @@ def beam_search(
         lengths = lengths.gather(1, parent) + (~was_finished).float()
         finished = was_finished | (words == end_id)
         words = words.view(-1)
-        if bool(finished.all()):
+        if bool(finished.all()) or (length_penalty == 0 and _settled(beam_scores, finished)):
             break
     ranked = beam_scores / lengths.clamp(min=1) ** length_penalty
     best = ranked.argmax(dim=1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "imagelingo"
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -22,7 +24,25 @@ def mlflow_run(
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(uri))
+    if run_id is not None and not _run_exists(mlflow, run_id):
+        # e.g. a model trained elsewhere, evaluated against another tracking store
+        log.warning(
+            "MLflow run %s (the model's training run) is not in %s; logging to a new run",
+            run_id,
+            tracking_uri(uri),
+        )
+        run_id = None
     if run_id is None:
         mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name):
         yield mlflow
+
+
+def _run_exists(mlflow, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException:
+        return False
+    return True

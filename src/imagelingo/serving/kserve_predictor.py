@@ -23,7 +23,7 @@ from imagelingo.errors import ImageLingoError
 from imagelingo.serving.handler import error_body, parse_body
 from imagelingo.serving.protocol import BadRequest, Options, v2_response
 from imagelingo.serving.runtime import CaptionRuntime
-from imagelingo.serving.torchserve import model_names, read_properties
+from imagelingo.serving.torchserve import model_names, store_properties
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,10 @@ class CaptionModel(kserve.Model):
         return self.ready
 
     async def predict(self, payload: Any, headers: dict | None = None) -> dict:
-        body = payload if isinstance(payload, dict) else v2_request_to_dict(payload)
+        if isinstance(payload, (dict, bytes, bytearray)):
+            body = payload  # bytes: a body not sent as application/json; parse_body decodes it
+        else:
+            body = v2_request_to_dict(payload)
         request = parse_body(body)  # BadRequest -> 4xx through bad_request_handler
         captions = await self.batcher.caption(request.images, request.options)
         if request.protocol == "v2":
@@ -122,7 +125,7 @@ async def bad_request_handler(_: Request, exc: BadRequest) -> JSONResponse:
 
 def unpack_bundle(store_dir: Path, workdir: Path) -> tuple[str, Path, dict[str, str]]:
     """The model name, its unpacked MAR and the packaged TorchServe properties."""
-    properties = read_properties(Path(store_dir) / "config" / "config.properties")
+    properties = store_properties(store_dir)
     name = model_names(properties)[0]
     mar = Path(store_dir) / "model-store" / f"{name}.mar"
     if not mar.is_file():

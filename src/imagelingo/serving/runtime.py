@@ -93,7 +93,10 @@ class CaptionRuntime:
         share options are beam-searched together, all images share one encoder pass."""
         if isinstance(options, Options):
             options = [options] * len(images)
-        features = self.encoder(self.pixels(images))
+        # channels_last runs the depthwise convolutions ~30% faster on CPU (RESULTS.md); the
+        # features differ by ~1e-5, far below the fp16 rounding of the training features.
+        pixels = self.pixels(images).contiguous(memory_format=torch.channels_last)
+        features = self.encoder(pixels)
         groups: dict[Options, list[int]] = defaultdict(list)
         for index, option in enumerate(options):
             groups[option].append(index)

@@ -35,6 +35,16 @@ def read_properties(path: Path) -> dict[str, str]:
     return properties
 
 
+def store_properties(store_dir: Path) -> dict[str, str]:
+    """The packaged config.properties of a model store, or a clear error naming what is missing."""
+    packaged = Path(store_dir) / "config" / "config.properties"
+    if not packaged.is_file():
+        raise ImageLingoError(
+            f"{packaged} not found: is {store_dir} a model store (`imagelingo package`)?"
+        )
+    return read_properties(packaged)
+
+
 def model_names(properties: dict[str, str]) -> list[str]:
     return list(json.loads(properties["model_snapshot"])["models"])
 
@@ -44,12 +54,7 @@ class LocalTorchServe(ServerProcess):
 
     def __init__(self, store_dir: Path, workdir: Path, port: int | None = None) -> None:
         self.store_dir, self.workdir = Path(store_dir).resolve(), Path(workdir).resolve()
-        packaged = self.store_dir / "config" / "config.properties"
-        if not packaged.is_file():
-            raise ImageLingoError(
-                f"{packaged} not found: is {store_dir} a model store (`imagelingo package`)?"
-            )
-        self.properties = read_properties(packaged)
+        self.properties = store_properties(self.store_dir)
         self.models = model_names(self.properties)
         self.port = port or free_port()
         self.management_port, self.metrics_port = free_port(), free_port()
