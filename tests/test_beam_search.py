@@ -133,3 +133,25 @@ def test_stopping_once_no_live_beam_can_win_changes_nothing(monkeypatch):
     assert [r.tokens for r in early] == [r.tokens for r in full]
     assert [r.score for r in early] == [r.score for r in full]
     assert steps["early"] < steps["full"]  # it did stop early
+
+
+def test_a_live_beam_tied_with_a_finished_one_is_decoded_to_the_end(monkeypatch):
+    """From <start>, a word and <end> are equally likely and the word is then certain to end:
+    after one step a live beam ties the finished one. Stopping there (>= instead of >) returns
+    the unfinished word; decoding on returns the empty caption, as the full search does."""
+    import imagelingo.model as model
+
+    word, end = 0, END  # a tie found by trying: here stopping at the tie changes the answer
+    tied = {START: _row({word: 0.5, end: 0.5}), word: _row({end: 1.0}), end: _row({end: 1.0})}
+
+    class TiedModel(HandBuiltModel):
+        def step(self, words, state):
+            scores = torch.stack([tied.get(int(w), tied[end]) for w in words])
+            return scores, state, torch.ones(len(words), 1)
+
+    features = torch.zeros(1, 1, 1)
+    early = beam_search(TiedModel(), features, 2, 5, START, end)
+    monkeypatch.setattr(model, "_settled", lambda *_: False)
+    full = beam_search(TiedModel(), features, 2, 5, START, end)
+    assert [r.tokens for r in early] == [r.tokens for r in full]
+    assert [r.score for r in early] == [r.score for r in full]

@@ -111,4 +111,4 @@ def test_evaluate_logs_to_a_new_run_when_the_training_run_is_in_another_store(
     record = evaluate(
         trained_model, pipeline_dirs["features"], pipeline_dirs["dataset"], tmp_path / "eval"
     )
-    assert record["metrics"]["bleu4"] >= 0 and "not in sqlite" in caplog.text
+    assert record["metrics"]["bleu4"] >= 0 and "not in this tracking store" in caplog.text

@@ -154,33 +154,41 @@ class Project:
         return done.stdout
 
     def background(self, text: str, ready_path: str, body: bytes | None = None):
-        """Start a server command; return the process once `ready_path` answers 200."""
-        log = open(self.root / "runs" / f"server-{self.port}.log", "w")  # noqa: SIM115
-        process = subprocess.Popen(
-            ["bash", "-c", f"exec {self.substitute(text)}"],
-            cwd=self.root,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        """Start a server command on a fresh port (so an earlier server still shutting down
+        cannot answer for it); return the process once `ready_path` answers 200."""
+        self.port = free_port()
+        log_path = self.root / "runs" / f"server-{self.port}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                ["bash", "-c", f"exec {self.substitute(text)}"],
+                cwd=self.root,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{self.port}{ready_path}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (self.root / "runs" / log.name).read_text()
-            try:
-                request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=30):
-                    return process
-            except OSError:
-                time.sleep(1)
-        stop(process)  # SIGTERM: the CLI stops the Java frontend it started
-        raise AssertionError(f"{text}: {url} not ready in 180 s")
+        deadline, headers = time.monotonic() + 180, {"Content-Type": "application/json"}
+        try:
+            while time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()
+                try:
+                    request = urllib.request.Request(url, body, headers)
+                    with urllib.request.urlopen(request, timeout=30):
+                        return process
+                except OSError:
+                    time.sleep(1)
+            raise AssertionError(f"{text}: {url} not ready in 180 s")
+        except BaseException:
+            stop(process)
+            raise
 
 
 def stop(process: subprocess.Popen) -> None:
+    """SIGTERM: `imagelingo serve` then stops the Java frontend it started (a SIGKILL would
+    orphan it), so wait long enough for that."""
     process.terminate()
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=120)
     except subprocess.TimeoutExpired:
         process.kill()
 
@@ -234,9 +242,11 @@ def stages(project) -> Project:
     return project
 
 
-def test_quick_start_demo(project):
-    (demo,) = [c for c in unmarked("Quick start") if c.text.startswith("make demo")]
-    out = project.sh(demo.text)
+def test_quick_start(project):
+    commands = [c for c in unmarked("Quick start") if c.text not in RUN_ELSEWHERE]
+    assert [c.text for c in commands][:1] == ["make demo"]
+    for command in commands:
+        out = project.sh(command.text)
     assert "test BLEU:" in out and "caption from http://127.0.0.1:" in out
 
 
@@ -264,6 +274,7 @@ def test_serving_and_calling_the_endpoint(stages):
 
 def test_pipeline_commands(project):
     commands = unmarked("The Kubeflow pipeline")
+    assert len(commands) == 3, commands  # run, run --source, compile
     for command in commands:
         if command.text == "imagelingo run":
             continue  # RUN_ELSEWHERE: tests/test_pipeline_run.py runs it on synthetic data
@@ -293,6 +304,7 @@ def compile_in_the_source_tree(project: Project, command: str) -> None:
 
 
 def test_manifests_render(project):
+    assert unmarked("Manifests")
     for command in unmarked("Manifests"):
         assert "kind: InferenceService" in project.sh(command.text)
 
@@ -309,6 +321,7 @@ def test_dvc_commands(project, s3_server):
     shutil.rmtree(data)
     shutil.rmtree(project.root / ".dvc" / "cache")
     commands = unmarked("Data versioning")
+    assert len(commands) == 5, commands
     for command in commands:
         out = project.sh(command.text)
         if command.text.startswith("dvc exp run"):
@@ -323,7 +336,9 @@ def test_dvc_commands(project, s3_server):
 
 def test_registry_parameters_and_tracking(stages):
     (stages.root / "my-params.yaml").write_text((stages.root / "params.yaml").read_text())
-    for command in unmarked("Model registry") + unmarked("Parameters"):
+    commands = unmarked("Model registry") + unmarked("Parameters")
+    assert len(commands) == 4, commands
+    for command in commands:
         assert stages.sh(command.text).strip(), command.text
     (mlflow_ui,) = unmarked("Tracking")
     stop(stages.background(mlflow_ui.text, "/"))

@@ -110,5 +110,6 @@ def caption_image_files(
         except (OSError, UnidentifiedImageError) as exc:
             raise ImageLingoError(f"{path}: cannot read image: {exc}") from exc
     with torch.inference_mode():
-        features = encoder(torch.stack(pixels))
+        # the memory format the served encoder uses (serving/runtime.py): same numerics
+        features = encoder(torch.stack(pixels).contiguous(memory_format=torch.channels_last))
     return captioner.caption_features(features, beam_width, max_len)

@@ -152,9 +152,10 @@ def run_serve(args, params: dict) -> dict:
         return {}
     from imagelingo.serving.local import local_server
 
-    server = local_server(runtime, args.model_store, args.workdir, port).start()
-    print(f"{runtime} ready: POST {server.url}/v1/models/<model>:predict (Ctrl-C stops it)")
-    try:
+    server = local_server(runtime, args.model_store, args.workdir, port)
+    try:  # start() inside: a SIGTERM while waiting for ready still stops the Java frontend
+        server.start()
+        print(f"{runtime} ready: POST {server.url}/v1/models/<model>:predict (Ctrl-C stops it)")
         server.process.wait()
     except KeyboardInterrupt:
         pass

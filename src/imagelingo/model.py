@@ -124,7 +124,8 @@ def _settled(beam_scores: torch.Tensor, finished: torch.Tensor) -> bool:
         return False
     best_finished = beam_scores.masked_fill(~finished, float("-inf")).max(dim=1).values
     best_live = beam_scores.masked_fill(finished, float("-inf")).max(dim=1).values
-    return bool((best_finished >= best_live).all())
+    # strictly: on a tie the remaining steps decide which beam argmax picks
+    return bool((best_finished > best_live).all())
 
 
 @dataclass

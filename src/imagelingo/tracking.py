@@ -27,9 +27,9 @@ def mlflow_run(
     if run_id is not None and not _run_exists(mlflow, run_id):
         # e.g. a model trained elsewhere, evaluated against another tracking store
         log.warning(
-            "MLflow run %s (the model's training run) is not in %s; logging to a new run",
+            "MLflow run %s (the model's training run) is not in this tracking store; "
+            "logging to a new run",
             run_id,
-            tracking_uri(uri),
         )
         run_id = None
     if run_id is None:
@@ -42,7 +42,9 @@ def _run_exists(mlflow, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.get_run(run_id)
-    except MlflowException:
-        return False
-    return True
+        run = mlflow.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise  # an unreachable or failing server is an error, not a missing run
+    return run.info.lifecycle_stage != "deleted"
