@@ -11,7 +11,6 @@ outcome and timings to benchmarks/RESULTS.md. tests/test_dvc.py does the same on
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shutil
@@ -31,6 +30,7 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
 
+from imagelingo.data.flickr8k import sha256_of  # noqa: E402
 from imagelingo.serving.torchserve import free_port  # noqa: E402
 
 
@@ -51,11 +51,7 @@ def wait_for_port(port: int, timeout_s: float) -> None:
 
 
 def sha256_tree(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def roundtrip(source: Path, work: Path, endpoint: str) -> dict:

@@ -1,7 +1,6 @@
 """DVC for real: the repo's dvc.yaml and remotes are valid, and a dataset pushed to an S3 API
 (moto's server on 127.0.0.1) and pulled into a fresh clone comes back bit for bit."""
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from imagelingo.config import REPO_ROOT, load_params
+from imagelingo.data.flickr8k import sha256_of
 
 BIN = Path(sys.executable).parent
 
@@ -21,11 +21,7 @@ def run(*command, cwd, env=None):
 
 
 def digests(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    return {str(p.relative_to(root)): sha256_of(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_dvc_yaml_stages_call_the_cli_with_params_and_metrics():

@@ -143,10 +143,7 @@ def run_serve(args, params: dict) -> dict:
     port = args.port or params["serve"]["port"]
     if runtime == "kserve":
         from imagelingo.serving.kserve_predictor import serve
-        from imagelingo.serving.torchserve import store_properties
 
-        store_properties(args.model_store)  # a clear error before announcing anything
-        print(f"kserve predictor on http://{args.host}:{port} (Ctrl-C stops it)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             serve(args.model_store, args.workdir, port, args.host)
         return {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,6 @@ def _compiled(tmp: str) -> str:
 
 def submit(host: str, experiment: str, arguments: dict[str, Any], kfp_client: Any = None) -> str:
     """Compile and submit one run; returns its run id."""
-    import tempfile
-
     kfp_client = kfp_client or client(host)
     with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
         run = kfp_client.create_run_from_pipeline_package(
@@ -165,8 +164,6 @@ def schedule(
         raise ImageLingoError(
             f"cron {cron!r}: KFP expects 6 fields (second minute hour day month weekday)"
         )
-    import tempfile
-
     kfp_client = kfp_client or client(host)
     experiment_id = kfp_client.create_experiment(experiment).experiment_id
     with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:

@@ -176,6 +176,9 @@ def build_app(store_dir: Path, workdir: Path):
 
 
 def serve(store_dir: Path, workdir: Path, port: int, host: str = "127.0.0.1") -> None:
+    """Load the model store, then serve it until interrupted (announced once it is loaded)."""
     import uvicorn
 
-    uvicorn.run(build_app(store_dir, workdir), host=host, port=port, log_level="warning")
+    app = build_app(store_dir, workdir)
+    print(f"kserve predictor on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
