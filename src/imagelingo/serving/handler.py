@@ -84,7 +84,8 @@ def answer_requests(
                 answers[index] = (500, error_body(500, f"captioning failed: {exc}"))
             return answers  # type: ignore[return-value]
         per_request: dict[int, list[dict]] = {index: [] for index in parsed}
-        for owner, caption in zip(owners, captions, strict=True):
+        assert len(captions) == len(owners), "one caption per image"  # Python 3.9: no strict zip
+        for owner, caption in zip(owners, captions):
             per_request[owner].append(caption)
         for index, request in parsed.items():
             predictions = per_request[index]

@@ -112,7 +112,9 @@ class CaptionRuntime:
                 # a caption with "<unk>" in it is never the better answer (as in evaluation)
                 banned_ids=(self.vocab.pad_id, self.vocab.start_id, self.vocab.unk_id),
             )
-            for index, beam in zip(indices, beams, strict=True):
+            # no zip(strict=True): this module runs on the runtime's Python 3.9
+            assert len(beams) == len(indices), "one beam per image"
+            for index, beam in zip(indices, beams):
                 words = self.vocab.decode(beam.tokens)
                 results[index] = {
                     "caption": " ".join(words),
