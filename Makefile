@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 FLICKR8K ?= ../shared/flickr8k
-# component images (defaults match components/images.py; override both together, then
-# `IMAGELINGO_IMAGE=... IMAGELINGO_DEPLOY_IMAGE=... imagelingo compile`)
-IMAGE ?= ghcr.io/imagelingo/imagelingo:0.1.0
-DEPLOY_IMAGE ?= ghcr.io/imagelingo/imagelingo-deploy:0.1.0
+# component images: the naming scheme of components/images.py, <REGISTRY>/imagelingo[-deploy]:<TAG>
+# (TAG = the package version). After pushing, compile with the digests: README, "On a cluster".
+REGISTRY ?= ghcr.io/imagelingo
+TAG ?= 0.1.0
+IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
+DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
 
-.PHONY: install demo test lint format benchmark benchmark-serving images run clean
+.PHONY: install demo test cluster-check lint format benchmark benchmark-serving images run clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +26,9 @@ demo: install  ## every stage on generated data; prints BLEU and a caption
 test: install  ## lint, then the test suite
 	$(BIN)/ruff check src tests benchmarks components pipelines
 	$(BIN)/pytest -q
+
+cluster-check: install  ## the component images rehearsed: their venvs from components/requirements/, compiled components run in them (~4 min)
+	IMAGELINGO_CLUSTER_CHECK=1 $(BIN)/pytest -q -s tests/cluster
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks components pipelines

@@ -5,7 +5,10 @@
     imagelingo submit --host URL        # a run on Kubeflow Pipelines
 
 Parameter defaults come from params.yaml. On a cluster the MLflow URI and S3 credentials come
-from the Secrets `imagelingo-mlflow` and `imagelingo-s3` (see README, "On a cluster").
+from the Secrets `imagelingo-mlflow` and `imagelingo-s3` (see README, "On a cluster"); the tasks
+that need them do not start without them. Pod settings (kfp-kubernetes, ignored by kfp.local):
+a deadline on every task, /dev/shm in memory where DataLoader workers run, a size-limited scratch
+folder for the data-heavy tasks.
 """
 
 from kfp import dsl, kubernetes
@@ -18,27 +21,70 @@ from components.package.component import package
 from components.train.component import train
 from components.vocab.component import vocab
 from imagelingo.config import load_params
+from imagelingo.tracking import CLUSTER_MARKER
 
 P = load_params()
-S3_ENV = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
+S3_SECRET, MLFLOW_SECRET = "imagelingo-s3", "imagelingo-mlflow"
+SECRET_ENV = {
+    S3_SECRET: {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")},
+    MLFLOW_SECRET: {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"},
+}
+# Who needs which Secret. Required (not optional): a pod whose Secret is missing does not start
+# (CreateContainerConfigError naming it) instead of running without credentials. vocab, features
+# and package only read and write KFP artifacts and get none.
+SECRETS = {
+    "ingest": (S3_SECRET,),  # an s3:// source
+    "train": (S3_SECRET, MLFLOW_SECRET),  # the MLflow run; checkpoints under an s3:// root
+    "evaluate": (S3_SECRET, MLFLOW_SECRET),  # registers the model version (artifacts on S3)
+    "deploy": (S3_SECRET, MLFLOW_SECRET),  # uploads the model store, moves the registry alias
+}
+# Pod deadline (activeDeadlineSeconds) per task: a hung task fails instead of holding a node.
+# Sized for Flickr8k on CPU (benchmarks/RESULTS.md: ~35 min end to end) with a wide margin.
+TIMEOUTS = {
+    "ingest": 2 * 3600,
+    "vocab": 1800,
+    "features": 4 * 3600,
+    "train": 12 * 3600,
+    "evaluate": 4 * 3600,
+    "package": 3600,
+    "deploy": 1800,
+}
+# DataLoader workers share tensors through /dev/shm; the container default is 64 MiB.
+SHM = {"features": "2Gi", "train": "2Gi"}
+# A scratch /tmp (IMAGELINGO_CACHE lives there: the downloaded source, encoder weights) with a size
+# limit: a task that outgrows it is evicted with a message naming the volume, not the node's disk.
+SCRATCH = {"ingest": "20Gi", "features": "10Gi", "train": "10Gi", "evaluate": "10Gi"}
+# Side effects (an InferenceService, the registry alias): never served from KFP's cache.
+NEVER_CACHED = ("deploy",)
 USE_GPU = False  # set True (then compile) to request one GPU for features and train
 
 
 def resources(task, cpu: str, memory: str, gpu: bool = False):
+    """Requests and limits, then the per-task settings above (by component name)."""
+    stage = task.component_spec.name
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory)
     task.set_memory_limit(memory)
     if gpu and USE_GPU:
         task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
-    kubernetes.use_secret_as_env(task, "imagelingo-s3", S3_ENV, optional=True)
-    kubernetes.use_secret_as_env(
-        task, "imagelingo-mlflow", {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}, optional=True
-    )
+    for secret in SECRETS.get(stage, ()):
+        kubernetes.use_secret_as_env(task, secret, SECRET_ENV[secret], optional=False)
+    if MLFLOW_SECRET in SECRETS.get(stage, ()):
+        # Tells imagelingo.tracking it runs in a cluster pod: no silent sqlite fallback there.
+        kubernetes.use_field_path_as_env(task, CLUSTER_MARKER, "metadata.namespace")
+    kubernetes.set_timeout(task, TIMEOUTS[stage])
+    if stage in SHM:
+        kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=SHM[stage])
+    if stage in SCRATCH:
+        kubernetes.empty_dir_mount(task, "scratch", "/tmp", size_limit=SCRATCH[stage])
+    if stage in NEVER_CACHED:
+        task.set_caching_options(enable_caching=False)
     return task
 
 
 @dsl.pipeline(name="imagelingo", description="Flickr8k captioning: train, evaluate, serve")
 def imagelingo_pipeline(
     source: str = "synthetic",
+    data_fingerprint: str = "",
     synthetic_images: int = P["ingest"]["synthetic_images"],
     encoder: str = P["features"]["encoder"],
     seed: int = P["train"]["seed"],
@@ -47,6 +93,7 @@ def imagelingo_pipeline(
     lr: float = P["train"]["lr"],
     lr_decay: float = P["train"]["lr_decay"],
     patience: int = P["train"]["patience"],
+    checkpoint_root: str = "",
     beam_width: int = P["evaluate"]["beam_width"],
     min_bleu4: float = P["evaluate"]["min_bleu4"],
     deploy_target: str = "local",
@@ -56,7 +103,12 @@ def imagelingo_pipeline(
     canary_traffic_percent: int = -1,
     protocol_version: str = "v1",
 ):
-    data = ingest(source=source, synthetic_images=synthetic_images, seed=P["ingest"]["seed"])
+    data = ingest(
+        source=source,
+        data_fingerprint=data_fingerprint,
+        synthetic_images=synthetic_images,
+        seed=P["ingest"]["seed"],
+    )
     resources(data, "1", "2Gi").set_retry(num_retries=3, backoff_duration="30s")
     words = resources(vocab(dataset=data.output, min_freq=P["vocab"]["min_freq"]), "1", "1Gi")
     grids = features(
@@ -76,8 +128,10 @@ def imagelingo_pipeline(
         lr=lr,
         lr_decay=lr_decay,
         patience=patience,
+        checkpoint_root=checkpoint_root,
     )
-    resources(fit, "4", "8Gi", gpu=True)
+    # A retried attempt resumes from the last epoch's checkpoint under checkpoint_root.
+    resources(fit, "4", "8Gi", gpu=True).set_retry(num_retries=2, backoff_duration="60s")
     scored = evaluate(
         model=fit.outputs["model"],
         features=grids.output,

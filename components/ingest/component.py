@@ -5,8 +5,17 @@ from components.images import TRAINING_IMAGE
 
 
 @dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
-def ingest(source: str, synthetic_images: int, seed: int, dataset: Output[Dataset]):
-    """Flickr8k directory, archive URLs, s3:// prefix or "synthetic" -> validated dataset."""
+def ingest(
+    source: str,
+    data_fingerprint: str,
+    synthetic_images: int,
+    seed: int,
+    dataset: Output[Dataset],
+):
+    """Flickr8k directory, archive URLs, s3:// prefix or "synthetic" -> validated dataset.
+    `data_fingerprint` (`imagelingo fingerprint SOURCE`) is not read here: it is part of KFP's
+    cache key, so the same `source` with new data is ingested again instead of served from
+    cache, and everything downstream of it re-runs."""
     import os
     from pathlib import Path
 
@@ -22,3 +31,4 @@ def ingest(source: str, synthetic_images: int, seed: int, dataset: Output[Datase
         os.environ.get("AWS_ENDPOINT_URL"),
     )
     dataset.metadata.update({k: v for k, v in record["counts"].items() if not isinstance(v, dict)})
+    dataset.metadata["data_fingerprint"] = data_fingerprint

@@ -15,22 +15,40 @@ def train(
     lr: float,
     lr_decay: float,
     patience: int,
+    checkpoint_root: str,
     model: Output[Model],
 ) -> float:
-    """The attention LSTM decoder; returns its best dev BLEU-4. Other settings: params.yaml."""
+    """The attention LSTM decoder; returns its best dev BLEU-4. Other settings: params.yaml.
+    With `checkpoint_root` (s3:// on a cluster) every epoch's checkpoint is kept under it, at a
+    location derived from this task's inputs: a retried pod resumes from the last epoch."""
+    import os
     from pathlib import Path
 
-    from imagelingo.train import TrainConfig, train
+    from imagelingo.train import TrainConfig, checkpoint_location, train
 
     config = TrainConfig(
         seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, patience=patience
     )
+    vocab_path = Path(vocab.path) / "vocab.json"
+    checkpoint_uri = None
+    if checkpoint_root:
+        checkpoint_uri = checkpoint_location(
+            checkpoint_root, Path(dataset.path), vocab_path, Path(features.path), config
+        )
     record = train(
         Path(dataset.path),
-        Path(vocab.path) / "vocab.json",
+        vocab_path,
         Path(features.path),
         Path(model.path),
         config,
+        checkpoint_uri=checkpoint_uri,
+        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
     )
-    model.metadata.update({"framework": "pytorch", "best_val_bleu4": record["best_val_bleu4"]})
+    model.metadata.update(
+        {
+            "framework": "pytorch",
+            "best_val_bleu4": record["best_val_bleu4"],
+            "checkpoint_uri": checkpoint_uri or "",
+        }
+    )
     return float(record["best_val_bleu4"])

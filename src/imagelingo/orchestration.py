@@ -10,6 +10,10 @@ import os
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,10 +139,137 @@ def summarize(run_dir: Path) -> list[dict]:
     return rows
 
 
-def client(host: str):
-    import kfp
+@dataclass(frozen=True)
+class Access:
+    """How to reach and authenticate to the KFP API (`imagelingo submit/schedule` flags).
 
-    return kfp.Client(host=host)
+    Credentials, the first that applies: an existing bearer token (--token, or KFP_TOKEN);
+    the ServiceAccount token file named by KF_PIPELINES_SA_TOKEN_PATH (what a pod in a
+    multi-user Kubeflow mounts, kfp's ServiceAccountTokenVolumeCredentials); cookies (--cookies,
+    or KFP_COOKIES, e.g. `authservice_session=...` copied from a logged-in browser behind the
+    Kubeflow central dashboard). `namespace` is the Kubeflow profile namespace runs go to
+    (--namespace or KFP_NAMESPACE; empty for single-user KFP)."""
+
+    host: str
+    namespace: str = ""
+    token: str = ""
+    cookies: str = ""
+
+    @classmethod
+    def from_env(cls, host: str, namespace=None, token=None, cookies=None) -> Access:
+        return cls(
+            host=host,
+            namespace=namespace or os.environ.get("KFP_NAMESPACE", ""),
+            token=token or os.environ.get("KFP_TOKEN", ""),
+            cookies=cookies or os.environ.get("KFP_COOKIES", ""),
+        )
+
+
+SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
+
+
+def _headers(access: Access) -> dict[str, str]:
+    """The headers kfp.Client will send, for the reachability probe."""
+    headers = {}
+    if access.token:
+        headers["Authorization"] = f"Bearer {access.token}"
+    elif os.environ.get(SA_TOKEN_ENV):
+        path = Path(os.environ[SA_TOKEN_ENV])
+        if not path.is_file():
+            raise ImageLingoError(f"{SA_TOKEN_ENV}={path}: no such token file")
+        headers["Authorization"] = f"Bearer {path.read_text().strip()}"
+    if access.cookies:
+        headers["Cookie"] = access.cookies
+    return headers
+
+
+def _probe(access: Access) -> None:
+    """GET /apis/v2beta1/healthz once, so an unreachable host or refused credentials is one
+    clear line now, not kfp.Client's five retries with tracebacks."""
+    import urllib.error
+    import urllib.request
+
+    if not access.host.startswith(("http://", "https://")):
+        raise ImageLingoError(f"--host {access.host!r}: expected http(s)://HOST[:PORT]")
+    url = f"{access.host.rstrip('/')}/apis/v2beta1/healthz"
+    request = urllib.request.Request(url, headers=_headers(access))
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise ImageLingoError(
+                f"KFP at {access.host} refused the credentials (HTTP {exc.code}): pass --token "
+                f"(or KFP_TOKEN), set {SA_TOKEN_ENV}, or --cookies (or KFP_COOKIES)"
+            ) from None
+        raise ImageLingoError(
+            f"KFP at {access.host} answered HTTP {exc.code} on {url}: is it the KFP API?"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ImageLingoError(f"cannot reach KFP at {access.host}: {reason}") from None
+    try:
+        json.loads(body or b"{}")
+    except ValueError:
+        raise ImageLingoError(
+            f"KFP at {access.host}: {url} did not answer JSON (a login page? pass --token or "
+            "--cookies)"
+        ) from None
+
+
+def client(access: Access | str):
+    """kfp.Client with the standard credentials and namespace (see Access), after a probe."""
+    import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    if isinstance(access, str):
+        access = Access.from_env(access)
+    _probe(access)
+    options: dict[str, Any] = {"host": access.host}
+    if access.namespace:
+        options["namespace"] = access.namespace
+    if access.token:
+        options["existing_token"] = access.token
+    elif os.environ.get(SA_TOKEN_ENV):
+        options["credentials"] = ServiceAccountTokenVolumeCredentials(os.environ[SA_TOKEN_ENV])
+    if access.cookies:
+        options["cookies"] = access.cookies
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return kfp.Client(**options)
+
+
+@contextmanager
+def _api_errors(access: Access) -> Iterator[None]:
+    """kfp_server_api / urllib3 failures -> one ImageLingoError line naming the problem."""
+    from kfp_server_api.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    try:
+        yield
+    except ApiException as exc:
+        message = _api_message(exc)
+        if exc.status in (401, 403) and access.namespace:
+            raise ImageLingoError(
+                f"KFP at {access.host} refused namespace {access.namespace!r} (HTTP "
+                f"{exc.status}): is it a Kubeflow profile you can use? {message}"
+            ) from None
+        if exc.status == 404 and access.namespace:
+            raise ImageLingoError(
+                f"KFP at {access.host}: namespace {access.namespace!r} not found (HTTP 404): "
+                f"{message}"
+            ) from None
+        raise ImageLingoError(f"KFP at {access.host}: HTTP {exc.status}: {message}") from None
+    except (Urllib3Error, OSError) as exc:
+        raise ImageLingoError(f"cannot reach KFP at {access.host}: {exc}") from None
+
+
+def _api_message(exc) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        return str(exc.body or exc.reason).strip().splitlines()[0][:300]
+    return str(body.get("message") or body.get("error") or exc.reason).splitlines()[0][:300]
 
 
 def _compiled(tmp: str) -> str:
@@ -146,32 +277,73 @@ def _compiled(tmp: str) -> str:
     return str(compile_all(Path(tmp))[-1])
 
 
-def submit(host: str, experiment: str, arguments: dict[str, Any], kfp_client: Any = None) -> str:
+def _access(host: Access | str) -> Access:
+    return host if isinstance(host, Access) else Access.from_env(host)
+
+
+def submit(
+    host: Access | str, experiment: str, arguments: dict[str, Any], kfp_client: Any = None
+) -> str:
     """Compile and submit one run; returns its run id."""
-    kfp_client = kfp_client or client(host)
-    with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
-        run = kfp_client.create_run_from_pipeline_package(
-            _compiled(tmp), arguments=arguments, experiment_name=experiment
-        )
+    access = _access(host)
+    with _api_errors(access):
+        kfp_client = kfp_client or client(access)
+        with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
+            run = kfp_client.create_run_from_pipeline_package(
+                _compiled(tmp),
+                arguments=arguments,
+                experiment_name=experiment,
+                namespace=access.namespace or None,
+            )
     return run.run_id
 
 
 def schedule(
-    host: str, cron: str, experiment: str, arguments: dict[str, Any], kfp_client: Any = None
+    host: Access | str,
+    cron: str,
+    experiment: str,
+    arguments: dict[str, Any],
+    kfp_client: Any = None,
 ) -> str:
-    """A recurring run. KFP cron has 6 fields (seconds first): '0 0 3 * * *' is 03:00 daily."""
+    """A recurring run. KFP cron has 6 fields (seconds first): '0 0 3 * * *' is 03:00 daily.
+
+    A recurring run repeats the same arguments, so it cannot carry a fresh `data_fingerprint`:
+    unless one is given, its runs are created with caching off, so each one reads the data again
+    (retrain.yml, which fingerprints the data before each submit, retrains only on a change)."""
     if len(cron.split()) != 6:
         raise ImageLingoError(
             f"cron {cron!r}: KFP expects 6 fields (second minute hour day month weekday)"
         )
-    kfp_client = kfp_client or client(host)
-    experiment_id = kfp_client.create_experiment(experiment).experiment_id
-    with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
-        job = kfp_client.create_recurring_run(
-            experiment_id=experiment_id,
-            job_name=f"imagelingo {cron}",
-            cron_expression=cron,
-            pipeline_package_path=_compiled(tmp),
-            params=arguments,
-        )
+    access = _access(host)
+    with _api_errors(access):
+        kfp_client = kfp_client or client(access)
+        experiment_id = kfp_client.create_experiment(
+            experiment, namespace=access.namespace or None
+        ).experiment_id
+        with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
+            job = kfp_client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=f"imagelingo {cron}",
+                cron_expression=cron,
+                pipeline_package_path=_compiled(tmp),
+                params=arguments,
+                enable_caching=False if not arguments.get("data_fingerprint") else None,
+            )
     return job.recurring_run_id
+
+
+def with_fingerprint(arguments: dict[str, Any]) -> dict[str, Any]:
+    """`data_fingerprint` of the run's source, unless given: ingest's cache key (see
+    imagelingo.storage.fingerprint)."""
+    if arguments.get("data_fingerprint"):
+        return arguments
+    from imagelingo.storage import fingerprint
+
+    source = arguments.get("source") or pipeline_default("source")
+    return {**arguments, "data_fingerprint": fingerprint(str(source))}
+
+
+def pipeline_default(name: str) -> Any:
+    import inspect
+
+    return inspect.signature(pipeline_function().pipeline_func).parameters[name].default

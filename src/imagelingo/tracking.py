@@ -1,4 +1,9 @@
-"""MLflow, with an embedded default: local sqlite unless MLFLOW_TRACKING_URI says otherwise."""
+"""MLflow, with an embedded default: local sqlite unless MLFLOW_TRACKING_URI says otherwise.
+
+In a pipeline pod on a cluster there is no such default: the pipeline gives every MLflow task the
+environment variable CLUSTER_MARKER (the pod's namespace, from the Kubernetes downward API, which
+kfp.local never sets), and there a missing MLFLOW_TRACKING_URI is an error, not a sqlite file that
+dies with the pod."""
 
 from __future__ import annotations
 
@@ -7,13 +12,27 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from imagelingo.errors import ImageLingoError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+CLUSTER_MARKER = "IMAGELINGO_POD_NAMESPACE"
+MLFLOW_SECRET = "imagelingo-mlflow"
 EXPERIMENT = "imagelingo"
 log = logging.getLogger(__name__)
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    namespace = os.environ.get(CLUSTER_MARKER)
+    if namespace:
+        raise ImageLingoError(
+            f"MLFLOW_TRACKING_URI is not set in this pipeline pod (namespace {namespace}): create "
+            f"the Secret {MLFLOW_SECRET} with key MLFLOW_TRACKING_URI in that namespace "
+            "(README, 'On a cluster'); a run on a cluster never logs to a sqlite file in the pod"
+        )
+    return DEFAULT_TRACKING_URI
 
 
 @contextmanager

@@ -3,10 +3,18 @@
 Teacher forcing with doubly stochastic attention, dropout and gradient clipping; early stopping on
 validation BLEU-4 from real (greedy) decoding of the dev split; an atomic checkpoint every epoch
 that `resume=True` continues from; deterministic for a given seed; tracked in MLflow.
+
+`checkpoint_uri` (a folder or an s3:// prefix) keeps a copy of the checkpoint and the best weights
+outside the output folder, refreshed every epoch: a retried pipeline pod starts with an empty
+output folder, finds them there and resumes. `checkpoint_location` derives that URI from a root
+and the training inputs, so every attempt of one training gets the same one and a different
+training never shares it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -107,6 +115,28 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
+def checkpoint_location(
+    root: str, dataset_dir: Path, vocab_path: Path, features_dir: Path, config: TrainConfig
+) -> str:
+    """`root`/<key>, the key a digest of what this training reads: the captions, the vocabulary,
+    the feature store's metadata and every setting but the epoch budget (which a resumed run may
+    extend, as with --resume). Stable across retries of a task, different for other inputs."""
+    digest = hashlib.sha256()
+    for path in (
+        Path(dataset_dir) / "captions.jsonl",
+        Path(vocab_path),
+        Path(features_dir) / "metadata.json",
+    ):
+        digest.update(path.read_bytes() if path.is_file() else b"")
+        digest.update(b"\0")
+    settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return f"{root.rstrip('/')}/{digest.hexdigest()[:16]}"
+
+
+MODEL_FILES = ("decoder.safetensors", "config.json", "vocab.json")
+
+
 def train(
     dataset_dir: Path,
     vocab_path: Path,
@@ -115,11 +145,21 @@ def train(
     config: TrainConfig = TrainConfig(),
     resume: bool = False,
     mlflow_tracking_uri: str | None = None,
+    checkpoint_uri: str | None = None,
+    s3_endpoint_url: str | None = None,
 ) -> dict:
-    """Train, keep the best-on-dev weights in `out_dir`, return the metadata record."""
+    """Train, keep the best-on-dev weights in `out_dir`, return the metadata record. With
+    `checkpoint_uri`, mirror the checkpoint there every epoch and resume from it."""
+    from imagelingo.storage import get_files, put_files
+
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint_uri:
+        restored = get_files(checkpoint_uri, out_dir, s3_endpoint_url)
+        if CHECKPOINT in restored:
+            log.info("checkpoint found at %s: resuming", checkpoint_uri)
+            resume = True
     vocab = Vocab.load(vocab_path)
     train_store, dev_store = FeatureStore(features_dir, "train"), FeatureStore(features_dir, "dev")
     train_records = load_records(dataset_dir, "train")
@@ -202,6 +242,9 @@ def train(
                     "optimizer": optimizer.state_dict(),
                 },
             )
+            if checkpoint_uri:  # the best weights first: the checkpoint names their epoch
+                files = [out_dir / n for n in MODEL_FILES if (out_dir / n).is_file()]
+                put_files([*files, checkpoint_path], checkpoint_uri, s3_endpoint_url)
             mlflow.log_metrics(metrics, step=epoch)
             log.info(
                 "epoch %d: loss %.3f, val BLEU-4 %.4f, %.0f captions/s",
