@@ -232,18 +232,32 @@ def run_compile(args, params: dict) -> dict:
     return {}
 
 
-def run_submit(args, params: dict) -> dict:
-    from imagelingo.orchestration import submit
+def _kfp_access(args):
+    from imagelingo.orchestration import Access
 
-    print(f"submitted run {submit(args.host, args.experiment, _pipeline_arguments(args))}")
+    return Access.from_env(args.host, args.namespace, args.token, args.cookies)
+
+
+def run_submit(args, params: dict) -> dict:
+    from imagelingo.orchestration import submit, with_fingerprint
+
+    arguments = with_fingerprint(_pipeline_arguments(args))
+    print(f"submitted run {submit(_kfp_access(args), args.experiment, arguments)}")
     return {}
 
 
 def run_schedule(args, params: dict) -> dict:
     from imagelingo.orchestration import schedule
 
-    job = schedule(args.host, args.cron, args.experiment, _pipeline_arguments(args))
+    job = schedule(_kfp_access(args), args.cron, args.experiment, _pipeline_arguments(args))
     print(f"created recurring run {job} ({args.cron})")
+    return {}
+
+
+def run_fingerprint(args, params: dict) -> dict:
+    from imagelingo.storage import fingerprint
+
+    print(fingerprint(args.source))
     return {}
 
 
@@ -383,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--host", required=True, help="KFP API, e.g. http://ml-pipeline-ui:80")
         p.add_argument("--experiment", default="imagelingo")
+        p.add_argument(
+            "--namespace", help="Kubeflow profile namespace (multi-user; env KFP_NAMESPACE)"
+        )
+        p.add_argument(
+            "--token",
+            help="bearer token (env KFP_TOKEN); else the file KF_PIPELINES_SA_TOKEN_PATH names",
+        )
+        p.add_argument("--cookies", help="e.g. authservice_session=... (env KFP_COOKIES)")
         p.add_argument("--source", help="data source")
         p.add_argument(
             "--param",
@@ -395,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "schedule":
             p.add_argument("--cron", required=True, help="e.g. '0 0 3 * * *' (03:00 daily)")
         p.set_defaults(run=runner)
+
+    p = sub.add_parser(
+        "fingerprint",
+        help="what the data of a source is (DVC md5, S3 listing or folder hash): data_fingerprint",
+    )
+    p.add_argument("source", help="a folder, s3://bucket/prefix, URL or 'synthetic'")
+    p.set_defaults(run=run_fingerprint)
 
     p = sub.add_parser("models", help="registered model versions, BLEU, which is in production")
     p.add_argument("--gate", action="store_true", help="print production BLEU-4 + --margin")
