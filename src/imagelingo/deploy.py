@@ -1,37 +1,109 @@
-"""Stage 7, deploy: upload the model store, then create or patch the KServe InferenceService.
+"""Stage 7, deploy: upload the model store, then create or replace the KServe InferenceService.
 
-    target "kserve": upload to `storage_uri` (s3:// through boto3, or a path the cluster mounts),
-                     create the InferenceService with the kserve SDK or patch it if it exists,
+    target "kserve": check the cluster (namespace, ServiceAccount, S3 Secret, runtime, bucket),
+                     upload the store to its own versioned prefix `<storage_uri>/<version>/`,
+                     create the InferenceService or replace it (PUT: what is not rendered is gone),
                      wait for Ready, return its URL.
     target "local":  copy the model store and render inferenceservice.yaml into `out_dir`; no
                      cluster is touched (the embedded default, and what tests check).
 
-The predictor is KServe's TorchServe runtime: `modelFormat: pytorch`, protocol v1 or v2, the
-model store at storageUri (model-store/ + config/, as `imagelingo package` writes it).
+This module is the one source of truth for the InferenceService: `manifests/base/
+inferenceservice.yaml` is `render_manifest()` written out (tests/test_manifests.py keeps them
+equal), and every InferenceService it can render is validated against KServe 0.20's CRD schema
+(tests/test_kserve_schemas.py).
+
+KServe 0.20 facts the renderer relies on (paths in ../shared/cluster-reference/kserve-controller/
+v0.20.0/pkg/, line numbers of those copies):
+
+- mode annotation `serving.kserve.io/deploymentMode` (constants/constants.go:115), values
+  "Knative" / "Standard"; "Serverless" / "RawDeployment" are deprecated aliases that the webhook
+  rewrites (constants.go:562-567, apis/serving/v1beta1/inference_service_defaults.go:164-176).
+  The mode cannot change once the controller recorded it (inference_service_validation.go:680-692).
+- Knative mode: scaleMetric is a KPA metric, concurrency or rps (validation.go:645-667);
+  canaryTrafficPercent splits traffic between the latest revision and the last rolled-out one
+  (reconcilers/knative/ksvc_reconciler.go:134-163), and only when there is a rolled-out one.
+- Standard mode, autoscalerClass hpa: scaleMetric cpu or memory, scaleTarget a utilization
+  percent (validation.go:446-466,527-561); canaryTrafficPercent is ignored, `spec.canary[]` is
+  the canary (validation.go:183-262: Standard only, predictor.name required and different from
+  the stable one, no autoscaling fields, minReplicas <= stable's); promotion = stable predictor
+  takes the canary's name and model, canary entry removed (apis/.../inference_service.go:36-42);
+  a predictor.name change needs a storageUri change (validation.go:703-713).
+- `spec.predictor.model.name` must be empty (validation.go:291-292): KServe names the container
+  kserve-container itself.
+- runtime containers are merged with the predictor's container by strategic merge (isvc wins,
+  args appended: controller/v1beta1/inferenceservice/utils/utils.go:253-265); of the runtime's
+  pod spec only nodeSelector, affinity, tolerations, volumes, imagePullSecrets and schedulerName
+  survive (utils.go:267-301), so the pod-level securityContext must be on the InferenceService.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from imagelingo.errors import ImageLingoError
 
 TARGETS = ("local", "kserve")
+MODES = ("Knative", "Standard")
+API_VERSION = "serving.kserve.io/v1beta1"
+MODEL_FORMAT = "pytorch"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"  # constants.go:115
+AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"  # constants.go:118
+VERSION_ANNOTATION = "imagelingo.io/model-version"
+PREVIOUS_URI_ANNOTATION = "imagelingo.io/previous-storage-uri"
+# managed-by: `kubectl apply -k ... -l app.kubernetes.io/managed-by!=imagelingo-deploy` applies
+# the overlays without the InferenceService, which belongs to `imagelingo deploy`.
+LABELS = {
+    "app.kubernetes.io/part-of": "imagelingo",
+    "app.kubernetes.io/managed-by": "imagelingo-deploy",
+}
+# The runtimes an InferenceService may name (spec.predictor.model.runtime):
+#   imagelingo-torchserve  the default: manifests/base/servingruntime.yaml, TorchServe answering
+#                          KServe v1/v2 on 8080 itself, so 4xx status codes reach the client;
+#   kserve-torchserve      KServe's stock ClusterServingRuntime (its wrapper turns every non-2xx
+#                          answer into a 500: ../shared/cluster-reference/README.md FACT 7);
+#   imagelingo-kserve      the native kserve predictor (manifests/components/native-predictor).
+RUNTIMES = {
+    "imagelingo-torchserve": "ServingRuntime",
+    "kserve-torchserve": "ClusterServingRuntime",
+    "imagelingo-kserve": "ServingRuntime",
+}
+DEFAULT_RUNTIME = "imagelingo-torchserve"
+# Knative: in-flight requests per replica (one full TorchServe batch); Standard: CPU utilization %.
+DEFAULT_SCALE = {"Knative": ("concurrency", 8), "Standard": ("cpu", 80)}
+S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Pod level: only seccompProfile, the one field Knative admits there without the
+# kubernetes.podspec-securitycontext feature flag; the rest is per container.
+POD_SECURITY = {"seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 @dataclass(frozen=True)
 class DeployConfig:
     name: str = "imagelingo"
     namespace: str = "imagelingo"
-    storage_uri: str = ""  # s3://bucket/prefix, pvc://..., or a local path for target "local"
+    storage_uri: str = ""  # s3://bucket/prefix (kserve); a local folder or "" for target "local"
     service_account: str = "imagelingo-deployer"
+    s3_secret: str = "imagelingo-s3"
+    runtime: str = DEFAULT_RUNTIME
+    mode: str = "Knative"
     protocol_version: str = "v1"
-    canary_traffic_percent: int = -1  # -1: no canary (all traffic to the new revision)
-    cpu: str = "1"
-    memory: str = "2Gi"
+    canary_traffic_percent: int = -1  # -1: no canary (all traffic to the new version)
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
     min_replicas: int = 1
     max_replicas: int = 3
     timeout_s: int = 600
@@ -44,53 +116,493 @@ class DeployConfig:
                 f"canary_traffic_percent must be 0-100 (or -1 for none), "
                 f"got {self.canary_traffic_percent}"
             )
+        if self.mode not in MODES:
+            raise ImageLingoError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.runtime not in RUNTIMES:
+            raise ImageLingoError(f"runtime must be one of {tuple(RUNTIMES)}, got {self.runtime!r}")
+        for field in ("name", "namespace", "service_account"):
+            value = getattr(self, field)
+            if not NAME_PATTERN.match(value) or len(value) > 63:
+                raise ImageLingoError(f"{field} {value!r} is not a valid Kubernetes name")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ImageLingoError(
+                f"need 0 <= min_replicas <= max_replicas, max_replicas >= 1; "
+                f"got {self.min_replicas}, {self.max_replicas}"
+            )
 
 
-def inference_service(config: DeployConfig, storage_uri: str):
-    """The `serving.kserve.io/v1beta1` InferenceService as a kserve SDK object."""
-    import kserve
-    from kubernetes.client import V1ObjectMeta, V1ResourceRequirements
+# --- rendering (pure: no I/O) ------------------------------------------------------------------
 
-    resources = {"cpu": config.cpu, "memory": config.memory}
-    predictor = kserve.V1beta1PredictorSpec(
-        min_replicas=config.min_replicas,
-        max_replicas=config.max_replicas,
-        service_account_name=config.service_account,
-        canary_traffic_percent=(
-            config.canary_traffic_percent if config.canary_traffic_percent >= 0 else None
-        ),
-        model=kserve.V1beta1ModelSpec(
-            name="kserve-container",  # KServe's default; the SDK would otherwise send ""
-            model_format=kserve.V1beta1ModelFormat(name="pytorch"),
-            protocol_version=config.protocol_version,
-            storage_uri=storage_uri,
-            resources=V1ResourceRequirements(requests=resources, limits=resources),
-        ),
+
+def store_version(store_dir: Path) -> str:
+    """12 hex digits of the sha256 over the store's files (paths and bytes): a new model, a new
+    storage prefix; the same model, the same prefix."""
+    digest = hashlib.sha256()
+    for part in ("model-store", "config"):
+        for path in sorted(p for p in (Path(store_dir) / part).rglob("*") if p.is_file()):
+            digest.update(path.relative_to(store_dir).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:12]
+
+
+def versioned_uri(storage_uri: str, version: str) -> str:
+    return f"{storage_uri.rstrip('/')}/{version}"
+
+
+def _predictor_name(version: str) -> str:
+    name = re.sub(r"[^-a-z0-9]+", "-", f"model-{version}".lower()).strip("-")[:40].rstrip("-")
+    return name
+
+
+def predictor(config: DeployConfig, storage_uri: str, version: str = "") -> dict:
+    """spec.predictor for one model version (no canary fields)."""
+    metric, target = DEFAULT_SCALE[config.mode]
+    model = {
+        "modelFormat": {"name": MODEL_FORMAT},
+        "runtime": config.runtime,
+        "protocolVersion": config.protocol_version,
+        "storageUri": storage_uri,
+        "resources": {
+            "requests": {"cpu": config.cpu_request, "memory": config.memory_request},
+            "limits": {"cpu": config.cpu_limit, "memory": config.memory_limit},
+        },
+        "securityContext": dict(CONTAINER_SECURITY),
+    }
+    spec: dict[str, Any] = {}
+    if config.mode == "Standard" and version:
+        spec["name"] = _predictor_name(version)  # Deployment {isvc}-{name}-predictor
+    spec.update(
+        serviceAccountName=config.service_account,
+        minReplicas=config.min_replicas,
+        maxReplicas=config.max_replicas,
+        scaleMetric=metric,
+        scaleTarget=target,
+        securityContext=dict(POD_SECURITY),
+        model=model,
     )
-    return kserve.V1beta1InferenceService(
-        api_version="serving.kserve.io/v1beta1",
-        kind="InferenceService",
-        metadata=V1ObjectMeta(
-            name=config.name,
-            namespace=config.namespace,
-            labels={"app.kubernetes.io/part-of": "imagelingo"},
-        ),
-        spec=kserve.V1beta1InferenceServiceSpec(predictor=predictor),
+    return spec
+
+
+def inference_service(config: DeployConfig, storage_uri: str, version: str = "") -> dict:
+    """The InferenceService for one model version, all traffic on it (a full rollout)."""
+    annotations = {MODE_ANNOTATION: config.mode}
+    if config.mode == "Standard":
+        annotations[AUTOSCALER_CLASS_ANNOTATION] = "hpa"
+    if version:
+        annotations[VERSION_ANNOTATION] = version
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": config.name,
+            "namespace": config.namespace,
+            "labels": dict(LABELS),
+            "annotations": annotations,
+        },
+        "spec": {"predictor": predictor(config, storage_uri, version)},
+    }
+
+
+def _mode_of(isvc: dict) -> str:
+    mode = isvc["metadata"].get("annotations", {}).get(MODE_ANNOTATION, "Knative")
+    return {"Serverless": "Knative", "RawDeployment": "Standard"}.get(mode, mode)
+
+
+def _storage_uri(pred: dict) -> str:
+    return pred.get("model", {}).get("storageUri", "")
+
+
+def rollout(current: dict | None, config: DeployConfig, storage_uri: str, version: str) -> dict:
+    """The InferenceService to create (current None) or PUT over `current` to roll out
+    `storage_uri`: all traffic (canary -1), or a canary of `canary_traffic_percent`."""
+    new = inference_service(config, storage_uri, version)
+    if current is None:
+        return new  # nothing to compare with: KServe would send 100% to it anyway
+    if _mode_of(current) != config.mode:
+        raise ImageLingoError(
+            f"InferenceService {config.name} runs in {_mode_of(current)} mode; KServe cannot "
+            f"change it to {config.mode} (delete it first, or deploy with --mode "
+            f"{_mode_of(current)})"
+        )
+    stable = current["spec"]["predictor"]
+    stable_uri = _storage_uri(stable)
+    if stable_uri and stable_uri != storage_uri:
+        new["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION] = stable_uri
+    elif PREVIOUS_URI_ANNOTATION in current["metadata"].get("annotations", {}):
+        previous = current["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION]
+        new["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION] = previous
+    percent = config.canary_traffic_percent
+    if config.mode == "Knative":
+        if (
+            percent >= 0
+        ):  # the latest revision (this spec) gets percent, the last rolled out the rest
+            new["spec"]["predictor"]["canaryTrafficPercent"] = percent
+        return new
+    if percent < 0 or stable_uri == storage_uri:
+        return new
+    canary = predictor(config, storage_uri, version)
+    if canary.get("name") == stable.get("name"):
+        raise ImageLingoError(f"version {version} is already the stable predictor")
+    for key in ("maxReplicas", "scaleMetric", "scaleTarget"):
+        canary.pop(key)  # validation.go:240-251: a canary has fixed replicas
+    if stable.get("minReplicas", 1) >= 1:
+        canary["minReplicas"] = 1  # validation.go:253-261: not above the stable's
+    else:
+        canary.pop("minReplicas")
+    new["spec"]["predictor"] = stable
+    new["spec"]["canary"] = [{"predictor": canary, "trafficPercent": percent}]
+    return new
+
+
+def _without_status(isvc: dict) -> dict:
+    metadata = {k: v for k, v in isvc["metadata"].items() if k in ("name", "namespace", "labels")}
+    metadata["annotations"] = dict(isvc["metadata"].get("annotations", {}))
+    return {
+        "apiVersion": isvc["apiVersion"],
+        "kind": isvc["kind"],
+        "metadata": metadata,
+        "spec": _copy(isvc["spec"]),
+    }
+
+
+def _copy(value):
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def promote(current: dict) -> dict:
+    """All traffic to the canary: Knative drops canaryTrafficPercent (the latest revision becomes
+    the rolled-out one); Standard makes the canary the stable predictor (its name and model, the
+    stable's scaling) and removes spec.canary."""
+    new = _without_status(current)
+    pred = new["spec"]["predictor"]
+    if _mode_of(current) == "Knative":
+        if "canaryTrafficPercent" not in pred:
+            raise ImageLingoError(f"{current['metadata']['name']}: no canary to promote")
+        if pred["canaryTrafficPercent"] == 0:
+            raise ImageLingoError(
+                f"{current['metadata']['name']}: the canary was rolled back (0% traffic); "
+                f"deploy a new version instead of promoting it"
+            )
+        del pred["canaryTrafficPercent"]
+        return new
+    canaries = new["spec"].pop("canary", [])
+    if not canaries:
+        raise ImageLingoError(f"{current['metadata']['name']}: no canary to promote")
+    canary = canaries[0]["predictor"]
+    pred["name"] = canary["name"]
+    pred["model"] = canary["model"]
+    return new
+
+
+def rollback(current: dict) -> dict:
+    """Back to the previous model. During a canary, as KServe defines it: Knative sets
+    canaryTrafficPercent 0 (all traffic to the last rolled-out revision, no new pods),
+    Standard removes spec.canary. After a promotion: a full rollout of the previous storage URI
+    (recorded in the imagelingo.io/previous-storage-uri annotation)."""
+    new = _without_status(current)
+    pred = new["spec"]["predictor"]
+    annotations = new["metadata"]["annotations"]
+    mode = _mode_of(current)
+    if mode == "Knative" and pred.get("canaryTrafficPercent", 0) > 0:
+        pred["canaryTrafficPercent"] = 0
+        return new
+    if mode == "Standard" and new["spec"].get("canary"):
+        del new["spec"]["canary"]
+        return new
+    previous = annotations.get(PREVIOUS_URI_ANNOTATION)
+    if not previous:
+        raise ImageLingoError(f"{current['metadata']['name']}: no previous version recorded")
+    annotations[PREVIOUS_URI_ANNOTATION] = _storage_uri(pred)
+    annotations[VERSION_ANNOTATION] = previous.rstrip("/").rsplit("/", 1)[-1]
+    pred.pop("canaryTrafficPercent", None)
+    pred["model"]["storageUri"] = previous
+    if mode == "Standard":
+        pred["name"] = _predictor_name(annotations[VERSION_ANNOTATION])
+    return new
+
+
+def render_manifest(config: DeployConfig | None = None) -> str:
+    """manifests/base/inferenceservice.yaml: the InferenceService deploy creates for model
+    version v1 of the default settings (kustomize sets the namespace; overlays the bucket)."""
+
+    config = config or DeployConfig(storage_uri="s3://imagelingo/model-store")
+    isvc = inference_service(config, versioned_uri(config.storage_uri, "v1"), "v1")
+    del isvc["metadata"]["namespace"]
+    header = (
+        "# GENERATED by `python -m imagelingo.deploy` from imagelingo/deploy.py (the one source\n"
+        "# of truth; tests/test_manifests.py checks they agree). Do not edit: change deploy.py.\n"
+        "# It is what `imagelingo deploy` creates for model version v1, in Knative mode. The\n"
+        "# README applies the overlays without it (-l app.kubernetes.io/managed-by!=\n"
+        "# imagelingo-deploy): the InferenceService belongs to `imagelingo deploy`, which gives\n"
+        "# every version its own storageUri; re-applying this copy would roll it back to v1.\n"
     )
+    return header + to_yaml(isvc)
 
 
-def to_manifest(isvc: Any) -> dict:
-    from kubernetes.client import ApiClient
+def to_yaml(document: dict) -> str:
+    """Block YAML with indented lists, keys in rendering order (what yamllint --strict wants)."""
+    import yaml
 
-    return ApiClient().sanitize_for_serialization(isvc)
+    class Dumper(yaml.SafeDumper):
+        def increase_indent(self, flow=False, indentless=False):
+            return super().increase_indent(flow, False)
+
+    return yaml.dump(document, Dumper=Dumper, sort_keys=False)
+
+
+# --- the cluster ----------------------------------------------------------------------------
+
+
+class KubeApi:
+    """The few Kubernetes calls deploy makes, each failure turned into one ImageLingoError line.
+    `api_client` is a kubernetes.client.ApiClient (default: kubeconfig, or in-cluster config)."""
+
+    def __init__(self, api_client: Any = None, request_timeout: float = 15):
+        import os
+
+        from kubernetes import client, config
+
+        if api_client is None:
+            try:
+                if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    config.load_incluster_config()
+                else:
+                    config.load_kube_config()
+            except (config.ConfigException, OSError, TypeError, ValueError) as exc:
+                raise ImageLingoError(
+                    f"no Kubernetes cluster configured ({str(exc).splitlines()[0]}): "
+                    f"set KUBECONFIG or run inside a pod"
+                ) from exc
+            configuration = client.Configuration.get_default_copy()
+            configuration.retries = 1
+            api_client = client.ApiClient(configuration)
+        self.host = api_client.configuration.host
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.timeout = request_timeout
+
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, forbidden_ok: bool = False):
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404 and missing_ok:
+                return None
+            if exc.status == 403 and forbidden_ok:
+                return ...
+            reason = {401: "unauthorized", 403: "forbidden", 404: "not found"}.get(
+                exc.status, f"HTTP {exc.status} {exc.reason}"
+            )
+            raise ImageLingoError(f"{what}: {reason}{_api_message(exc)}") from exc
+        except (HTTPError, OSError) as exc:
+            raise ImageLingoError(
+                f"Kubernetes API {self.host} unreachable ({type(exc).__name__})"
+            ) from exc
+
+    @staticmethod
+    def _dict(obj: Any) -> dict:
+        from kubernetes.client import ApiClient
+
+        return ApiClient().sanitize_for_serialization(obj)
+
+    def namespace_exists(self, namespace: str) -> bool | None:
+        """True/False, or None when this account may not read namespaces."""
+        got = self._call(
+            f"namespace {namespace}",
+            self.core.read_namespace,
+            namespace,
+            missing_ok=True,
+            forbidden_ok=True,
+        )
+        return None if got is ... else got is not None
+
+    def service_account(self, namespace: str, name: str) -> dict | None:
+        got = self._call(
+            f"ServiceAccount {namespace}/{name}",
+            self.core.read_namespaced_service_account,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+        return None if got is None else self._dict(got)
+
+    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        got = self._call(
+            f"Secret {namespace}/{name}",
+            self.core.read_namespaced_secret,
+            name,
+            namespace,
+            missing_ok=True,
+        )
+        if got is None:
+            return None
+        return {k for k, v in ((got.data or {}) | (got.string_data or {})).items() if v}
+
+    def runtime_exists(self, namespace: str, name: str, kind: str) -> bool | None:
+        group, version = "serving.kserve.io", "v1alpha1"
+        if kind == "ClusterServingRuntime":
+            fn, args = (
+                self.custom.get_cluster_custom_object,
+                (group, version, "clusterservingruntimes", name),
+            )
+        else:
+            fn = self.custom.get_namespaced_custom_object
+            args = (group, version, namespace, "servingruntimes", name)
+        got = self._call(f"{kind} {name}", fn, *args, missing_ok=True, forbidden_ok=True)
+        return None if got is ... else got is not None
+
+    def get_isvc(self, namespace: str, name: str) -> dict | None:
+        return self._call(
+            f"InferenceService {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            "serving.kserve.io",
+            "v1beta1",
+            namespace,
+            "inferenceservices",
+            name,
+            missing_ok=True,
+        )
+
+    def create_isvc(self, isvc: dict) -> dict:
+        meta = isvc["metadata"]
+        return self._call(
+            f"create InferenceService {meta['namespace']}/{meta['name']}",
+            self.custom.create_namespaced_custom_object,
+            "serving.kserve.io",
+            "v1beta1",
+            meta["namespace"],
+            "inferenceservices",
+            isvc,
+        )
+
+    def replace_isvc(self, isvc: dict) -> dict:
+        """PUT: the stored spec becomes exactly `isvc` (a merge patch would keep every field the
+        new spec omits, e.g. an earlier canaryTrafficPercent). `isvc` carries resourceVersion."""
+        meta = isvc["metadata"]
+        return self._call(
+            f"replace InferenceService {meta['namespace']}/{meta['name']}",
+            self.custom.replace_namespaced_custom_object,
+            "serving.kserve.io",
+            "v1beta1",
+            meta["namespace"],
+            "inferenceservices",
+            meta["name"],
+            isvc,
+        )
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return f": {json.loads(exc.body)['message']}"
+    except (TypeError, ValueError, KeyError):
+        return ""
+
+
+def preflight(api: KubeApi, config: DeployConfig) -> None:
+    """Everything the InferenceService needs that deploy does not create, checked before any
+    upload or change: the namespace, the ServiceAccount the predictor runs as, the S3 Secret
+    KServe's storage initializer reads through it, and the runtime."""
+    ns = config.namespace
+    if api.namespace_exists(ns) is False:
+        raise ImageLingoError(f"namespace {ns!r} not found: kubectl apply -k manifests/overlays/…")
+    account = api.service_account(ns, config.service_account)
+    if account is None:
+        raise ImageLingoError(
+            f"ServiceAccount {config.service_account!r} not found in namespace {ns!r} "
+            f"(does the namespace exist? kubectl apply -k manifests/overlays/…)"
+        )
+    if config.storage_uri.startswith("s3://"):
+        keys = api.secret_keys(ns, config.s3_secret)
+        if keys is None:
+            raise ImageLingoError(
+                f"Secret {config.s3_secret!r} not found in namespace {ns!r}: KServe cannot read "
+                f"{config.storage_uri} (kubectl apply -k manifests/secrets/<overlay>, README)"
+            )
+        missing = [k for k in S3_KEYS if k not in keys]
+        if missing:
+            raise ImageLingoError(
+                f"Secret {ns}/{config.s3_secret} lacks (or has empty) {', '.join(missing)}"
+            )
+        attached = {s.get("name") for s in account.get("secrets") or []}
+        if config.s3_secret not in attached:
+            raise ImageLingoError(
+                f"ServiceAccount {ns}/{config.service_account} does not list Secret "
+                f"{config.s3_secret!r}, so KServe will not use it"
+            )
+    kind = RUNTIMES[config.runtime]
+    if api.runtime_exists(ns, config.runtime, kind) is False:
+        raise ImageLingoError(
+            f"{kind} {config.runtime!r} not found"
+            + (f" in namespace {ns!r}" if kind == "ServingRuntime" else "")
+        )
+
+
+def check_bucket(storage_uri: str, endpoint_url: str | None) -> None:
+    """The credentials this process has can write under storage_uri's bucket."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from imagelingo.storage import s3_client, split_s3_uri
+
+    bucket, _ = split_s3_uri(storage_uri)
+    try:
+        s3_client(endpoint_url).head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        raise ImageLingoError(f"S3 bucket {bucket!r}: {code} (credentials or bucket)") from exc
+    except BotoCoreError as exc:
+        raise ImageLingoError(f"S3 bucket {bucket!r}: {exc}") from exc
+
+
+def wait_ready(api: KubeApi, config: DeployConfig, generation: int | None) -> str:
+    """Poll until the InferenceService reports Ready for this generation; return its URL."""
+    deadline = time.monotonic() + config.timeout_s
+    while True:
+        isvc = api.get_isvc(config.namespace, config.name) or {}
+        status = isvc.get("status", {})
+        ready = [c for c in status.get("conditions", []) if c.get("type") == "Ready"]
+        current = generation is None or status.get("observedGeneration", 0) >= generation
+        if current and ready and ready[0].get("status") == "True":
+            return status.get("url", "")
+        if time.monotonic() > deadline:
+            why = ready[0].get("message", "") if ready else "no Ready condition"
+            raise ImageLingoError(
+                f"InferenceService {config.namespace}/{config.name} not Ready after "
+                f"{config.timeout_s} s: {why}"
+            )
+        time.sleep(min(5, config.timeout_s / 10 or 0.1))
+
+
+def apply(api: KubeApi, desired: dict, current: dict | None) -> tuple[str, dict]:
+    if current is None:
+        return "created", api.create_isvc(desired)
+    desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    return "replaced", api.replace_isvc(desired)
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def check_storage_uri(target: str, storage_uri: str) -> None:
+    if target == "kserve" and not storage_uri.startswith("s3://"):
+        what = "a local path" if "://" not in storage_uri else "not uploadable here"
+        raise ImageLingoError(
+            f"target kserve needs an s3://bucket/prefix storage_uri the cluster can read; "
+            f"got {storage_uri or '(none)'!r} ({what})"
+        )
+    if target == "local" and "://" in storage_uri and not storage_uri.startswith("s3://"):
+        raise ImageLingoError(f"cannot upload to {storage_uri!r}: use s3:// or a local path")
 
 
 def upload_store(store_dir: Path, storage_uri: str, endpoint_url: str | None = None) -> int:
     """Copy model-store/ and config/ to the storage URI; returns the number of files."""
     store_dir = Path(store_dir)
-    for part in ("model-store", "config"):
-        if not (store_dir / part).is_dir():
-            raise ImageLingoError(f"{store_dir / part} not found: run `imagelingo package` first")
+    check_store(store_dir)
     if storage_uri.startswith("s3://"):
         from imagelingo.storage import upload_dir
 
@@ -108,23 +620,10 @@ def upload_store(store_dir: Path, storage_uri: str, endpoint_url: str | None = N
     return count
 
 
-def create_or_patch(client: Any, isvc: Any, config: DeployConfig) -> str:
-    """Create the InferenceService, or patch it when it exists. Returns "created" or "patched"."""
-    from kubernetes.client.rest import ApiException
-
-    try:
-        client.get(config.name, namespace=config.namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-    except RuntimeError as exc:  # KServeClient.get wraps the ApiException in a RuntimeError
-        if "(404)" not in str(exc):
-            raise
-    else:
-        client.patch(config.name, isvc, namespace=config.namespace)
-        return "patched"
-    client.create(isvc, namespace=config.namespace)
-    return "created"
+def check_store(store_dir: Path) -> None:
+    for part in ("model-store", "config"):
+        if not (Path(store_dir) / part).is_dir():
+            raise ImageLingoError(f"{Path(store_dir) / part} not found: run `imagelingo package`")
 
 
 def deploy(
@@ -132,37 +631,43 @@ def deploy(
     out_dir: Path,
     target: str = "local",
     config: DeployConfig = DeployConfig(),
-    client: Any = None,
+    client: KubeApi | None = None,
     s3_endpoint_url: str | None = None,
     model_version: str = "",
 ) -> dict:
     """Deploy a packaged model store; writes inferenceservice.yaml and metadata.json to out_dir.
-    After a successful deploy, `model_version` (MLflow registry) gets the `production` alias."""
-    import yaml
+    Every check runs before anything is uploaded or changed. After a successful deploy,
+    `model_version` (MLflow registry) gets the `production` alias."""
 
     from imagelingo.artifacts import write_metadata
 
     config.check()
     if target not in TARGETS:
         raise ImageLingoError(f"unknown deploy target {target!r}; expected one of {TARGETS}")
+    check_storage_uri(target, config.storage_uri)
+    check_store(store_dir)
+    version = store_version(store_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage_uri = config.storage_uri or str(out_dir / "store")
-    files = upload_store(store_dir, storage_uri, s3_endpoint_url)
-    isvc = inference_service(config, storage_uri)
-    (out_dir / "inferenceservice.yaml").write_text(yaml.safe_dump(to_manifest(isvc)))
-    action, url = "rendered", ""
+    if config.storage_uri:
+        storage_uri = versioned_uri(config.storage_uri, version)
+    else:  # local target, nothing given: the run's own folder is already unique
+        storage_uri = str(out_dir / "store")
+    current, api = None, None
     if target == "kserve":
-        if client is None:
-            import kserve
-
-            client = kserve.KServeClient()
-        action = create_or_patch(client, isvc, config)
-        client.wait_isvc_ready(
-            config.name, namespace=config.namespace, timeout_seconds=config.timeout_s
-        )
-        status = client.get(config.name, namespace=config.namespace).get("status", {})
-        url = status.get("url", "")
+        api = client or KubeApi()
+        preflight(api, config)
+        check_bucket(storage_uri, s3_endpoint_url)
+        current = api.get_isvc(config.namespace, config.name)
+    desired = rollout(current, config, storage_uri, version)
+    if model_version:
+        desired["metadata"]["annotations"][VERSION_ANNOTATION] = f"{model_version}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = upload_store(store_dir, storage_uri, s3_endpoint_url)
+    (out_dir / "inferenceservice.yaml").write_text(to_yaml(desired))
+    action, url = "rendered", ""
+    if api is not None:
+        action, applied = apply(api, desired, current)
+        url = wait_ready(api, config, applied.get("metadata", {}).get("generation"))
     if model_version:
         from imagelingo.registry import set_production
 
@@ -175,5 +680,37 @@ def deploy(
         counts={"files_uploaded": files},
         action=action,
         url=url,
+        store_version=version,
         production_version=model_version,
     )
+
+
+def change_traffic(
+    action: str, config: DeployConfig, out_dir: Path | None = None, client: KubeApi | None = None
+) -> dict:
+    """`promote` or `rollback` the live InferenceService (no upload); returns what was applied."""
+
+    config.check()
+    api = client or KubeApi()
+    current = api.get_isvc(config.namespace, config.name)
+    if current is None:
+        raise ImageLingoError(f"InferenceService {config.namespace}/{config.name} not found")
+    desired = {"promote": promote, "rollback": rollback}[action](current)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "inferenceservice.yaml").write_text(to_yaml(desired))
+    _, applied = apply(api, desired, current)
+    url = wait_ready(api, config, applied.get("metadata", {}).get("generation"))
+    return {"action": action, "url": url, "spec": desired["spec"]}
+
+
+def with_overrides(config: DeployConfig, **values: Any) -> DeployConfig:
+    return replace(config, **{k: v for k, v in values.items() if v is not None})
+
+
+if __name__ == "__main__":  # regenerate manifests/base/inferenceservice.yaml
+    from imagelingo.config import REPO_ROOT
+
+    path = REPO_ROOT / "manifests" / "base" / "inferenceservice.yaml"
+    path.write_text(render_manifest())
+    print(f"wrote {path}")

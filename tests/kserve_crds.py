@@ -1,0 +1,118 @@
+"""Validate objects against KServe 0.20's CRD schemas the way the API server does.
+
+The CRDs (tests/fixtures/kserve-crds/v0.20.0, exact upstream copies) carry structural OpenAPI v3
+schemas. jsonschema checks them once three Kubernetes rules are made explicit:
+
+- an object schema with `properties` and neither `additionalProperties` nor
+  `x-kubernetes-preserve-unknown-fields: true` prunes unknown fields, and `kubectl apply`
+  (strict field validation, the default since Kubernetes 1.27) rejects them: here they are an
+  error (`additionalProperties: false`);
+- `x-kubernetes-int-or-string: true` accepts an integer or a string;
+- `nullable: true` also accepts null (anything else: null is an error here, stricter than the
+  server, which would prune it).
+
+`metadata` is `type: object` in every CRD (the API server checks ObjectMeta itself), so the few
+ObjectMeta fields the project sets are checked by `OBJECT_META` below.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+CRD_DIR = Path(__file__).parent / "fixtures" / "kserve-crds" / "v0.20.0"
+CRD_FILES = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): "serving.kserve.io_servingruntimes.yaml",
+    ("serving.kserve.io/v1alpha1", "ClusterServingRuntime"): (
+        "serving.kserve.io_clusterservingruntimes.yaml"
+    ),
+}
+KINDS = {kind for _, kind in CRD_FILES}
+# ObjectMeta as the API server validates it, limited to what a manifest may set.
+OBJECT_META = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+        "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "resourceVersion": {"type": "string"},
+    },
+}
+
+
+def _structural(schema):
+    """A copy of a structural schema with the Kubernetes rules written as JSON Schema."""
+    if isinstance(schema, list):
+        return [_structural(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _structural(value) for key, value in schema.items()}
+    if out.pop("x-kubernetes-int-or-string", False):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    preserve = out.get("x-kubernetes-preserve-unknown-fields", False)
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and "additionalProperties" not in out
+        and not preserve
+    ):
+        out["additionalProperties"] = False
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def check_checksums() -> None:
+    sums = dict(
+        reversed(line.split()) for line in (CRD_DIR / "SHA256SUMS").read_text().splitlines()
+    )
+    for name, digest in sums.items():
+        data = gzip.decompress((CRD_DIR / f"{name}.gz").read_bytes())
+        assert hashlib.sha256(data).hexdigest() == digest, f"{name}: not the upstream bytes"
+
+
+@cache
+def schema_for(api_version: str, kind: str) -> dict:
+    check_checksums()
+    crd = yaml.safe_load(
+        gzip.decompress((CRD_DIR / f"{CRD_FILES[api_version, kind]}.gz").read_bytes())
+    )
+    group, version = api_version.split("/")
+    assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    schema = _structural(copy.deepcopy(served["schema"]["openAPIV3Schema"]))
+    schema["properties"]["metadata"] = OBJECT_META
+    schema["properties"]["status"] = {"not": {}}  # a manifest never sets status
+    schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata"})
+    schema["properties"]["apiVersion"] = {"const": api_version}
+    schema["properties"]["kind"] = {"const": kind}
+    return schema
+
+
+def errors(document: dict) -> list[str]:
+    """Every schema violation of one InferenceService/ServingRuntime, as 'path: message'."""
+    key = (document.get("apiVersion"), document.get("kind"))
+    if key not in CRD_FILES:
+        return [f"no KServe 0.20 CRD serves apiVersion {key[0]!r} kind {key[1]!r}"]
+    validator = jsonschema.Draft7Validator(schema_for(*key))
+    return sorted(
+        f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(document)
+    )
+
+
+def assert_valid(document: dict) -> None:
+    found = errors(document)
+    name = document.get("metadata", {}).get("name")
+    assert not found, f"{document.get('kind')} {name}: " + "; ".join(found)
