@@ -243,6 +243,10 @@ def rollout(current: dict | None, config: DeployConfig, storage_uri: str, versio
     canary = predictor(config, storage_uri, version)
     if canary.get("name") == stable.get("name"):
         raise ImageLingoError(f"version {version} is already the stable predictor")
+    # The CRD requires canary[].predictor.model.name (the schema lists it; the stable predictor's
+    # does not), while validation.go:291-292 forbids a non-empty one on the stable predictor: ""
+    # is what a Go client sends for both.
+    canary["model"] = {"name": "", **canary["model"]}
     for key in ("maxReplicas", "scaleMetric", "scaleTarget"):
         canary.pop(key)  # validation.go:240-251: a canary has fixed replicas
     if stable.get("minReplicas", 1) >= 1:
@@ -292,7 +296,7 @@ def promote(current: dict) -> dict:
         raise ImageLingoError(f"{current['metadata']['name']}: no canary to promote")
     canary = canaries[0]["predictor"]
     pred["name"] = canary["name"]
-    pred["model"] = canary["model"]
+    pred["model"] = {k: v for k, v in canary["model"].items() if k != "name"}
     return new
 
 

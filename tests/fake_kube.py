@@ -1,0 +1,181 @@
+"""A stand-in Kubernetes API server on 127.0.0.1 for the deploy tests (no cluster runs here).
+
+It speaks the REST paths the kubernetes client uses for the objects deploy reads and writes, with
+the API server's semantics that matter to a rollout: 404 Status bodies, resourceVersion and
+generation (a PUT with a stale resourceVersion is a 409 Conflict), POST vs PUT, JSON merge patch
+(RFC 7386: a field the patch omits is kept, null deletes it), and admission of InferenceServices
+against KServe 0.20's CRD schema (422 on an unknown or mistyped field, as `kubectl apply` with
+strict field validation). A `controller` marks every new generation Ready and records the spec it
+saw, so tests read exactly what KServe's controller would reconcile.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import kserve_crds
+
+ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
+
+
+def merge_patch(target, patch):
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+class FakeKube:
+    def __init__(self):
+        self.objects: dict[str, dict] = {}
+        self.seen: list[dict] = []  # (generation, spec) the controller reconciled, in order
+        self.requests: list[tuple[str, str]] = []
+        self.version = 0
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    # --- state --------------------------------------------------------------------------
+    def add(self, path: str, obj: dict) -> None:
+        self.objects[path] = obj
+
+    def add_namespace(self, ns: str, secret_data: dict | None = None, runtime: bool = True):
+        self.add(f"/api/v1/namespaces/{ns}", {"kind": "Namespace", "metadata": {"name": ns}})
+        account = {"metadata": {"name": "imagelingo-deployer", "namespace": ns}}
+        account["secrets"] = [{"name": "imagelingo-s3"}]
+        self.add(f"/api/v1/namespaces/{ns}/serviceaccounts/imagelingo-deployer", account)
+        if secret_data is not None:
+            self.add(
+                f"/api/v1/namespaces/{ns}/secrets/imagelingo-s3",
+                {"metadata": {"name": "imagelingo-s3", "namespace": ns}, "data": secret_data},
+            )
+        if runtime:
+            for name in ("imagelingo-torchserve", "imagelingo-kserve"):
+                self.add(
+                    f"/apis/serving.kserve.io/v1alpha1/namespaces/{ns}/servingruntimes/{name}",
+                    {"metadata": {"name": name}},
+                )
+
+    def isvc(self, ns: str, name: str) -> dict | None:
+        return self.objects.get(f"{ISVC.format(ns=ns)}/{name}")
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "u", "user": {"token": "fake"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+                    "current-context": "fake",
+                }
+            )
+        )
+        return path
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- the API --------------------------------------------------------------------------
+    def _store(self, path: str, obj: dict, previous: dict | None) -> dict:
+        obj.pop("status", None)  # status and generation are the server's, not the client's
+        obj["metadata"].pop("generation", None)
+        errors = kserve_crds.errors(obj) if obj.get("kind") in kserve_crds.KINDS else []
+        if errors:
+            return self._status(422, "Invalid", "; ".join(errors))
+        self.version += 1
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self.version)
+        generation = (previous or {}).get("metadata", {}).get("generation", 0)
+        if previous is None or previous.get("spec") != obj.get("spec"):
+            generation += 1
+        meta["generation"] = generation
+        # the controller: reconcile the new generation and report Ready
+        self.seen.append({"generation": generation, "spec": copy.deepcopy(obj["spec"])})
+        obj["status"] = {
+            "observedGeneration": generation,
+            "url": f"http://{meta['name']}.{meta['namespace']}.example.com",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+        self.objects[path] = obj
+        return obj
+
+    @staticmethod
+    def _status(code: int, reason: str, message: str) -> dict:
+        return {
+            "kind": "Status",
+            "status": "Failure",
+            "code": code,
+            "reason": reason,
+            "message": message,
+        }
+
+    def handle(self, method: str, path: str, body: dict | None) -> dict:
+        with self.lock:
+            self.requests.append((method, path))
+            ns = re.match(r"^/api(?:s/[^/]+)?/v1(?:beta1|alpha1)?/namespaces/([^/]+)", path)
+            if ns and f"/api/v1/namespaces/{ns.group(1)}" not in self.objects:
+                return self._status(404, "NotFound", f'namespaces "{ns.group(1)}" not found')
+            if method == "GET":
+                if path in self.objects:
+                    return copy.deepcopy(self.objects[path])
+                return self._status(404, "NotFound", f"{path} not found")
+            if method == "POST":
+                target = f"{path}/{body['metadata']['name']}"
+                if target in self.objects:
+                    return self._status(409, "AlreadyExists", f"{target} already exists")
+                return copy.deepcopy(self._store(target, body, None))
+            current = self.objects.get(path)
+            if current is None:
+                return self._status(404, "NotFound", f"{path} not found")
+            if method == "PUT":
+                if (
+                    body["metadata"].get("resourceVersion")
+                    != current["metadata"]["resourceVersion"]
+                ):
+                    return self._status(409, "Conflict", "the object has been modified")
+                return copy.deepcopy(self._store(path, body, current))
+            if method == "PATCH":
+                merged = merge_patch(current, body)
+                return copy.deepcopy(self._store(path, merged, current))
+            return self._status(405, "MethodNotAllowed", method)
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                path = self.path.split("?")[0]
+                out = fake.handle(self.command, path, body)
+                if out.get("kind") == "Status":
+                    code = out["code"]
+                else:
+                    code = 201 if self.command == "POST" else 200
+                data = json.dumps(out).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = _reply
+
+            def log_message(self, *args):
+                pass
+
+        return Handler

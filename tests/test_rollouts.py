@@ -1,0 +1,207 @@
+"""Versioned rollouts as KServe 0.20 defines them, through a stand-in API server (tests/
+fake_kube.py: real HTTP, resourceVersion, CRD-schema admission). Each test walks create -> canary
+-> promote -> rollback and asserts the spec the controller sees at every generation."""
+
+from __future__ import annotations
+
+import pytest
+from fake_kube import FakeKube
+
+from imagelingo.deploy import (
+    PREVIOUS_URI_ANNOTATION,
+    DeployConfig,
+    KubeApi,
+    change_traffic,
+    deploy,
+    store_version,
+)
+from imagelingo.errors import ImageLingoError
+
+NS = "imagelingo"
+
+
+@pytest.fixture
+def kube(tmp_path):
+    from kubernetes import config
+
+    fake = FakeKube()
+    fake.add_namespace(
+        NS, secret_data={"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}
+    )
+    fake.api = KubeApi(config.new_client_from_config(str(fake.write_kubeconfig(tmp_path / "kc"))))
+    yield fake
+    fake.close()
+
+
+def make_store(root, content: bytes):
+    (root / "model-store").mkdir(parents=True)
+    (root / "config").mkdir()
+    (root / "model-store" / "imagelingo.mar").write_bytes(content)
+    (root / "config" / "direct.properties").write_text("inference_address=http://0.0.0.0:8080\n")
+    return root
+
+
+@pytest.fixture
+def stores(tmp_path):
+    return [make_store(tmp_path / f"store{i}", f"model {i}".encode()) for i in (1, 2)]
+
+
+@pytest.fixture
+def bucket(s3_server):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="models")
+    return "s3://models/imagelingo"
+
+
+def predictor_of(spec):
+    return spec["predictor"]
+
+
+def test_each_model_version_gets_its_own_storage_uri(stores):
+    v1, v2 = (store_version(s) for s in stores)
+    assert v1 != v2 and len(v1) == 12
+    assert store_version(stores[0]) == v1  # same bytes, same version
+
+
+def test_knative_create_canary_promote_rollback(kube, stores, bucket, tmp_path, s3_server):
+    v1, v2 = (f"{bucket}/{store_version(s)}" for s in stores)
+    config = DeployConfig(storage_uri=bucket)
+
+    first = deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api)
+    assert first["action"] == "created"
+    assert first["url"] == "http://imagelingo.imagelingo.example.com"
+    created = predictor_of(kube.seen[-1]["spec"])
+    assert created["model"]["storageUri"] == v1
+    assert "canaryTrafficPercent" not in created
+
+    canary = DeployConfig(storage_uri=bucket, canary_traffic_percent=20)
+    assert deploy(stores[1], tmp_path / "d2", "kserve", canary, client=kube.api)["action"] == (
+        "replaced"
+    )
+    seen = predictor_of(kube.seen[-1]["spec"])
+    # a new storageUri: a new Knative revision, 20% on it, 80% on the last rolled-out one (v1)
+    assert seen["model"]["storageUri"] == v2 and seen["canaryTrafficPercent"] == 20
+    assert kube.isvc(NS, "imagelingo")["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION] == v1
+
+    change_traffic("promote", config, client=kube.api)
+    promoted = predictor_of(kube.seen[-1]["spec"])
+    assert promoted["model"]["storageUri"] == v2 and "canaryTrafficPercent" not in promoted
+
+    change_traffic("rollback", config, client=kube.api)  # after promotion: v1 again, all traffic
+    rolled = predictor_of(kube.seen[-1]["spec"])
+    assert rolled["model"]["storageUri"] == v1 and "canaryTrafficPercent" not in rolled
+    assert [s["generation"] for s in kube.seen] == [1, 2, 3, 4]
+
+
+def test_knative_rollback_during_a_canary_pins_the_previous_revision(
+    kube, stores, bucket, tmp_path
+):
+    config = DeployConfig(storage_uri=bucket)
+    deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api)
+    canary = DeployConfig(storage_uri=bucket, canary_traffic_percent=30)
+    deploy(stores[1], tmp_path / "d2", "kserve", canary, client=kube.api)
+    change_traffic("rollback", config, client=kube.api)
+    # KServe: canaryTrafficPercent 0 sends everything to the last rolled-out revision (v1) at
+    # once, without new pods (ksvc_reconciler.go:134-152)
+    assert predictor_of(kube.seen[-1]["spec"])["canaryTrafficPercent"] == 0
+    with pytest.raises(ImageLingoError, match="rolled back"):
+        change_traffic("promote", config, client=kube.api)
+
+
+def test_a_full_deploy_after_a_canary_clears_it(kube, stores, bucket, tmp_path):
+    """canary_traffic_percent=-1 must remove an earlier canaryTrafficPercent: deploy replaces
+    the object (PUT); a merge patch that omits the field would keep it, as the API server does."""
+    deploy(stores[0], tmp_path / "d1", "kserve", DeployConfig(storage_uri=bucket), client=kube.api)
+    canary = DeployConfig(storage_uri=bucket, canary_traffic_percent=10)
+    deploy(stores[1], tmp_path / "d2", "kserve", canary, client=kube.api)
+    assert predictor_of(kube.seen[-1]["spec"])["canaryTrafficPercent"] == 10
+
+    # what the old `KServeClient.patch` (a merge patch) would have left behind:
+    current = kube.isvc(NS, "imagelingo")
+    omitted = {
+        "spec": {
+            "predictor": {
+                k: v for k, v in current["spec"]["predictor"].items() if k != "canaryTrafficPercent"
+            }
+        }
+    }
+    merged = kube.handle(
+        "PATCH",
+        f"{'/apis/serving.kserve.io/v1beta1/namespaces'}/{NS}/inferenceservices/imagelingo",
+        omitted,
+    )
+    assert merged["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+    deploy(stores[0], tmp_path / "d3", "kserve", DeployConfig(storage_uri=bucket), client=kube.api)
+    assert "canaryTrafficPercent" not in predictor_of(kube.seen[-1]["spec"])
+    assert (
+        "PUT",
+        f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/imagelingo",
+    ) in kube.requests
+
+
+def test_standard_mode_canary_is_a_second_predictor(kube, stores, bucket, tmp_path):
+    v1, v2 = (store_version(s) for s in stores)
+    config = DeployConfig(storage_uri=bucket, mode="Standard")
+    deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api)
+    created = kube.seen[-1]["spec"]
+    assert created["predictor"]["name"] == f"model-{v1}" and "canary" not in created
+    assert created["predictor"]["scaleMetric"] == "cpu"  # HPA; concurrency is Knative-only
+
+    canary = DeployConfig(storage_uri=bucket, mode="Standard", canary_traffic_percent=25)
+    deploy(stores[1], tmp_path / "d2", "kserve", canary, client=kube.api)
+    spec = kube.seen[-1]["spec"]
+    assert spec["predictor"]["model"]["storageUri"] == f"{bucket}/{v1}"  # stable unchanged
+    (entry,) = spec["canary"]
+    assert entry["trafficPercent"] == 25
+    assert entry["predictor"]["name"] == f"model-{v2}"
+    assert entry["predictor"]["model"]["storageUri"] == f"{bucket}/{v2}"
+    assert not {"maxReplicas", "scaleMetric", "scaleTarget"} & set(entry["predictor"])
+    assert "canaryTrafficPercent" not in spec["predictor"]  # ignored in Standard mode
+
+    change_traffic("promote", config, client=kube.api)
+    spec = kube.seen[-1]["spec"]
+    # inference_service.go:36-42: the stable predictor takes the canary's name and model
+    assert "canary" not in spec and spec["predictor"]["name"] == f"model-{v2}"
+    assert spec["predictor"]["model"]["storageUri"] == f"{bucket}/{v2}"
+    assert spec["predictor"]["maxReplicas"] == 3
+
+    deploy(
+        stores[0],
+        tmp_path / "d3",
+        "kserve",
+        DeployConfig(storage_uri=bucket, mode="Standard", canary_traffic_percent=50),
+        client=kube.api,
+    )
+    change_traffic("rollback", config, client=kube.api)
+    spec = kube.seen[-1]["spec"]
+    assert "canary" not in spec and spec["predictor"]["model"]["storageUri"] == f"{bucket}/{v2}"
+
+
+def test_the_mode_of_a_live_service_cannot_change(kube, stores, bucket, tmp_path):
+    deploy(stores[0], tmp_path / "d1", "kserve", DeployConfig(storage_uri=bucket), client=kube.api)
+    with pytest.raises(ImageLingoError, match="Knative mode"):
+        deploy(
+            stores[1],
+            tmp_path / "d2",
+            "kserve",
+            DeployConfig(storage_uri=bucket, mode="Standard"),
+            client=kube.api,
+        )
+    assert len(kube.seen) == 1
+
+
+def test_the_api_server_rejects_what_the_crd_schema_rejects(kube):
+    body = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "x", "namespace": NS},
+        "spec": {
+            "predictor": {"model": {"modelFormat": {"name": "pytorch"}, "storageURI": "s3://b/p"}}
+        },
+    }
+    out = kube.handle(
+        "POST", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", body
+    )
+    assert out["code"] == 422 and "storageURI" in out["message"]
