@@ -1,5 +1,6 @@
-"""The component images: the Dockerfile lints clean, and the names the Makefile builds are the
-names the compiled components declare."""
+"""The component images: the Dockerfile lints clean; one naming scheme (components/images.py) for
+what the Makefile builds, what images.yml pushes and pins by digest, and what the compiled
+components declare; each image installs one requirements list with the lock."""
 
 import re
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 from imagelingo.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
-from components.images import DEPLOY_IMAGE, TRAINING_IMAGE  # noqa: E402
+from components.images import DEPLOY_IMAGE, TRAINING_IMAGE, VERSION, image  # noqa: E402
 
 HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
 
@@ -29,9 +30,70 @@ def test_images_run_as_a_non_root_numeric_user():
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", text, flags=re.M)
 
 
+def makefile_default(name: str) -> str:
+    match = re.search(rf"^{name} \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), flags=re.M)
+    assert match, name
+    return match.group(1)
+
+
 def test_makefile_builds_the_images_the_components_declare():
     makefile = (REPO_ROOT / "Makefile").read_text()
-    assert f"IMAGE ?= {TRAINING_IMAGE}" in makefile
-    assert f"DEPLOY_IMAGE ?= {DEPLOY_IMAGE}" in makefile
+    registry, tag = makefile_default("REGISTRY"), makefile_default("TAG")
+    expand = {"$(REGISTRY)": registry, "$(TAG)": tag}
+
+    def expanded(name):
+        value = makefile_default(name)
+        for key, replacement in expand.items():
+            value = value.replace(key, replacement)
+        return value
+
+    assert expanded("IMAGE") == TRAINING_IMAGE == image("training")
+    assert expanded("DEPLOY_IMAGE") == DEPLOY_IMAGE == image("deploy")
+    assert tag == VERSION
     assert "--target training -t $(IMAGE)" in makefile
     assert "--target deploy -t $(DEPLOY_IMAGE)" in makefile
+
+
+def test_the_images_workflow_pushes_what_the_pipeline_names_and_pins_digests():
+    workflow = (REPO_ROOT / ".github" / "workflows" / "images.yml").read_text()
+    assert 'make images REGISTRY="$REGISTRY" TAG="$TAG"' in workflow
+    for target in ("training", "deploy"):
+        pushed = image(target, registry="$REGISTRY", tag="$TAG")
+        assert f'docker push "{pushed}"' in workflow
+        variable = "IMAGELINGO_IMAGE" if target == "training" else "IMAGELINGO_DEPLOY_IMAGE"
+        assert f"{variable}={pushed}@$(docker inspect" in workflow
+    # the tag is the package version, the default TAG of the scheme
+    assert 'test "$GITHUB_REF_NAME" = "v$version"' in workflow
+    # compiled with the digests, published with them
+    assert ". ./images.env" in workflow and "imagelingo compile" in workflow
+    assert "gh release upload" in workflow and "pipelines/imagelingo_pipeline.yaml images.env" in (
+        workflow
+    )
+    retrain = (REPO_ROOT / ".github" / "workflows" / "retrain.yml").read_text()
+    assert "images.env" in retrain and ". ./images.env" in retrain
+
+
+def requirements(target: str) -> list[str]:
+    path = REPO_ROOT / "components" / "requirements" / f"{target}.txt"
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def test_each_image_installs_its_one_list_with_the_lock_and_the_package_without_deps():
+    text = (REPO_ROOT / "components" / "Dockerfile").read_text()
+    assert "COPY components/requirements ./components/requirements" in text
+    for target in ("training", "deploy"):
+        stage = text.split(f" AS {target}")[1].split("\nFROM ")[0]
+        assert f"-c constraints.txt -r components/requirements/{target}.txt" in stage, target
+        assert "pip install --no-deps ." in stage, target
+    locked = {
+        line.split("==")[0].lower()
+        for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    for target in ("training", "deploy"):
+        names = requirements(target)
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names), names  # no pins here
+        assert {n.lower() for n in names} <= locked, target
+    # the deploy step moves the registry alias: mlflow is in its image (issue 10, point 1)
+    assert "mlflow" in requirements("deploy")

@@ -46,8 +46,28 @@ def test_every_component_names_the_default_images():
     images = executors(documents(PIPELINE_YAML)[0])
     assert len(images) == len(STAGES)
     for name, image in images.items():
-        expected = "imagelingo-deploy" if "deploy" in name else "imagelingo:"
-        assert image.startswith("ghcr.io/imagelingo/") and expected in image, (name, image)
+        expected = "imagelingo-deploy:0.1.0" if "deploy" in name else "imagelingo:0.1.0"
+        assert image == f"ghcr.io/imagelingo/{expected}", (name, image)
+
+
+def test_images_pinned_by_digest_are_what_the_pipeline_names(tmp_path):
+    """What images.yml does after pushing: compile with name:tag@sha256 references."""
+    digest = "sha256:" + "ab" * 32
+    code = (
+        "import sys; from pathlib import Path; "
+        "from imagelingo.orchestration import compile_all; compile_all(Path(sys.argv[1]))"
+    )
+    env = {
+        **os.environ,
+        "IMAGELINGO_IMAGE": f"ghcr.io/me/imagelingo:0.1.0@{digest}",
+        "IMAGELINGO_DEPLOY_IMAGE": f"ghcr.io/me/imagelingo-deploy:0.1.0@{digest}",
+    }
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True)
+    images = executors(documents(tmp_path / "pipelines" / "imagelingo_pipeline.yaml")[0])
+    assert all(image.endswith(f":0.1.0@{digest}") for image in images.values())
+    env["IMAGELINGO_IMAGE"] = "not an image"
+    bad = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True)
+    assert bad.returncode != 0 and b"not an image reference" in bad.stderr
 
 
 def test_images_are_configurable_at_compile_time(tmp_path):
@@ -89,8 +109,8 @@ def test_pipeline_parameters_and_artifact_types_are_as_documented():
     assert outputs["comp-package"] == {"model_store": "system.Model"}
 
 
-def test_gate_caching_retries_resources_and_secrets_are_in_the_spec():
-    spec, platform = documents(PIPELINE_YAML)
+def test_gate_retries_and_resources_are_in_the_spec():
+    spec, _ = documents(PIPELINE_YAML)
     tasks = spec["root"]["dag"]["tasks"]
     gate = tasks["condition-1"]
     assert gate["taskInfo"]["name"] == "quality-gate"
@@ -101,9 +121,83 @@ def test_gate_caching_retries_resources_and_secrets_are_in_the_spec():
     for task in ("ingest",):
         assert tasks[task]["retryPolicy"]["maxRetryCount"] == 3
     assert gated["deploy"]["retryPolicy"]["maxRetryCount"] == 3
-    assert all(t["cachingOptions"]["enableCache"] for t in tasks.values() if "cachingOptions" in t)
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert train["cpuRequest"] and train["memoryLimit"]
-    for name, executor in platform["deploymentSpec"]["executors"].items():
-        secrets = {s["secretName"] for s in executor["secretAsEnv"]}
-        assert secrets == {"imagelingo-s3", "imagelingo-mlflow"}, name
+
+
+def all_tasks(spec: dict) -> dict:
+    gated = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    return {**spec["root"]["dag"]["tasks"], **gated}
+
+
+def test_caching_data_changes_rerun_ingest_and_deploy_is_never_cached():
+    """KFP's cache key is the task's inputs: ingest's includes data_fingerprint (the data, not
+    only the source string), and deploy, which has side effects, is never served from cache."""
+    spec, _ = documents(PIPELINE_YAML)
+    tasks = all_tasks(spec)
+    assert tasks["deploy"]["cachingOptions"].get("enableCache", False) is False
+    for name in ("ingest", "vocab", "features", "train", "evaluate", "package"):
+        assert tasks[name]["cachingOptions"]["enableCache"] is True, name
+    ingest_inputs = tasks["ingest"]["inputs"]["parameters"]
+    assert ingest_inputs["data_fingerprint"] == {"componentInputParameter": "data_fingerprint"}
+    assert "data_fingerprint" in spec["root"]["inputDefinitions"]["parameters"]
+
+
+MLFLOW_TASKS = {"train", "evaluate", "deploy"}
+SECRETS = {
+    "ingest": {"imagelingo-s3"},
+    "vocab": set(),
+    "features": set(),
+    "train": {"imagelingo-s3", "imagelingo-mlflow"},
+    "evaluate": {"imagelingo-s3", "imagelingo-mlflow"},
+    "package": set(),
+    "deploy": {"imagelingo-s3", "imagelingo-mlflow"},
+}
+
+
+def test_secrets_are_required_where_needed_and_mlflow_tasks_know_they_run_on_a_cluster():
+    _, platform = documents(PIPELINE_YAML)
+    executors = platform["deploymentSpec"]["executors"]
+    for stage, expected in SECRETS.items():
+        executor = executors.get(f"exec-{stage}", {})
+        secrets = executor.get("secretAsEnv", [])
+        assert {s["secretName"] for s in secrets} == expected, stage
+        assert all(s["optional"] is False for s in secrets), stage
+        marker = [e for e in executor.get("fieldPathAsEnv", [])]
+        if stage in MLFLOW_TASKS:
+            assert marker == [
+                {"name": "IMAGELINGO_POD_NAMESPACE", "fieldPath": "metadata.namespace"}
+            ], stage
+        else:
+            assert not marker, stage
+
+
+def test_pod_settings_deadlines_shm_scratch_and_a_resuming_train_retry():
+    spec, platform = documents(PIPELINE_YAML)
+    executors = platform["deploymentSpec"]["executors"]
+    for stage in STAGES:
+        assert int(executors[f"exec-{stage}"]["activeDeadlineSeconds"]) > 0, stage
+    for stage in ("features", "train"):
+        mounts = {m["mountPath"]: m for m in executors[f"exec-{stage}"]["emptyDirMounts"]}
+        assert mounts["/dev/shm"]["medium"] == "Memory", stage
+        assert mounts["/tmp"]["sizeLimit"], stage
+    assert executors["exec-ingest"]["emptyDirMounts"][0]["mountPath"] == "/tmp"
+    tasks = all_tasks(spec)
+    assert tasks["train"]["retryPolicy"]["maxRetryCount"] >= 1
+    assert tasks["train"]["inputs"]["parameters"]["checkpoint_root"] == {
+        "componentInputParameter": "checkpoint_root"
+    }
+
+
+def test_a_retried_train_attempt_gets_the_same_checkpoint_location(pipeline_dirs, tmp_path):
+    """What the train component derives from checkpoint_root: one location per training
+    (stable across attempts), another for other inputs or settings."""
+    from imagelingo.train import TrainConfig, checkpoint_location
+
+    args = (pipeline_dirs["dataset"], pipeline_dirs["vocab"] / "vocab.json")
+    args += (pipeline_dirs["features"],)
+    first = checkpoint_location("s3://b/ckpt", *args, TrainConfig(seed=1))
+    assert first == checkpoint_location("s3://b/ckpt/", *args, TrainConfig(seed=1))
+    assert first.startswith("s3://b/ckpt/")
+    assert first == checkpoint_location("s3://b/ckpt", *args, TrainConfig(seed=1, epochs=99))
+    assert first != checkpoint_location("s3://b/ckpt", *args, TrainConfig(seed=2))

@@ -274,12 +274,15 @@ def test_serving_and_calling_the_endpoint(stages):
 
 def test_pipeline_commands(project):
     commands = unmarked("The Kubeflow pipeline")
-    assert len(commands) == 3, commands  # run, run --source, compile
+    assert len(commands) == 4, commands  # run, run --source, compile, fingerprint
     for command in commands:
         if command.text == "imagelingo run":
             continue  # RUN_ELSEWHERE: tests/test_pipeline_run.py runs it on synthetic data
         if command.text == "imagelingo compile":
             compile_in_the_source_tree(project, command.text)
+            continue
+        if command.text.startswith("imagelingo fingerprint"):
+            assert re.fullmatch(r"dir:[0-9a-f]{16}", project.sh(command.text).strip())
             continue
         out = project.sh(command.text)
         assert re.search(r"evaluate\s+done", out) and re.search(r"deploy\s+done", out), out

@@ -58,6 +58,8 @@ def test_commands_and_secrets_exist(path):
     readme = (REPO_ROOT / "README.md").read_text()
     for secret in re.findall(r"secrets\.(\w+)", text):
         assert secret == "GITHUB_TOKEN" or secret in readme, f"secret {secret} not in README"
+    for variable in re.findall(r"vars\.(\w+)", text):
+        assert variable in readme, f"repository variable {variable} not in README"
 
 
 def schema_check(*paths: Path) -> subprocess.CompletedProcess:
@@ -103,3 +105,17 @@ def test_yamllint_is_clean_on_workflows():
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_retrain_submits_with_the_data_fingerprint_the_pinned_images_and_credentials():
+    workflow = load(REPO_ROOT / ".github" / "workflows" / "retrain.yml")
+    job = workflow["jobs"]["retrain"]
+    lines = "\n".join(run_lines(workflow))
+    assert 'imagelingo fingerprint "$DATA_SOURCE"' in lines
+    assert "--param data_fingerprint=" in lines and "--param checkpoint_root=" in lines
+    assert "--param storage_uri=" in lines  # kserve cannot read a path inside the deploy pod
+    # the images of this version's release, pinned by digest, are in the environment of submit
+    submit = next(s["run"] for s in job["steps"] if "imagelingo submit" in s.get("run", ""))
+    assert submit.index(". ./images.env") < submit.index("imagelingo submit")
+    # kfp.Client credentials and namespace come from the environment submit reads
+    assert {"KFP_HOST", "KFP_TOKEN", "KFP_NAMESPACE"} <= set(job["env"])
