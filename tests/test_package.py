@@ -3,15 +3,19 @@ exist (KServe's stock TorchServe image): imagelingo, timm and nltk are blocked f
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import textwrap
 import zipfile
 
+import pytest
 import torch
 
 from imagelingo.captioner import caption_image_files
 from imagelingo.data.dataset import load_records
+from imagelingo.errors import ImageLingoError
+from imagelingo.serving.package import allowed_urls
 from imagelingo.serving.torchserve import read_properties
 
 
@@ -41,8 +45,46 @@ def test_config_properties_has_the_layout_kserve_expects(model_store):
     assert properties["model_store"] == "/mnt/models/model-store"
     assert properties["enable_metrics_api"] == "true"
     assert properties["disable_token_authorization"] == "true"
-    assert properties["enable_model_api"] == "true"
     assert int(properties["max_request_size"]) > 0
+    # behind the kserve wrapper (8080, gRPC 8081): inference on 8085, as the wrapper expects
+    assert properties["inference_address"] == "http://0.0.0.0:8085"
+
+
+def test_both_configs_are_locked_down_and_differ_only_in_the_inference_address(model_store):
+    stock = read_properties(model_store / "config" / "config.properties")
+    direct = read_properties(model_store / "config" / "direct.properties")
+    assert direct["inference_address"] == "http://0.0.0.0:8080"
+    assert {k: v for k, v in stock.items() if stock[k] != direct.get(k)} == {
+        "inference_address": "http://0.0.0.0:8085"
+    }
+    assert stock.keys() == direct.keys()
+    for properties in (stock, direct):
+        # TS_* variables (KServe sets TS_SERVICE_ENVELOPE) cannot override anything
+        assert properties["enable_envvars_config"] == "false"
+        assert "service_envelope" not in properties
+        # nobody outside the pod can reach the management API; nothing can be registered
+        assert properties["management_address"].startswith("http://127.0.0.1:")
+        assert properties["grpc_management_address"] == "127.0.0.1"
+        assert properties["enable_model_api"] == "false"
+        assert properties["allowed_urls"] == "file:///mnt/models/model-store/[^/]+[.]mar"
+        ports = {properties[k].rsplit(":", 1)[1] for k in ("management_address", "metrics_address")}
+        assert not ports & {"8080", "8081", "8085"}  # the wrapper's HTTP and gRPC, inference
+
+
+def test_allowed_urls_match_only_archives_in_the_store():
+    pattern = re.compile(allowed_urls("/tmp/a.b/store+1"), re.IGNORECASE)  # Java: whole match
+    assert pattern.fullmatch("file:///tmp/a.b/store+1/imagelingo.mar")
+    for url in (
+        "file:///tmp/aXb/store+1/imagelingo.mar",
+        "file:///tmp/a.b/store1/imagelingo.mar",
+        "file:///tmp/a.b/store+1/sub/evil.mar",
+        "file:///etc/passwd",
+        "https://example.com/evil.mar",
+    ):
+        assert not pattern.fullmatch(url), url
+    for bad in ("relative/store", "/tmp/a,b", "/tmp/a[b]", "/tmp/a\\b"):
+        with pytest.raises(ImageLingoError):
+            allowed_urls(bad)
 
 
 BLOCKED_RUN = textwrap.dedent(

@@ -1,8 +1,18 @@
 """`imagelingo package`: a trained model directory -> a KServe model store for TorchServe.
 
     <out>/model-store/imagelingo.mar     torch-model-archiver archive (see below)
-    <out>/config/config.properties       the layout KServe's TorchServe runtime reads
+    <out>/config/config.properties       TorchServe behind the kserve wrapper: KServe's stock
+                                         `kserve-torchserve` runtime (inference on 8085)
+    <out>/config/direct.properties       TorchServe answering clients itself on 8080: the
+                                         project's `imagelingo-torchserve` ServingRuntime and
+                                         the standalone image (serving/Dockerfile)
     <out>/metadata.json
+
+KServe copies this directory (the storageUri prefix) to /mnt/models. Both configs are secure by
+default: the management API listens on 127.0.0.1 only with the model API off, models can only
+be registered from the model store (allowed_urls), and TS_* environment variables are ignored
+(enable_envvars_config=false), so the TS_SERVICE_ENVELOPE=kserve that KServe always sets cannot
+wrap the handler in TorchServe's envelope.
 
 The MAR must run in KServe's stock TorchServe image (torch, torchvision, Pillow; no timm, nltk or
 this package). So it carries a serving bundle (TorchScript encoder, decoder state dict, config,
@@ -97,16 +107,50 @@ def copy_runtime_sources(target: Path) -> None:
         shutil.copy2(PACKAGE_ROOT / relative, destination)
 
 
+# Where KServe's storage initializer puts the storageUri prefix (the `imagelingo package` output).
+MOUNT = "/mnt/models"
+STOCK_PROPERTIES = "config.properties"  # read by kserve-torchserve (--ts-config) and its wrapper
+DIRECT_PROPERTIES = "direct.properties"  # read by imagelingo-torchserve and serving/Dockerfile
+# TorchServe's management API: loopback only, and on a port that neither the kserve wrapper (HTTP
+# 8080, gRPC 8081, both hard-coded on all interfaces) nor TorchServe's other listeners use.
+MANAGEMENT_ADDRESS = "http://127.0.0.1:8083"
+_REGEX_SPECIALS = set(".$*+?(){}|")
+
+
+def allowed_urls(model_store: str) -> str:
+    """TorchServe's allowed_urls (Java regexes, comma-separated, each matched against the whole
+    URL of a registration request): only .mar files directly in the model store. TorchServe
+    itself refuses URLs containing "..". Metacharacters go in brackets, not after a backslash,
+    which .properties files would eat; the few that cannot are refused."""
+    store = model_store.rstrip("/")
+    if not store.startswith("/") or any(c in store for c in ",\\[]^&"):
+        raise ImageLingoError(f"model store path {model_store!r} cannot go into allowed_urls")
+    escaped = "".join(f"[{c}]" if c in _REGEX_SPECIALS else c for c in store)
+    return f"file://{escaped}/[^/]+[.]mar"
+
+
 def torchserve_properties(
     config: ServingConfig,
-    model_store: str = "/mnt/models/model-store",
+    model_store: str = f"{MOUNT}/model-store",
     inference_address: str = "http://0.0.0.0:8085",
-    management_address: str = "http://0.0.0.0:8085",
+    management_address: str = MANAGEMENT_ADDRESS,
     metrics_address: str = "http://0.0.0.0:8082",
     grpc_ports: tuple[int, int] = (7070, 7071),
 ) -> str:
-    """config.properties as KServe's TorchServe runtime expects it (the defaults are its ports
-    and its mount point; `imagelingo serve` passes 127.0.0.1 addresses instead)."""
+    """A TorchServe config.properties for the model store mounted at `model_store`.
+
+    The defaults are KServe's stock runtime: the kserve wrapper owns 8080 and forwards to
+    TorchServe's inference API on 8085 (it reads inference_address, management_address,
+    grpc_inference_port and model_store from this file). `direct_properties` moves inference to
+    8080 for runtimes without the wrapper. Metrics stay on 8082, where KServe's Prometheus
+    annotation points.
+
+    Every key exists in TorchServe 0.12's ConfigManager. Three are newer than 0.9.0 (the
+    torchserve-kfs tag KServe 0.20 deploys), whose ConfigManager ignores them:
+    disable_token_authorization and enable_model_api (0.11+; 0.9.0 has no token auth and always
+    has the model API on, so there the loopback management address and allowed_urls are what
+    protect it) and grpc_*_address (0.9.0 binds its gRPC ports on all interfaces regardless).
+    """
     snapshot = {
         "name": "startup.cfg",
         "modelCount": 1,
@@ -128,7 +172,9 @@ def torchserve_properties(
         "inference_address": inference_address,
         "management_address": management_address,
         "metrics_address": metrics_address,
+        "grpc_inference_address": "127.0.0.1",
         "grpc_inference_port": grpc_ports[0],
+        "grpc_management_address": "127.0.0.1",
         "grpc_management_port": grpc_ports[1],
         "enable_metrics_api": "true",
         "metrics_mode": "prometheus",
@@ -142,14 +188,28 @@ def torchserve_properties(
         "decode_input_request": "false",
         # KServe's ingress does authentication; TorchServe 0.11+ would otherwise demand tokens.
         "disable_token_authorization": "true",
-        "enable_model_api": "true",
+        # The snapshot's model loads at start; nothing may be registered or deleted later.
+        "enable_model_api": "false",
+        "allowed_urls": allowed_urls(model_store),
         "install_py_dep_per_model": "false",
-        # TS_* environment variables may override these (the standalone image moves the ports).
-        # Do not label the InferenceService with a service-envelope: the handler speaks KServe.
-        "enable_envvars_config": "true",
+        # KServe always sets TS_SERVICE_ENVELOPE (kserve/kservev2) on a TorchServe predictor;
+        # honoured, it would hand the handler `instances` instead of the body. This file is the
+        # whole configuration: no TS_* variable may override it.
+        "enable_envvars_config": "false",
         "model_snapshot": json.dumps(snapshot),
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def direct_properties(config: ServingConfig, model_store: str = f"{MOUNT}/model-store") -> str:
+    """TorchServe's inference API answers clients itself on 8080 (no wrapper in front)."""
+    return torchserve_properties(config, model_store, inference_address="http://0.0.0.0:8080")
+
+
+def write_properties(out_dir: Path, config: ServingConfig) -> None:
+    (out_dir / "config").mkdir(parents=True, exist_ok=True)
+    (out_dir / "config" / STOCK_PROPERTIES).write_text(torchserve_properties(config))
+    (out_dir / "config" / DIRECT_PROPERTIES).write_text(direct_properties(config))
 
 
 def archive(staging: Path, export_dir: Path, config: ServingConfig, version: str) -> Path:
@@ -183,7 +243,7 @@ def package_model(
     encoder_weights: Path | None = None,
     version: str = "1.0",
 ) -> dict:
-    """Stage 6, package: model directory -> model-store/<name>.mar + config/config.properties."""
+    """Stage 6, package: model directory -> model-store/<name>.mar + config/*.properties."""
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="imagelingo-mar-") as tmp:
         staging = Path(tmp)
@@ -192,8 +252,7 @@ def package_model(
         (staging / "entry").mkdir()
         shutil.copy2(HANDLER_ENTRY, staging / "entry" / "imagelingo_handler.py")
         mar = archive(staging, out_dir / "model-store", config, version)
-    (out_dir / "config").mkdir(parents=True, exist_ok=True)
-    (out_dir / "config" / "config.properties").write_text(torchserve_properties(config))
+    write_properties(out_dir, config)
     return write_metadata(
         out_dir,
         "package",
