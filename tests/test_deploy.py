@@ -1,12 +1,22 @@
-"""The deploy step at its boundary: the InferenceService it builds, the rendered YAML of the
-"local" target, and idempotent create-then-patch through an injected KServe client."""
+"""The deploy step at its boundary: the InferenceService it renders, the "local" target, the
+checks that run before anything is uploaded or changed (a stand-in API server, tests/fake_kube.py,
+and a real S3 API, moto on 127.0.0.1), and `imagelingo deploy` for people: one line, exit 2,
+nothing half-applied."""
 
+from __future__ import annotations
+
+import boto3
 import pytest
 import yaml
-from kubernetes.client.rest import ApiException
+from fake_kube import FakeKube
 
-from imagelingo.deploy import DeployConfig, deploy, inference_service, to_manifest
+from imagelingo.cli import main
+from imagelingo.deploy import DeployConfig, KubeApi, deploy, inference_service, store_version
 from imagelingo.errors import ImageLingoError
+from imagelingo.serving.torchserve import free_port
+
+NS = "imagelingo"
+KEYS = {"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}
 
 
 @pytest.fixture
@@ -16,50 +26,58 @@ def store(tmp_path):
     (root / "model-store").mkdir(parents=True)
     (root / "config").mkdir()
     (root / "model-store" / "imagelingo.mar").write_bytes(b"mar")
-    (root / "config" / "config.properties").write_text("model_store=/mnt/models/model-store\n")
+    (root / "config" / "direct.properties").write_text("model_store=/mnt/models/model-store\n")
     return root
 
 
-class FakeKServe:
-    """Records calls like KServeClient; `get` raises 404 until something was created."""
-
-    def __init__(self):
-        self.objects, self.calls = {}, []
-
-    def get(self, name, namespace=None):
-        self.calls.append("get")
-        if name not in self.objects:
-            raise RuntimeError(f"Exception when calling get: (404)\nReason: Not Found {name}")
-        return {"status": {"url": f"http://{name}.{namespace}.example.com"}}
-
-    def create(self, isvc, namespace=None):
-        self.calls.append("create")
-        self.objects[isvc.metadata.name] = to_manifest(isvc)
-
-    def patch(self, name, isvc, namespace=None):
-        self.calls.append("patch")
-        self.objects[name] = to_manifest(isvc)
-
-    def wait_isvc_ready(self, name, namespace=None, timeout_seconds=600):
-        self.calls.append("wait")
+@pytest.fixture
+def kube(tmp_path, monkeypatch):
+    fake = FakeKube()
+    monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield fake
+    fake.close()
 
 
-def test_inference_service_is_torchserve_with_storage_resources_and_canary():
-    config = DeployConfig(canary_traffic_percent=20, protocol_version="v2")
-    manifest = to_manifest(inference_service(config, "s3://models/imagelingo/1"))
+@pytest.fixture
+def bucket(s3_server):
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="models")
+    return "s3://models/imagelingo"
+
+
+def objects(s3_server) -> list[str]:
+    listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="models")
+    return [o["Key"] for o in listed.get("Contents", [])]
+
+
+def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown():
+    manifest = inference_service(DeployConfig(protocol_version="v2"), "s3://models/imagelingo/1")
     assert manifest["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     predictor = manifest["spec"]["predictor"]
-    assert predictor["model"]["modelFormat"] == {"name": "pytorch"}
-    assert predictor["model"]["storageUri"] == "s3://models/imagelingo/1"
-    assert predictor["model"]["protocolVersion"] == "v2"
-    assert predictor["model"]["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "pytorch"}
+    assert model["runtime"] == "imagelingo-torchserve"
+    assert "name" not in model  # KServe rejects a model.name (inference_service_validation.go:291)
+    assert model["storageUri"] == "s3://models/imagelingo/1"
+    assert model["protocolVersion"] == "v2"
+    assert model["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 8)
     assert predictor["serviceAccountName"] == "imagelingo-deployer"
-    assert predictor["canaryTrafficPercent"] == 20
+    assert model["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert "canaryTrafficPercent" not in predictor
 
 
-def test_no_canary_leaves_the_field_out():
-    manifest = to_manifest(inference_service(DeployConfig(), "s3://m/p"))
-    assert "canaryTrafficPercent" not in manifest["spec"]["predictor"]
+def test_standard_mode_scales_on_cpu_with_an_hpa():
+    manifest = inference_service(DeployConfig(mode="Standard"), "s3://m/p/1", "1")
+    annotations = manifest["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+    assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
+    predictor = manifest["spec"]["predictor"]
+    assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", 80)
 
 
 def test_local_target_copies_the_store_and_renders_yaml(store, tmp_path):
@@ -71,33 +89,29 @@ def test_local_target_copies_the_store_and_renders_yaml(store, tmp_path):
     assert storage == str(tmp_path / "deploy" / "store")
 
 
-def test_create_then_patch_is_idempotent(store, tmp_path):
-    client = FakeKServe()
-    config = DeployConfig(storage_uri=str(tmp_path / "bucket"))
-    first = deploy(store, tmp_path / "d1", "kserve", config, client=client)
-    second = deploy(store, tmp_path / "d2", "kserve", config, client=client)
-    assert (first["action"], second["action"]) == ("created", "patched")
-    assert client.calls.count("create") == 1 and client.calls.count("patch") == 1
-    assert list(client.objects) == ["imagelingo"]
-    assert first["url"] == "http://imagelingo.imagelingo.example.com"
-    assert (tmp_path / "d1" / "inferenceservice.yaml").read_text() == (
-        tmp_path / "d2" / "inferenceservice.yaml"
-    ).read_text()
+def test_a_given_storage_uri_gets_one_folder_per_model_version(store, tmp_path):
+    config = DeployConfig(storage_uri=str(tmp_path / "shared"))
+    first = deploy(store, tmp_path / "d1", "local", config)
+    (store / "model-store" / "imagelingo.mar").write_bytes(b"retrained")
+    second = deploy(store, tmp_path / "d2", "local", config)
+    uris = [r["params"]["storage_uri"] for r in (first, second)]
+    assert uris[0] != uris[1] and all(u.startswith(str(tmp_path / "shared")) for u in uris)
+    assert uris[1].endswith(store_version(store))
+    assert (
+        tmp_path / "shared" / first["store_version"] / "model-store" / "imagelingo.mar"
+    ).is_file()
 
 
-def test_other_api_errors_are_not_mistaken_for_absence(store, tmp_path):
-    class Forbidden(FakeKServe):
-        def get(self, name, namespace=None):
-            raise ApiException(status=403, reason="Forbidden")
+class Untouchable:
+    def __getattr__(self, name):
+        raise AssertionError(f"the cluster was touched: {name}")
 
-    with pytest.raises(ApiException):
-        deploy(
-            store,
-            tmp_path / "d",
-            "kserve",
-            DeployConfig(storage_uri=str(tmp_path / "b")),
-            client=Forbidden(),
-        )
+
+@pytest.mark.parametrize("uri", ["", "/data/models", "runs/store", "pvc://models/imagelingo"])
+def test_kserve_refuses_a_storage_uri_the_cluster_cannot_read_before_anything(store, tmp_path, uri):
+    with pytest.raises(ImageLingoError, match="target kserve needs an s3://"):
+        deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri=uri), client=Untouchable())
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.parametrize(
@@ -106,9 +120,172 @@ def test_other_api_errors_are_not_mistaken_for_absence(store, tmp_path):
         ("cloud", DeployConfig(), "unknown deploy target"),
         ("local", DeployConfig(canary_traffic_percent=150), "canary_traffic_percent"),
         ("local", DeployConfig(protocol_version="v3"), "protocol_version"),
+        ("local", DeployConfig(mode="Serverless"), "mode must be"),
+        ("local", DeployConfig(runtime="kserve-sklearnserver"), "runtime must be"),
+        ("local", DeployConfig(name="Image_Lingo"), "not a valid Kubernetes name"),
         ("local", DeployConfig(storage_uri="gs://bucket/x"), "gs://bucket/x"),
     ],
 )
 def test_bad_deploy_settings_are_named(store, tmp_path, target, config, message):
     with pytest.raises(ImageLingoError, match=message):
         deploy(store, tmp_path / "d", target, config)
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda k: None, "namespace 'imagelingo' not found"),
+        (lambda k: k.add_namespace(NS, secret_data=None), "Secret 'imagelingo-s3' not found"),
+        (
+            lambda k: k.add_namespace(NS, secret_data={"AWS_ACCESS_KEY_ID": "eA=="}),
+            "lacks .*AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            lambda k: k.add_namespace(NS, secret_data=KEYS, runtime=False),
+            "ServingRuntime 'imagelingo-torchserve' not found",
+        ),
+    ],
+)
+def test_cluster_problems_stop_deploy_before_any_upload(
+    store, tmp_path, kube, bucket, s3_server, setup, message
+):
+    setup(kube)
+    with pytest.raises(ImageLingoError, match=message):
+        deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri=bucket))
+    assert objects(s3_server) == []
+    assert not any(method in ("POST", "PUT") for method, _ in kube.requests)
+
+
+def test_an_unwritable_bucket_stops_deploy_before_any_change(store, tmp_path, kube, s3_server):
+    kube.add_namespace(NS, secret_data=KEYS)
+    with pytest.raises(ImageLingoError, match="S3 bucket 'absent'"):
+        deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri="s3://absent/x"))
+    assert not any(method in ("POST", "PUT") for method, _ in kube.requests)
+
+
+def test_kserve_deploy_uploads_the_version_then_creates_the_service(
+    store, tmp_path, kube, bucket, s3_server
+):
+    kube.add_namespace(NS, secret_data=KEYS)
+    record = deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri=bucket))
+    version = store_version(store)
+    assert sorted(objects(s3_server)) == [
+        f"imagelingo/{version}/config/direct.properties",
+        f"imagelingo/{version}/model-store/imagelingo.mar",
+    ]
+    assert record["action"] == "created" and record["url"].startswith("http://imagelingo.")
+    live = kube.isvc(NS, "imagelingo")
+    assert live["spec"]["predictor"]["model"]["storageUri"] == f"{bucket}/{version}"
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = main(["deploy", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def test_cli_refuses_a_local_uri_for_kserve_in_one_line(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    code, err = run_cli(
+        capsys,
+        store,
+        "--target",
+        "kserve",
+        "--storage-uri",
+        tmp_path / "x",
+        "--out",
+        tmp_path / "d",
+    )
+    assert code == 2
+    assert err.count("\n") == 0 and "needs an s3://" in err and "a local path" in err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "x").exists()
+
+
+def test_cli_names_an_unreachable_cluster(store, tmp_path, capsys, monkeypatch, bucket, s3_server):
+    fake = FakeKube()
+    fake.url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    fake.close()
+    monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kc")))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code, err = run_cli(capsys, store, "--target", "kserve", "--storage-uri", bucket)
+    assert code == 2 and err.count("\n") == 0
+    assert "unreachable" in err and fake.url in err
+    assert objects(s3_server) == []
+
+
+def test_cli_names_a_missing_kubeconfig(store, tmp_path, capsys, monkeypatch, bucket):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    code, err = run_cli(capsys, store, "--target", "kserve", "--storage-uri", bucket)
+    assert code == 2 and err.count("\n") == 0 and "no Kubernetes cluster configured" in err
+
+
+def test_cli_names_an_unknown_namespace(store, tmp_path, capsys, kube, bucket, s3_server):
+    code, err = run_cli(
+        capsys,
+        store,
+        "--target",
+        "kserve",
+        "--storage-uri",
+        bucket,
+        "--namespace",
+        "nope",
+        "--out",
+        tmp_path / "d",
+    )
+    assert code == 2 and err.count("\n") == 0 and "namespace 'nope' not found" in err
+    assert objects(s3_server) == [] and not (tmp_path / "d").exists()
+
+
+def test_cli_deploys_canaries_promotes_and_rolls_back(tmp_path, capsys, kube, bucket, s3_server):
+    from test_rollouts import make_store
+
+    kube.add_namespace(NS, secret_data=KEYS)
+    stores = [make_store(tmp_path / f"s{i}", f"m{i}".encode()) for i in (1, 2)]
+    assert (
+        main(
+            [
+                "deploy",
+                str(stores[0]),
+                "--target",
+                "kserve",
+                "--storage-uri",
+                bucket,
+                "--out",
+                str(tmp_path / "d1"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "deploy",
+                str(stores[1]),
+                "--target",
+                "kserve",
+                "--storage-uri",
+                bucket,
+                "--canary-traffic-percent",
+                "10",
+                "--out",
+                str(tmp_path / "d2"),
+            ]
+        )
+        == 0
+    )
+    assert kube.seen[-1]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert main(["deploy", "--target", "kserve", "--promote"]) == 0
+    assert "canaryTrafficPercent" not in kube.seen[-1]["spec"]["predictor"]
+    assert main(["deploy", "--target", "kserve", "--rollback"]) == 0
+    uri = kube.seen[-1]["spec"]["predictor"]["model"]["storageUri"]
+    assert uri == f"{bucket}/{store_version(stores[0])}"
+    out = capsys.readouterr().out
+    assert "created imagelingo/imagelingo" in out and "rollback: imagelingo/imagelingo Ready" in out
+
+
+def test_kube_api_reads_what_the_kubeconfig_names(kube):
+    assert KubeApi().host == kube.url

@@ -8,6 +8,7 @@
     imagelingo package  --model runs/flickr8k/model --out runs/flickr8k/store
     imagelingo serve    runs/flickr8k/store [--runtime torchserve|kserve] [--port 8080]
     imagelingo caption  photo.jpg --url http://127.0.0.1:8080 [--protocol v1|v2]
+    imagelingo deploy   runs/f8k/store --target kserve --storage-uri s3://b/imagelingo
     imagelingo demo     # every stage on generated data, a few minutes on 2 CPU cores
 
 Defaults come from params.yaml; override any with `-p section.key=value`.
@@ -129,6 +130,51 @@ def run_package(args, params: dict) -> dict:
     from imagelingo.serving.package import package_model
 
     return package_model(args.model, args.out, _serving_config(params), args.encoder_weights)
+
+
+def _deploy_config(args):
+    from imagelingo.deploy import DeployConfig
+
+    values = {
+        "name": args.name,
+        "namespace": args.namespace,
+        "storage_uri": args.storage_uri,
+        "service_account": args.service_account,
+        "s3_secret": args.s3_secret,
+        "runtime": args.runtime,
+        "mode": args.mode,
+        "protocol_version": args.protocol_version,
+        "canary_traffic_percent": args.canary_traffic_percent,
+        "timeout_s": args.timeout,
+    }
+    return DeployConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+def run_deploy(args, params: dict) -> dict:
+    """Roll a packaged model store out on KServe (or render it locally), or move traffic."""
+    from imagelingo.deploy import change_traffic, deploy
+
+    config = _deploy_config(args)
+    if args.promote or args.rollback:
+        if args.model_store is not None or args.target != "kserve":
+            raise ImageLingoError("--promote/--rollback need --target kserve and no model store")
+        result = change_traffic("promote" if args.promote else "rollback", config, args.out)
+        print(f"{result['action']}: {config.namespace}/{config.name} Ready at {result['url']}")
+        return {}
+    if args.model_store is None:
+        raise ImageLingoError("give the model store directory (imagelingo package --out DIR)")
+    record = deploy(
+        args.model_store,
+        args.out,
+        args.target,
+        config,
+        s3_endpoint_url=args.s3_endpoint_url,
+        model_version=args.model_version,
+    )
+    where = record["url"] or str(args.out / "inferenceservice.yaml")
+    uri = record["params"]["storage_uri"]
+    print(f"{record['action']} {config.namespace}/{config.name} ({uri}): {where}")
+    return record
 
 
 def run_serve(args, params: dict) -> dict:
@@ -377,6 +423,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workdir", type=Path, default=Path("runs/serve"), help="logs, unpacked MAR")
     p.set_defaults(run=run_serve)
+
+    p = sub.add_parser(
+        "deploy",
+        help="upload a model store and roll it out on KServe (--target kserve), or render it",
+    )
+    p.add_argument("model_store", type=Path, nargs="?", help="directory from `imagelingo package`")
+    p.add_argument("--target", choices=("local", "kserve"), default="local")
+    p.add_argument("--out", type=Path, default=Path("runs/deploy"), help="rendered YAML, metadata")
+    p.add_argument("--name", help="InferenceService name (default imagelingo)")
+    p.add_argument("--namespace", help="default imagelingo")
+    p.add_argument(
+        "--storage-uri", help="s3://bucket/prefix; each model version goes to PREFIX/<version>/"
+    )
+    p.add_argument("--canary-traffic-percent", type=int, help="0-100 to the new version; -1 none")
+    p.add_argument("--protocol-version", choices=("v1", "v2"))
+    p.add_argument("--mode", choices=("Knative", "Standard"), help="KServe deployment mode")
+    p.add_argument(
+        "--runtime",
+        choices=("imagelingo-torchserve", "kserve-torchserve", "imagelingo-kserve"),
+        help="ServingRuntime (default imagelingo-torchserve)",
+    )
+    p.add_argument("--service-account", help="the predictor's (default imagelingo-deployer)")
+    p.add_argument("--s3-secret", help="Secret KServe reads the bucket with (imagelingo-s3)")
+    p.add_argument("--s3-endpoint-url", help="S3 API endpoint (MinIO); default AWS_ENDPOINT_URL")
+    p.add_argument("--model-version", default="", help="registry version to mark production")
+    p.add_argument("--timeout", type=int, help="seconds to wait for Ready (default 600)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--promote", action="store_true", help="all traffic to the canary")
+    group.add_argument("--rollback", action="store_true", help="back to the previous version")
+    p.set_defaults(run=run_deploy)
 
     pipeline_help = "pipeline argument NAME=VALUE (e.g. epochs=3); repeatable"
     p = sub.add_parser("run", help="run the whole KFP pipeline here with kfp.local")

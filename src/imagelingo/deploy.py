@@ -372,8 +372,8 @@ class KubeApi:
             try:
                 if os.environ.get("KUBERNETES_SERVICE_HOST"):
                     config.load_incluster_config()
-                else:
-                    config.load_kube_config()
+                else:  # KUBECONFIG read now: the library reads it once, at import
+                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
             except (config.ConfigException, OSError, TypeError, ValueError) as exc:
                 raise ImageLingoError(
                     f"no Kubernetes cluster configured ({str(exc).splitlines()[0]}): "
