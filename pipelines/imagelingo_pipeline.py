@@ -102,6 +102,8 @@ def imagelingo_pipeline(
     storage_uri: str = "",
     canary_traffic_percent: int = -1,
     protocol_version: str = "v1",
+    deploy_mode: str = "Knative",
+    serving_runtime: str = "imagelingo-torchserve",
 ):
     data = ingest(
         source=source,
@@ -149,6 +151,8 @@ def imagelingo_pipeline(
             storage_uri=storage_uri,
             canary_traffic_percent=canary_traffic_percent,
             protocol_version=protocol_version,
+            mode=deploy_mode,
+            runtime=serving_runtime,
             evaluation=scored.outputs["evaluation"],
         )
         resources(release, "500m", "512Mi").set_retry(num_retries=3, backoff_duration="30s")

@@ -15,9 +15,12 @@ def deploy(
     protocol_version: str,
     evaluation: Input[Artifact],
     deployment: Output[Artifact],
+    mode: str = "Knative",
+    runtime: str = "imagelingo-torchserve",
 ) -> str:
-    """Upload the model store and create or patch the InferenceService ("kserve"), or render it
-    ("local"); then mark the evaluated registry version as production. Returns the URL."""
+    """Upload the model store to its own versioned prefix and create or replace the
+    InferenceService ("kserve": checks the namespace, Secret, runtime and bucket first), or render
+    it ("local"); then mark the evaluated registry version as production. Returns the URL."""
     import os
     from pathlib import Path
 
@@ -30,6 +33,8 @@ def deploy(
         storage_uri=storage_uri,
         canary_traffic_percent=canary_traffic_percent,
         protocol_version=protocol_version,
+        mode=mode,
+        runtime=runtime,
     )
     record = deploy(
         Path(model_store.path),
