@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .images import decode_image
-from .protocol import BadRequest, Options, parse_v1, parse_v2, v2_response
+from .images import decode_images
+from .protocol import BadRequest, Options, check_body_size, parse_v1, parse_v2, v2_response
 from .runtime import CaptionRuntime
 
 log = logging.getLogger(__name__)
@@ -35,27 +35,52 @@ class ParsedRequest:
     request_id: str = ""
 
 
-def parse_body(body: Any) -> ParsedRequest:
-    """A request body (bytes or already-decoded JSON) -> its images and options, or BadRequest."""
+def parse_body(body: Any, image_size: int = 0) -> ParsedRequest:
+    """A request body (bytes or already-decoded JSON) -> its images and options, or BadRequest.
+    `image_size` (the encoder's input side) lets large JPEGs decode at a reduced scale."""
     if isinstance(body, BadRequest):
         raise body
     if isinstance(body, (bytes, bytearray)):
         if not body:
             raise BadRequest("empty request body; expected KServe v1 or v2 JSON")
+        check_body_size(len(body))
         try:
             body = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadRequest(f"request body is not valid JSON ({exc})") from exc
+        except RecursionError as exc:  # e.g. 200,000 "[": not a client's honest mistake
+            raise BadRequest("request body is JSON nested too deeply") from exc
     if isinstance(body, dict) and "inputs" in body:
         blobs, options, name = parse_v2(body)
-        images = [decode_image(blob, i) for i, blob in enumerate(blobs)]
+        images = decode_images(blobs, image_size)
         return ParsedRequest("v2", images, options, name, str(body.get("id") or ""))
     blobs, options = parse_v1(body)
-    return ParsedRequest("v1", [decode_image(blob, i) for i, blob in enumerate(blobs)], options)
+    return ParsedRequest("v1", decode_images(blobs, image_size), options)
 
 
 def error_body(status: int, message: str) -> dict:
     return {"error": message, "code": status}
+
+
+# What a 5xx says: the exception's text stays in the server log, never in the answer.
+INTERNAL_ERROR = "internal error while captioning; the server log has the details"
+
+
+def parse_or_answer(body: Any, image_size: int) -> ParsedRequest | tuple[int, dict]:
+    """The parsed request, or the (status, error) that answers it. Never raises: whatever one
+    request's body does to the parser fails that request alone, not the others of its batch."""
+    try:
+        return parse_body(body, image_size)
+    except BadRequest as exc:
+        return exc.status, error_body(exc.status, str(exc))
+    except RecursionError:  # nesting json.loads survived, deeper in Python code
+        return 400, error_body(400, "request body is nested too deeply")
+    except MemoryError:
+        log.error("out of memory while parsing a request")
+        return 413, error_body(413, "request too large to parse")
+    except Exception:
+        log.exception("unexpected error while parsing a request")
+        return 500, error_body(500, INTERNAL_ERROR)
 
 
 def answer_requests(
@@ -64,11 +89,13 @@ def answer_requests(
     """One (HTTP status, JSON response) per request body, in order. Never raises."""
     answers: list[tuple[int, dict] | None] = [None] * len(bodies)
     parsed: dict[int, ParsedRequest] = {}
+    image_size = int(getattr(runtime, "image_size", 0) or 0)
     for index, body in enumerate(bodies):
-        try:
-            parsed[index] = parse_body(body)
-        except BadRequest as exc:
-            answers[index] = (exc.status, error_body(exc.status, str(exc)))
+        outcome = parse_or_answer(body, image_size)
+        if isinstance(outcome, ParsedRequest):
+            parsed[index] = outcome
+        else:
+            answers[index] = outcome
     images, options, owners = [], [], []
     for index, request in parsed.items():
         images += request.images
@@ -78,14 +105,14 @@ def answer_requests(
         log.info("batch: %d requests, %d images", len(parsed), len(images))
         try:
             captions = runtime.caption(images, options)
-        except Exception as exc:  # a model failure answers 500 for this batch; the worker lives
+        except Exception:  # a model failure answers 500 for this batch; the worker lives
             log.exception("captioning failed")
             for index in parsed:
-                answers[index] = (500, error_body(500, f"captioning failed: {exc}"))
+                answers[index] = (500, error_body(500, INTERNAL_ERROR))
             return answers  # type: ignore[return-value]
         per_request: dict[int, list[dict]] = {index: [] for index in parsed}
         assert len(captions) == len(owners), "one caption per image"  # Python 3.9: no strict zip
-        for owner, caption in zip(owners, captions):
+        for owner, caption in zip(owners, captions):  # noqa: B905 (Python 3.9)
             per_request[owner].append(caption)
         for index, request in parsed.items():
             predictions = per_request[index]

@@ -2,6 +2,14 @@
 
 Honours EXIF orientation, takes the first frame of animations, flattens alpha onto white,
 converts grayscale/CMYK/palette to RGB, and refuses decompression bombs before decoding pixels.
+Only JPEG, PNG, WebP and GIF are parsed (Pillow's other decoders are never reached), and one
+request's images together may hold at most MAX_REQUEST_PIXELS decoded pixels.
+
+Large JPEGs are decoded at a reduced scale (libjpeg's DCT scaling, `Image.draft`) when they are at
+least 4x the encoder's input on both sides, to no less than 2x the input: a 12 MP photo decodes to
+~1/16 of its pixels, and the pixels the encoder sees after the bicubic resize stay close to a full
+decode (measured in tests/test_serving_limits.py). Images under that size, such as every Flickr8k
+image (at most 500 px a side), decode exactly as training decoded them.
 """
 
 from __future__ import annotations
@@ -16,17 +24,47 @@ from torchvision.transforms import functional as TF
 from .protocol import BadRequest
 
 MAX_PIXELS = 40_000_000  # about 6,300 x 6,300; anything larger is refused, not decoded
+# decoded pixels of all images of one request (after draft scaling): ~150 MB of RGB at most
+MAX_REQUEST_PIXELS = 50_000_000
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # Image.open tries no other decoder
+DRAFT_FACTOR = 2  # draft-decode a JPEG to no less than this many times the encoder input
 
 
-def decode_image(data: bytes, index: int = 0) -> Image.Image:
-    """Decode one request image fully; `index` names it in errors."""
+class PixelBudget:
+    """Decoded pixels left for one request's images; spending past it is a 413 naming it."""
+
+    def __init__(self, limit: int = MAX_REQUEST_PIXELS) -> None:
+        self.limit, self.used = limit, 0
+
+    def spend(self, pixels: int, where: str) -> None:
+        self.used += pixels
+        if self.used > self.limit:
+            raise BadRequest(
+                f"{where}: the request's images hold more than the {self.limit:,} decoded "
+                "pixels allowed per request (send fewer or smaller images)",
+                status=413,
+            )
+
+
+def draft_size(width: int, height: int, target_size: int) -> tuple[int, int] | None:
+    """The size to ask `Image.draft` for, or None to decode at full size."""
+    if target_size <= 0 or min(width, height) < 2 * DRAFT_FACTOR * target_size:
+        return None
+    return (DRAFT_FACTOR * target_size, DRAFT_FACTOR * target_size)
+
+
+def decode_image(
+    data: bytes, index: int = 0, target_size: int = 0, budget: PixelBudget | None = None
+) -> Image.Image:
+    """Decode one request image; `index` names it in errors. With `target_size` (the encoder's
+    input side) a large JPEG is decoded at a reduced scale; `budget` counts decoded pixels."""
     where = f"instance {index}"
     if not data:
         raise BadRequest(f"{where}: empty image (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise BadRequest(
@@ -34,6 +72,11 @@ def decode_image(data: bytes, index: int = 0) -> Image.Image:
                     status=413,
                 )
             image.seek(0)  # first frame of a GIF/WebP animation
+            draft = draft_size(width, height, target_size) if image.format in JPEGS else None
+            if draft is not None:
+                image.draft("RGB", draft)
+            if budget is not None:
+                budget.spend(image.size[0] * image.size[1], where)
             image.load()
     except BadRequest:
         raise
@@ -52,6 +95,15 @@ def decode_image(data: bytes, index: int = 0) -> Image.Image:
     return image.convert("RGB")
 
 
+JPEGS = ("JPEG", "MPO")  # MPO: a JPEG with a second picture, as phone cameras write them
+
+
+def decode_images(blobs: list[bytes], target_size: int = 0) -> list[Image.Image]:
+    """All images of one request, within one pixel budget."""
+    budget = PixelBudget()
+    return [decode_image(blob, i, target_size, budget) for i, blob in enumerate(blobs)]
+
+
 def to_pixels(
     image: Image.Image,
     size: int,
@@ -62,5 +114,10 @@ def to_pixels(
 
     Feature extraction (training) and serving both call this, so they see the same pixels.
     """
-    image = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    return TF.normalize(TF.to_tensor(image), mean, std)
+    return TF.normalize(TF.to_tensor(encoder_sized(image, size)), mean, std)
+
+
+def encoder_sized(image: Image.Image, size: int) -> Image.Image:
+    """The RGB image resized as the encoder sees it. Resizing the result again to the same size
+    is a copy, so calling this early (to hold less memory) changes no pixel."""
+    return image.convert("RGB").resize((size, size), Image.BICUBIC)

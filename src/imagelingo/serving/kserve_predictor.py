@@ -5,13 +5,25 @@
 the MAR in the model store (the same file TorchServe serves), so both runtimes caption with the
 same TorchScript encoder. Concurrent requests are micro-batched like TorchServe's batchSize and
 maxBatchDelay: one encoder pass and one beam search per batch, run off the event loop.
+
+Limits, as TorchServe's handler enforces them plus what a server of its own must do itself:
+- bodies over protocol.MAX_REQUEST_BYTES get a 413, also when sent chunked (no Content-Length);
+  the rest of the body is read and dropped first (up to the store's max_request_size), so that a
+  client still sending receives the 413 instead of a reset connection;
+- images are decoded (and resized to the encoder's input) in a small thread pool, never on the
+  event loop; requests waiting for the model are bounded (the store's job_queue_size, as in
+  TorchServe): one more gets 503 with Retry-After;
+- a waiting request that is cancelled (client gone) is skipped; 5xx answers carry no exception
+  text (it goes to the log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +32,24 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from imagelingo.errors import ImageLingoError
-from imagelingo.serving.handler import error_body, parse_body
-from imagelingo.serving.protocol import BadRequest, Options, v2_response
+from imagelingo.serving.handler import INTERNAL_ERROR, ParsedRequest, error_body, parse_body
+from imagelingo.serving.images import encoder_sized
+from imagelingo.serving.protocol import MAX_REQUEST_BYTES, BadRequest, Options, v2_response
 from imagelingo.serving.runtime import CaptionRuntime
 from imagelingo.serving.torchserve import model_names, store_properties
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+DECODE_THREADS = 2
+
+
+class Overloaded(Exception):
+    """Too many requests are waiting: answered 503 with Retry-After."""
+
+
+class InternalError(Exception):
+    """A server-side failure, already logged: answered 500 with a generic message."""
 
 
 class MicroBatcher:
@@ -37,7 +61,7 @@ class MicroBatcher:
         self.worker: asyncio.Task | None = None
 
     async def caption(self, images: list, options: Options) -> list[dict]:
-        if self.worker is None:
+        if self.worker is None or self.worker.done():
             self.queue = asyncio.Queue()
             self.worker = asyncio.create_task(self._run())
         future = asyncio.get_running_loop().create_future()
@@ -57,22 +81,37 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            images = [image for item in batch for image in item[0]]
-            options = [item[1] for item in batch for _ in item[0]]
-            log.info("batch: %d requests, %d images", len(batch), len(images))
-            try:
-                captions = await loop.run_in_executor(None, self.runtime.caption, images, options)
-            except Exception as exc:  # the requests fail with 500; the server keeps serving
-                for *_, future in batch:
-                    future.set_exception(exc)
-                continue
-            start = 0
-            for item_images, _, future in batch:
+            # a request whose caller is gone (cancelled) costs no encoder work
+            batch = [item for item in batch if not item[2].done()]
+            if batch:
+                try:
+                    await self._answer(batch)
+                except Exception as exc:  # never let the worker die: later requests would hang
+                    log.exception("batch worker failed")
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(InternalError(str(exc)))
+
+    async def _answer(self, batch: list[tuple]) -> None:
+        loop = asyncio.get_running_loop()
+        images = [image for item in batch for image in item[0]]
+        options = [item[1] for item in batch for _ in item[0]]
+        log.info("batch: %d requests, %d images", len(batch), len(images))
+        try:
+            captions = await loop.run_in_executor(None, self.runtime.caption, images, options)
+        except Exception as exc:  # the requests fail with 500; the server keeps serving
+            log.exception("captioning failed")
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(InternalError(str(exc)))
+            return
+        start = 0
+        for item_images, _, future in batch:
+            if not future.done():  # cancelled while the batch ran
                 future.set_result(captions[start : start + len(item_images)])
-                start += len(item_images)
+            start += len(item_images)
 
 
 def v2_request_to_dict(request: kserve.InferRequest) -> dict:
@@ -94,12 +133,19 @@ def v2_request_to_dict(request: kserve.InferRequest) -> dict:
 
 class CaptionModel(kserve.Model):
     def __init__(
-        self, name: str, bundle_dir: Path, max_batch_size: int = 8, max_batch_delay_ms: int = 20
+        self,
+        name: str,
+        bundle_dir: Path,
+        max_batch_size: int = 8,
+        max_batch_delay_ms: int = 20,
+        max_waiting: int = 100,
     ) -> None:
         super().__init__(name)
         self.bundle_dir = Path(bundle_dir)
         self.max_batch_size, self.max_batch_delay_ms = max_batch_size, max_batch_delay_ms
+        self.max_waiting, self.waiting = max_waiting, 0
         self.batcher: MicroBatcher | None = None
+        self.decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
     def load(self) -> bool:
         runtime = CaptionRuntime.load(self.bundle_dir)
@@ -107,13 +153,29 @@ class CaptionModel(kserve.Model):
         self.ready = True
         return self.ready
 
+    def parse(self, body: Any) -> ParsedRequest:
+        """Decode a request's images and shrink them to the encoder's input at once, so that a
+        waiting request holds ~150 kB per image, not its full-size pixels. (Runs in a thread.)"""
+        size = self.batcher.runtime.image_size
+        request = parse_body(body, size)
+        request.images = [encoder_sized(image, size) for image in request.images]
+        return request
+
     async def predict(self, payload: Any, headers: dict | None = None) -> dict:
         if isinstance(payload, (dict, bytes, bytearray)):
             body = payload  # bytes: a body not sent as application/json; parse_body decodes it
         else:
             body = v2_request_to_dict(payload)
-        request = parse_body(body)  # BadRequest -> 4xx through bad_request_handler
-        captions = await self.batcher.caption(request.images, request.options)
+        if self.waiting >= self.max_waiting:
+            raise Overloaded(f"{self.waiting} requests are waiting for the model; retry later")
+        self.waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            # BadRequest -> 4xx through bad_request_handler
+            request = await loop.run_in_executor(self.decoders, self.parse, body)
+            captions = await self.batcher.caption(request.images, request.options)
+        finally:
+            self.waiting -= 1
         if request.protocol == "v2":
             return v2_response(self.name, captions, request.request_id)
         return {"predictions": captions}
@@ -121,6 +183,105 @@ class CaptionModel(kserve.Model):
 
 async def bad_request_handler(_: Request, exc: BadRequest) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content=error_body(exc.status, str(exc)))
+
+
+async def overloaded_handler(_: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse(
+        status_code=503,
+        content=error_body(503, str(exc)),
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def internal_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    """Every other failure: logged with its traceback, answered without its text."""
+    if not isinstance(exc, InternalError):  # InternalError's cause is logged where it happened
+        log.error("request failed", exc_info=exc)
+    return JSONResponse(status_code=500, content=error_body(500, INTERNAL_ERROR))
+
+
+def json_413(message: str) -> tuple[dict, bytes]:
+    import json
+
+    body = json.dumps(error_body(413, message)).encode()
+    start = {
+        "type": "http.response.start",
+        "status": 413,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    }
+    return start, body
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `limit` bytes, with or without Content-Length, gets a JSON 413
+    naming the limit. The excess is read and dropped (up to `drain_limit` bytes, `drain_s`
+    seconds) before answering: a server that answers and closes while the client still sends
+    makes the client's kernel see a reset, and urllib or requests never show the 413. A client
+    that sent `Expect: 100-continue` has sent nothing yet, so it is answered at once."""
+
+    def __init__(self, app, limit: int, drain_limit: int, drain_s: float = 10.0) -> None:
+        self.app, self.limit, self.drain_limit, self.drain_s = app, limit, drain_limit, drain_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.limit:
+            if headers.get(b"expect", b"").lower() != b"100-continue":
+                await self._drain(receive, 0)
+            return await self._refuse(send, int(length))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                size = await self._drain(receive, size) if message.get("more_body") else size
+                return await self._refuse(send, size, at_least=True)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _drain(self, receive, size: int) -> int:
+        deadline = time.monotonic() + self.drain_s
+        while size <= self.drain_limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                break
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        return size
+
+    async def _refuse(self, send, size: int, at_least: bool = False) -> None:
+        more = "at least " if at_least else ""
+        message = f"request body of {more}{size:,} bytes is over the {self.limit:,} bytes allowed"
+        start, body = json_413(message)
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
 
 
 def unpack_bundle(store_dir: Path, workdir: Path) -> tuple[str, Path, dict[str, str]]:
@@ -147,7 +308,10 @@ def build_app(store_dir: Path, workdir: Path):
 
     name, bundle, properties = unpack_bundle(store_dir, workdir)
     snapshot = json.loads(properties["model_snapshot"])["models"][name]["1.0"]
-    model = CaptionModel(name, bundle, snapshot["batchSize"], snapshot["maxBatchDelay"])
+    waiting = int(properties.get("job_queue_size", 100))
+    model = CaptionModel(
+        name, bundle, snapshot["batchSize"], snapshot["maxBatchDelay"], max_waiting=waiting
+    )
     model.load()
     repository = ModelRepository()
     repository.update(model)
@@ -158,20 +322,17 @@ def build_app(store_dir: Path, workdir: Path):
         http_port=0,
     )
     server.create_application()
+    from kserve.errors import InferenceError
     from kserve.model_server import app
 
     app.add_exception_handler(BadRequest, bad_request_handler)
-    limit = int(properties.get("max_request_size", 6_553_500))
-
-    @app.middleware("http")
-    async def refuse_oversize_bodies(request: Request, call_next):
-        # the same limit TorchServe enforces (max_request_size), before the body is read
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            message = f"request body of {int(length):,} bytes is over the {limit:,} allowed"
-            return JSONResponse(status_code=413, content=error_body(413, message))
-        return await call_next(request)
-
+    app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(InferenceError, internal_error_handler)
+    app.add_exception_handler(Exception, internal_error_handler)
+    # The documented limit (what TorchServe's handler enforces too); the store's
+    # max_request_size is the outer cap up to which an over-size body is read and dropped.
+    outer = max(int(properties.get("max_request_size", 0)), MAX_REQUEST_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES, drain_limit=outer)
     return app
 
 

@@ -4,6 +4,9 @@ v1: {"instances": [{"data": "<base64>"} | {"b64": "<base64>"} | "<base64>"], "pa
 v2: {"inputs": [{"name": ..., "datatype": "BYTES", "shape": [n], "data": ["<base64>", ...]}],
      "parameters": {...}}
 Options (beam_width, max_len) may be given per request in "parameters" or per v1 instance.
+
+Limits per request (each refusal names its limit): MAX_REQUEST_BYTES of body (413),
+MAX_IMAGES_PER_REQUEST images (413); images.py adds a per-image and a per-request pixel budget.
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ from ..errors import ImageLingoError
 
 BEAM_WIDTH_RANGE = (1, 10)
 MAX_LEN_RANGE = (1, 50)
+# The documented body limit, enforced by both runtimes with a 413 naming it. TorchServe's own
+# max_request_size (package.py) is a higher outer cap, so that bodies between the two reach the
+# handler and get a JSON 413 the client can read instead of Netty's close-while-sending.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+# Every image costs an encoder pass: 3,000 1x1 PNGs in one 2 MB body killed the worker (OOM).
+MAX_IMAGES_PER_REQUEST = 32
 
 
 class BadRequest(ImageLingoError):
@@ -68,12 +77,31 @@ def decode_base64(text: Any, index: int) -> bytes:
         raise BadRequest(f"instance {index}: invalid base64 ({exc})") from exc
 
 
+def check_body_size(size: int) -> None:
+    if size > MAX_REQUEST_BYTES:
+        raise BadRequest(
+            f"request body of {size:,} bytes is over the {MAX_REQUEST_BYTES:,} bytes allowed",
+            status=413,
+        )
+
+
+def check_image_count(count: int) -> None:
+    if count > MAX_IMAGES_PER_REQUEST:
+        raise BadRequest(
+            f"request holds {count:,} images; at most {MAX_IMAGES_PER_REQUEST} images per "
+            "request are allowed (split it into several requests)",
+            status=413,
+        )
+
+
 def parse_v1(body: Any) -> tuple[list[bytes], Options]:
     if not isinstance(body, dict) or "instances" not in body:
         raise BadRequest('expected a JSON object with "instances" (KServe v1)')
     instances = body["instances"]
     if not isinstance(instances, list) or not instances:
         raise BadRequest('"instances" must be a non-empty list')
+    check_image_count(len(instances))
+    options = parse_options(body.get("parameters"))
     images = []
     for i, instance in enumerate(instances):
         if isinstance(instance, dict):
@@ -83,7 +111,7 @@ def parse_v1(body: Any) -> tuple[list[bytes], Options]:
         else:
             payload = instance
         images.append(decode_base64(payload, i))
-    return images, parse_options(body.get("parameters"))
+    return images, options
 
 
 def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
@@ -99,8 +127,28 @@ def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
     data = tensor.get("data")
     if not isinstance(data, list) or not data:
         raise BadRequest('input "data" must be a non-empty list of base64 images')
+    check_image_count(len(data))
+    check_shape(tensor.get("shape"), len(data))
+    options = parse_options(body.get("parameters"))
     images = [decode_base64(item, i) for i, item in enumerate(data)]
-    return images, parse_options(body.get("parameters")), str(tensor.get("name", "image"))
+    return images, options, str(tensor.get("name", "image"))
+
+
+def check_shape(shape: Any, count: int) -> None:
+    """A v2 tensor's shape must describe its data: [n] (or dimensions whose product is n)."""
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise BadRequest(f'input "shape" must be a list of sizes such as [{count}], got {shape!r}')
+    product = 1
+    for dimension in shape:
+        product *= dimension
+    if product != count:
+        raise BadRequest(
+            f'input "shape" {shape} describes {product:,} elements but "data" holds {count:,}'
+        )
 
 
 def v2_response(model_name: str, predictions: list[dict], request_id: str = "") -> dict:
