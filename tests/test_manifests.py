@@ -119,6 +119,20 @@ def test_each_overlay_serves_what_deploy_renders(overlay):
 
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_readme_apply_selector_leaves_out_only_the_inferenceservice(overlay):
+    """`kubectl apply -k ... -l app.kubernetes.io/managed-by!=imagelingo-deploy` (README):
+    everything but the InferenceService, which `imagelingo deploy` owns."""
+    from imagelingo.deploy import LABELS
+
+    key, value = "app.kubernetes.io/managed-by", LABELS["app.kubernetes.io/managed-by"]
+    selected = [d for d in render(overlay) if d["metadata"].get("labels", {}).get(key) == value]
+    assert [d["kind"] for d in selected] == ["InferenceService"]
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"kubectl apply -k manifests/overlays/minio -l '{key}!={value}'" in readme
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_container_is_locked_down(overlay):
     """issue 13: non-root, no privilege escalation, all capabilities dropped, seccomp
     RuntimeDefault; read-only root on the runtimes (their writable paths are emptyDirs)."""

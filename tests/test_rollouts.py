@@ -107,6 +107,14 @@ def test_knative_rollback_during_a_canary_pins_the_previous_revision(
     assert predictor_of(kube.seen[-1]["spec"])["canaryTrafficPercent"] == 0
     with pytest.raises(ImageLingoError, match="rolled back"):
         change_traffic("promote", config, client=kube.api)
+    # the next version rolls out fully; the version to go back to is still v1, not the canary
+    third = make_store(tmp_path / "store3", b"model 3")
+    deploy(third, tmp_path / "d3", "kserve", config, client=kube.api)
+    v1 = f"{bucket}/{store_version(stores[0])}"
+    annotations = kube.isvc(NS, "imagelingo")["metadata"]["annotations"]
+    assert annotations[PREVIOUS_URI_ANNOTATION] == v1
+    change_traffic("rollback", config, client=kube.api)
+    assert predictor_of(kube.seen[-1]["spec"])["model"]["storageUri"] == v1
 
 
 def test_a_full_deploy_after_a_canary_clears_it(kube, stores, bucket, tmp_path):

@@ -54,7 +54,8 @@ API_VERSION = "serving.kserve.io/v1beta1"
 MODEL_FORMAT = "pytorch"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"  # constants.go:115
 AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"  # constants.go:118
-VERSION_ANNOTATION = "imagelingo.io/model-version"
+VERSION_ANNOTATION = "imagelingo.io/model-version"  # the store's content hash
+REGISTRY_ANNOTATION = "imagelingo.io/registry-version"  # MLflow registry version, when known
 PREVIOUS_URI_ANNOTATION = "imagelingo.io/previous-storage-uri"
 # managed-by: `kubectl apply -k ... -l app.kubernetes.io/managed-by!=imagelingo-deploy` applies
 # the overlays without the InferenceService, which belongs to `imagelingo deploy`.
@@ -226,16 +227,16 @@ def rollout(current: dict | None, config: DeployConfig, storage_uri: str, versio
         )
     stable = current["spec"]["predictor"]
     stable_uri = _storage_uri(stable)
-    if stable_uri and stable_uri != storage_uri:
+    rolled_back = stable.get("canaryTrafficPercent") == 0  # Knative: the spec's model got 0%
+    if stable_uri and stable_uri != storage_uri and not rolled_back:
         new["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION] = stable_uri
     elif PREVIOUS_URI_ANNOTATION in current["metadata"].get("annotations", {}):
         previous = current["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION]
         new["metadata"]["annotations"][PREVIOUS_URI_ANNOTATION] = previous
     percent = config.canary_traffic_percent
     if config.mode == "Knative":
-        if (
-            percent >= 0
-        ):  # the latest revision (this spec) gets percent, the last rolled out the rest
+        # the latest revision (this spec) gets percent, the last rolled-out one the rest
+        if percent >= 0:
             new["spec"]["predictor"]["canaryTrafficPercent"] = percent
         return new
     if percent < 0 or stable_uri == storage_uri:
@@ -320,6 +321,7 @@ def rollback(current: dict) -> dict:
         raise ImageLingoError(f"{current['metadata']['name']}: no previous version recorded")
     annotations[PREVIOUS_URI_ANNOTATION] = _storage_uri(pred)
     annotations[VERSION_ANNOTATION] = previous.rstrip("/").rsplit("/", 1)[-1]
+    annotations.pop(REGISTRY_ANNOTATION, None)
     pred.pop("canaryTrafficPercent", None)
     pred["model"]["storageUri"] = previous
     if mode == "Standard":
@@ -664,7 +666,7 @@ def deploy(
         current = api.get_isvc(config.namespace, config.name)
     desired = rollout(current, config, storage_uri, version)
     if model_version:
-        desired["metadata"]["annotations"][VERSION_ANNOTATION] = f"{model_version}"
+        desired["metadata"]["annotations"][REGISTRY_ANNOTATION] = f"{model_version}"
     out_dir.mkdir(parents=True, exist_ok=True)
     files = upload_store(store_dir, storage_uri, s3_endpoint_url)
     (out_dir / "inferenceservice.yaml").write_text(to_yaml(desired))
