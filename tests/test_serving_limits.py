@@ -100,6 +100,26 @@ def test_the_documented_body_size_is_a_413_before_the_json_is_parsed():
     assert error.value.status == 413
 
 
+def test_a_batch_of_full_requests_is_encoded_in_passes_of_bounded_size():
+    # 256 images in one encoder pass (8 requests of 32) peaked at 3.4 GB resident
+    runtime = FakeRuntime()
+    bodies = [v1(*[TINY_PNG] * MAX_IMAGES_PER_REQUEST)] * 3 + [v1(GOOD)]
+    answers = answer_requests(runtime, bodies, "imagelingo")
+    assert [status for status, _ in answers] == [200] * 4
+    assert [len(answer["predictions"]) for _, answer in answers] == [32, 32, 32, 1]
+    assert runtime.calls == [32, 32, 32, 1]
+
+
+def test_images_resized_when_decoded_give_the_encoder_exactly_the_same_pixels():
+    data = encoded(photo(500, 375), "JPEG", quality=90)
+    [early] = decode_images([data], target_size=224)
+    assert early.size == (224, 224)
+    half = (0.5, 0.5, 0.5)
+    assert torch.equal(
+        to_pixels(early, 224, half, half), to_pixels(decode_image(data), 224, half, half)
+    )
+
+
 # --- parser abuse --------------------------------------------------------------------------------
 
 
@@ -108,7 +128,7 @@ def test_deeply_nested_json_is_a_400_and_the_other_requests_of_the_batch_are_ans
     answers = answer_requests(runtime, [b"[" * 200_000, v1(GOOD), b"{" * 200_000], "imagelingo")
     assert [status for status, _ in answers] == [400, 200, 400]
     assert "nested too deeply" in answers[0][1]["error"]
-    assert answers[1][1]["predictions"][0]["caption"] == "40x30"
+    assert answers[1][1]["predictions"][0]["caption"] == "224x224"  # resized when decoded
 
 
 def test_an_unexpected_parser_failure_fails_only_its_own_request(monkeypatch):
@@ -348,3 +368,58 @@ def test_draft_threshold_follows_the_encoder_input():
     assert images.draft_size(895, 2000, 224) is None
     assert images.draft_size(896, 2000, 224) == (448, 448)
     assert images.draft_size(4000, 3000, 0) is None
+
+
+# --- the kserve predictor's app, in this process (no server) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kserve_app(model_store, tmp_path_factory):
+    """The predictor's FastAPI app over the test model store. kserve's app is a module-level
+    object, so it is built once per test process."""
+    from fastapi.testclient import TestClient
+
+    from imagelingo.serving.kserve_predictor import build_app
+
+    app = build_app(model_store, tmp_path_factory.mktemp("kserve-app"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app.state.caption_model, client
+
+
+def test_the_predictor_app_answers_500_without_the_exception_text(kserve_app, monkeypatch):
+    model, client = kserve_app
+    secret = RuntimeError("CUDA error in /opt/secret/weights.pt")
+    monkeypatch.setattr(model.batcher.runtime, "caption", FakeRuntime(fail=secret).caption)
+    answer = client.post("/v1/models/imagelingo:predict", json={"instances": [b64(GOOD)]})
+    assert answer.status_code == 500 and answer.json() == {"error": INTERNAL_ERROR, "code": 500}
+
+
+def test_the_predictor_app_answers_503_with_retry_after_when_its_queue_is_full(
+    kserve_app, monkeypatch
+):
+    model, client = kserve_app
+    monkeypatch.setattr(model, "max_waiting", 0)
+    answer = client.post("/v1/models/imagelingo:predict", json={"instances": [b64(GOOD)]})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert "retry later" in answer.json()["error"]
+    monkeypatch.setattr(model, "max_waiting", 100)
+    answer = client.post("/v1/models/imagelingo:predict", json={"instances": [b64(GOOD)]})
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["caption"]
+
+
+def test_the_client_splits_many_images_into_requests_the_server_accepts(monkeypatch):
+    from imagelingo.serving import client
+
+    sent = []
+
+    def post_json(url, body):
+        sent.append(body)
+        count = len(body["instances"])
+        assert count <= MAX_IMAGES_PER_REQUEST and len(json.dumps(body)) <= MAX_REQUEST_BYTES
+        return 200, {"predictions": [{"caption": str(len(sent))}] * count}
+
+    monkeypatch.setattr(client, "post_json", post_json)
+    images = [TINY_PNG] * 70 + [b"x" * (3 * 1024 * 1024)] * 5
+    served = client.caption_remote("http://server", images)
+    assert len(served) == 75
+    assert [len(body["instances"]) for body in sent] == [32, 32, 8, 2, 1]

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 from imagelingo.errors import ImageLingoError
+from imagelingo.serving.protocol import MAX_IMAGES_PER_REQUEST, MAX_REQUEST_BYTES
 
 
 def request_body(images: list[bytes], protocol: str = "v1", parameters: dict | None = None) -> dict:
@@ -56,6 +57,22 @@ def predictions(answer: dict, protocol: str) -> list[dict]:
     return [json.loads(item) for item in answer["outputs"][0]["data"]]
 
 
+def request_groups(images: list[bytes]) -> list[list[bytes]]:
+    """Consecutive groups of images that each fit the server's per-request limits (image count,
+    body size). An image too large on its own still goes alone: the server says why."""
+    budget = MAX_REQUEST_BYTES - 64 * 1024  # the JSON around the base64 text
+    groups: list[list[bytes]] = []
+    size = 0
+    for image in images:
+        encoded = (len(image) + 2) // 3 * 4 + 16
+        if not groups or len(groups[-1]) >= MAX_IMAGES_PER_REQUEST or size + encoded > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(image)
+        size += encoded
+    return groups
+
+
 def caption_remote(
     url: str,
     images: list[bytes],
@@ -63,10 +80,14 @@ def caption_remote(
     model: str = "imagelingo",
     parameters: dict | None = None,
 ) -> list[dict]:
-    """Caption images with a served model; a 4xx/5xx becomes an error naming the server's reason."""
+    """Caption images with a served model, in as many requests as the server's limits need;
+    a 4xx/5xx becomes an error naming the server's reason."""
     target = endpoint(url, model, protocol)
-    status, answer = post_json(target, request_body(images, protocol, parameters))
-    if status != 200:
-        reason = answer.get("error") or answer.get("message") or answer.get("detail") or answer
-        raise ImageLingoError(f"{target} answered {status}: {reason}")
-    return predictions(answer, protocol)
+    served: list[dict] = []
+    for group in request_groups(images):
+        status, answer = post_json(target, request_body(group, protocol, parameters))
+        if status != 200:
+            reason = answer.get("error") or answer.get("message") or answer.get("detail") or answer
+            raise ImageLingoError(f"{target} answered {status}: {reason}")
+        served += predictions(answer, protocol)
+    return served

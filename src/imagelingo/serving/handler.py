@@ -20,10 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from .images import decode_images
-from .protocol import BadRequest, Options, check_body_size, parse_v1, parse_v2, v2_response
+from .protocol import (
+    MAX_IMAGES_PER_REQUEST,
+    BadRequest,
+    Options,
+    check_body_size,
+    parse_v1,
+    parse_v2,
+    v2_response,
+)
 from .runtime import CaptionRuntime
 
 log = logging.getLogger(__name__)
+
+MAX_IMAGES_PER_PASS = MAX_IMAGES_PER_REQUEST
 
 
 @dataclass
@@ -104,7 +114,12 @@ def answer_requests(
     if images:
         log.info("batch: %d requests, %d images", len(parsed), len(images))
         try:
-            captions = runtime.caption(images, options)
+            captions = []
+            # one encoder pass per MAX_IMAGES_PER_PASS images: 256 images in one pass (8 full
+            # requests) peaked at 3.4 GB; captions do not depend on how images are grouped
+            for start in range(0, len(images), MAX_IMAGES_PER_PASS):
+                end = start + MAX_IMAGES_PER_PASS
+                captions += runtime.caption(images[start:end], options[start:end])
         except Exception:  # a model failure answers 500 for this batch; the worker lives
             log.exception("captioning failed")
             for index in parsed:

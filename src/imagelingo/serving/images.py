@@ -99,9 +99,15 @@ JPEGS = ("JPEG", "MPO")  # MPO: a JPEG with a second picture, as phone cameras w
 
 
 def decode_images(blobs: list[bytes], target_size: int = 0) -> list[Image.Image]:
-    """All images of one request, within one pixel budget."""
+    """All images of one request, within one pixel budget. With `target_size` each is resized
+    to the encoder's input as soon as it is decoded (the same pixels as resizing later, see
+    encoder_sized), so a request holds one full-size image at a time, not all of them."""
     budget = PixelBudget()
-    return [decode_image(blob, i, target_size, budget) for i, blob in enumerate(blobs)]
+    decoded = []
+    for index, blob in enumerate(blobs):
+        image = decode_image(blob, index, target_size, budget)
+        decoded.append(encoder_sized(image, target_size) if target_size else image)
+    return decoded
 
 
 def to_pixels(

@@ -33,7 +33,6 @@ from fastapi.responses import JSONResponse
 
 from imagelingo.errors import ImageLingoError
 from imagelingo.serving.handler import INTERNAL_ERROR, ParsedRequest, error_body, parse_body
-from imagelingo.serving.images import encoder_sized
 from imagelingo.serving.protocol import MAX_REQUEST_BYTES, BadRequest, Options, v2_response
 from imagelingo.serving.runtime import CaptionRuntime
 from imagelingo.serving.torchserve import model_names, store_properties
@@ -154,12 +153,9 @@ class CaptionModel(kserve.Model):
         return self.ready
 
     def parse(self, body: Any) -> ParsedRequest:
-        """Decode a request's images and shrink them to the encoder's input at once, so that a
-        waiting request holds ~150 kB per image, not its full-size pixels. (Runs in a thread.)"""
-        size = self.batcher.runtime.image_size
-        request = parse_body(body, size)
-        request.images = [encoder_sized(image, size) for image in request.images]
-        return request
+        """Decode a request's images, already resized to the encoder's input, so that a waiting
+        request holds ~150 kB per image, not its full-size pixels. (Runs in a thread.)"""
+        return parse_body(body, self.batcher.runtime.image_size)
 
     async def predict(self, payload: Any, headers: dict | None = None) -> dict:
         if isinstance(payload, (dict, bytes, bytearray)):
@@ -325,6 +321,7 @@ def build_app(store_dir: Path, workdir: Path):
     from kserve.errors import InferenceError
     from kserve.model_server import app
 
+    app.state.caption_model = model  # for tests and operators
     app.add_exception_handler(BadRequest, bad_request_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
     app.add_exception_handler(InferenceError, internal_error_handler)
