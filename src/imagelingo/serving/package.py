@@ -67,7 +67,10 @@ class ServingConfig:
     min_workers: int = 1
     max_workers: int = 1
     response_timeout_s: int = 120
-    max_request_size: int = 10 * 1024 * 1024  # bytes; larger bodies get 413 from TorchServe
+    # bytes: Netty's outer cap (a bare 413 and a closed connection above it). The documented
+    # limit, protocol.MAX_REQUEST_BYTES (10 MiB), is lower and enforced by the handler with a
+    # JSON 413, so that bodies between the two are read and their client sees the 413.
+    max_request_size: int = 32 * 1024 * 1024
     # TorchServe starts workers with OMP_NUM_THREADS=1; the handler sets this many torch threads
     # per worker instead (CPU limit / workers). 0 leaves torch's default.
     torch_threads: int = 2
