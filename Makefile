@@ -44,6 +44,18 @@ benchmark: install  ## the real-data benchmark (~40 min on 2 cores); appends to 
 benchmark-serving: install  ## serving latency/throughput of both runtimes vs a seed-style baseline
 	$(BIN)/python benchmarks/serving_benchmark.py --images $(FLICKR8K)
 
+# KServe's TorchServe runtime (torchserve-kfs:0.9.0): Python 3.9 with its pins, ~5 GB
+KFS_VENV ?= .venv-kfs
+PYTHON39 ?= $(shell p="$$(pyenv root 2>/dev/null)/versions/3.9.18/bin/python3.9"; test -x "$$p" && echo "$$p" || echo python3.9)
+
+$(KFS_VENV)/.installed: serving/kfs-runtime/requirements.txt
+	test -x $(KFS_VENV)/bin/python || $(PYTHON39) -m venv $(KFS_VENV)
+	$(KFS_VENV)/bin/pip install --quiet --disable-pip-version-check -r serving/kfs-runtime/requirements.txt
+	touch $@
+
+runtime-rehearsal: install $(KFS_VENV)/.installed  ## stock kserve-torchserve vs imagelingo-torchserve, probed (~5 min)
+	$(BIN)/python serving/kfs-runtime/rehearse.py --kfs-venv $(KFS_VENV)
+
 images:  ## build the component images (needs a Docker engine); push them with docker push
 	docker build -f components/Dockerfile --target training -t $(IMAGE) .
 	docker build -f components/Dockerfile --target deploy -t $(DEPLOY_IMAGE) .

@@ -1,0 +1,99 @@
+"""The runtime KServe deploys (pytorch/torchserve-kfs:0.9.0: Python 3.9, torch 2.1, TorchServe
+0.9.0) is not the one in our venv. The cheap guards of what `make runtime-rehearsal` shows in full:
+
+- every module the MAR carries needs at most Python 3.9 (vermin, annotations evaluated too);
+- where the rehearsal's Python 3.9 environment (.venv-kfs) exists, the handler unpacked from the
+  MAR captions in it;
+- KServe always sets TS_SERVICE_ENVELOPE on a TorchServe predictor: a TorchServe started from the
+  packaged config with that variable set still hands the handler the raw body.
+"""
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from test_package import BLOCKED_RUN
+
+from imagelingo.captioner import caption_image_files
+from imagelingo.config import REPO_ROOT
+from imagelingo.data.dataset import load_records
+from imagelingo.serving.client import caption_remote, post_json
+from imagelingo.serving.package import HANDLER_ENTRY, PACKAGE_ROOT, RUNTIME_MODULES
+from imagelingo.serving.torchserve import LocalTorchServe
+
+VERMIN = shutil.which("vermin") or str(Path(sys.executable).parent / "vermin")
+KFS_PYTHON = REPO_ROOT / ".venv-kfs" / "bin" / "python"
+
+
+def vermin(paths: list[Path]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [VERMIN, "--no-tips", "--violations", "--eval-annotations", "-t=3.9-", *map(str, paths)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_vermin_catches_what_broke_the_runtime_before(tmp_path):
+    # zip(strict=True) made every request fail on the runtime's Python 3.9 (issue 13)
+    canary = tmp_path / "canary.py"
+    canary.write_text("def pairs(a, b):\n    return list(zip(a, b, strict=True))\n")
+    result = vermin([canary])
+    assert result.returncode != 0 and "zip(strict)" in result.stdout
+
+
+def test_every_module_in_the_mar_runs_on_python_3_9():
+    files = [PACKAGE_ROOT / relative for relative in RUNTIME_MODULES] + [HANDLER_ENTRY]
+    assert all(path.is_file() for path in files)
+    result = vermin(files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Analyzing {len(files)} files" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not KFS_PYTHON.is_file(), reason="no .venv-kfs (make runtime-rehearsal)")
+def test_handler_from_the_mar_captions_on_the_runtime_python_and_torch(
+    model_store, trained_model, pipeline_dirs, tmp_path
+):
+    with zipfile.ZipFile(model_store / "model-store" / "imagelingo.mar") as archive:
+        archive.extractall(tmp_path / "mar")
+    record = load_records(pipeline_dirs["dataset"], "test")[0]
+    image = pipeline_dirs["dataset"] / "images" / record.image
+    body = {"instances": [{"data": base64.b64encode(image.read_bytes()).decode()}]}
+    result = subprocess.run(
+        [str(KFS_PYTHON), "-c", BLOCKED_RUN, str(tmp_path / "mar")],
+        input=json.dumps(body).encode(),
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    output = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert output["statuses"] == {"1": 400}
+    served = output["answers"][0]["predictions"][0]
+    expected = caption_image_files(trained_model, [image], beam_width=3, max_len=30)[0]
+    assert served["tokens"] == expected.words
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs Java")
+def test_kserve_service_envelope_in_the_environment_is_ignored(
+    model_store, pipeline_dirs, tmp_path, monkeypatch
+):
+    # what KServe's kserve-torchserve runtime sets ("{{.Labels.serviceEnvelope}}", always kserve
+    # or kservev2 for a TorchServe predictor); honoured, the handler would get `instances`
+    monkeypatch.setenv("TS_SERVICE_ENVELOPE", "kserve")
+    monkeypatch.setenv("TS_DECODE_INPUT_REQUEST", "true")
+    record = load_records(pipeline_dirs["dataset"], "test")[0]
+    image = (pipeline_dirs["dataset"] / "images" / record.image).read_bytes()
+    with LocalTorchServe(model_store, tmp_path) as server:  # `imagelingo serve`'s launcher
+        for protocol in ("v1", "v2"):
+            assert caption_remote(server.url, [image, image], protocol)[1]["caption"]
+        status, answer = post_json(f"{server.url}/v1/models/imagelingo:predict", {"image": "x"})
+        assert status == 400 and "instances" in answer["error"]
+        status, answer = post_json(f"{server.url}/v1/models/imagelingo:predict", b"{not json")
+        assert status == 400 and "not valid JSON" in answer["error"]
