@@ -68,6 +68,8 @@ def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown(
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 8)
     assert predictor["serviceAccountName"] == "imagelingo-deployer"
     assert model["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # Knative rejects every pod-level securityContext field by default (deploy.POD_SECURITY)
+    assert "securityContext" not in predictor
     assert "canaryTrafficPercent" not in predictor
 
 
@@ -78,6 +80,7 @@ def test_standard_mode_scales_on_cpu_with_an_hpa():
     assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
     predictor = manifest["spec"]["predictor"]
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("cpu", 80)
+    assert predictor["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def test_local_target_copies_the_store_and_renders_yaml(store, tmp_path):

@@ -54,7 +54,11 @@ def valid_isvc() -> dict:
         (("spec", "predictor", "scaleMetrik"), "concurrency", "'scaleMetrik' was unexpected"),
         (("spec", "predictor", "minReplicas"), "1", "is not of type 'integer'"),
         (("spec", "predictor", "canaryTrafficPercent"), None, "None is not of type"),
-        (("spec", "predictor", "securityContext", "runAsNonroot"), True, "'runAsNonroot' was"),
+        (
+            ("spec", "predictor", "model", "securityContext", "runAsNonroot"),
+            True,
+            "'runAsNonroot' was",
+        ),
         (("metadata", "labelz"), {}, "'labelz' was unexpected"),
         (("status",), {"url": "x"}, "should not be valid"),
     ],

@@ -79,8 +79,12 @@ DEFAULT_RUNTIME = "imagelingo-torchserve"
 DEFAULT_SCALE = {"Knative": ("concurrency", 8), "Standard": ("cpu", 80)}
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-# Pod level: only seccompProfile, the one field Knative admits there without the
-# kubernetes.podspec-securitycontext feature flag; the rest is per container.
+# The lock-down goes on the container: Knative (knative/serving knative-v1.23, commit 98e5ef90aa,
+# pkg/apis/serving/fieldmask.go:711-741) admits all of it there, but rejects every pod-level
+# securityContext field, seccompProfile included, unless an operator enabled the
+# kubernetes.podspec-securitycontext or secure-pod-defaults features (fieldmask.go:667-706;
+# both Disabled by default, pkg/apis/config/features.go:93,115). Standard mode gets the
+# pod-level seccompProfile too (it also covers KServe's storage-initializer).
 POD_SECURITY = {"seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY = {
     "runAsNonRoot": True,
@@ -178,9 +182,10 @@ def predictor(config: DeployConfig, storage_uri: str, version: str = "") -> dict
         maxReplicas=config.max_replicas,
         scaleMetric=metric,
         scaleTarget=target,
-        securityContext=dict(POD_SECURITY),
-        model=model,
     )
+    if config.mode == "Standard":
+        spec["securityContext"] = dict(POD_SECURITY)
+    spec["model"] = model
     return spec
 
 
