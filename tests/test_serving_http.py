@@ -9,7 +9,10 @@ import base64
 import http.client
 import io
 import json
+import select
 import shutil
+import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +25,7 @@ from imagelingo.captioner import caption_image_files
 from imagelingo.data.dataset import load_records
 from imagelingo.serving.client import caption_remote, endpoint, post_json, request_body
 from imagelingo.serving.local import local_server
+from imagelingo.serving.protocol import MAX_IMAGES_PER_REQUEST, MAX_REQUEST_BYTES
 
 RUNTIMES = [
     pytest.param(
@@ -84,8 +88,10 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, test_ima
 
 
 def post_expecting_continue(url: str, body: bytes) -> tuple[int, dict]:
-    """Send only the headers with `Expect: 100-continue`; a server that refuses the size answers
-    at once (a server that wants the body would say 100 and this would time out)."""
+    """Send a body the way curl sends a large one: headers with `Expect: 100-continue`, then the
+    body only once the server says 100 Continue (or after a second of silence). A server that
+    refuses the size before reading answers at once; one that reads the body to refuse it says
+    100 first. Either way the client must see the final status, not a reset connection."""
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     connection.putrequest("POST", parts.path)
@@ -93,6 +99,9 @@ def post_expecting_continue(url: str, body: bytes) -> tuple[int, dict]:
     connection.putheader("Content-Length", str(len(body)))
     connection.putheader("Expect", "100-continue")
     connection.endheaders()
+    readable, _, _ = select.select([connection.sock], [], [], 1.0)
+    if not readable or connection.sock.recv(12, socket.MSG_PEEK).startswith(b"HTTP/1.1 100"):
+        connection.send(body)  # getresponse() skips the interim 100 answer
     response = connection.getresponse()
     text = response.read()
     connection.close()
@@ -171,6 +180,81 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_keeps_serving(
         assert status == 413 and (server.runtime == "torchserve" or "bytes" in message)
         return assert_still_serving(server, test_images[1].read_bytes())
     assert any(word in message for word in EXPECTED_WORDS[case]), (case, answer)
+    assert_still_serving(server, test_images[1].read_bytes())
+
+
+def urllib_post(url: str, body: bytes, chunked: bool = False) -> tuple[int, dict, float]:
+    """(status, JSON answer, seconds) as urllib sees it: a server that answers before reading the
+    body and closes makes this raise ConnectionResetError instead."""
+    data = iter([body[i : i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, text = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    return status, json.loads(text), time.monotonic() - started
+
+
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def abusive_requests(test_image) -> dict[str, tuple[str, bytes, bool, int, str]]:
+    """name -> (protocol, body, chunked, expected status, words the error must hold)."""
+    oversize = json.dumps({"instances": [{"data": "A" * (MAX_REQUEST_BYTES + 1024)}]}).encode()
+    tiny = base64.b64encode(tiny_png()).decode()
+    v2 = request_body([test_image.read_bytes()], "v2")
+    v2["inputs"][0]["shape"] = [3]
+    return {
+        "over-size body": ("v1", oversize, False, 413, f"{MAX_REQUEST_BYTES:,} bytes allowed"),
+        "chunked over-size body": ("v1", oversize, True, 413, f"{MAX_REQUEST_BYTES:,} bytes"),
+        "3,000 tiny images": (
+            "v1",
+            json.dumps({"instances": [{"data": tiny}] * 3000}).encode(),
+            False,
+            413,
+            f"at most {MAX_IMAGES_PER_REQUEST} images",
+        ),
+        "3,000 tiny images, v2": (
+            "v2",
+            json.dumps(request_body([tiny_png()] * 3000, "v2")).encode(),
+            False,
+            413,
+            f"at most {MAX_IMAGES_PER_REQUEST} images",
+        ),
+        "200,000 [": ("v1", b"[" * 200_000, False, 400, ""),
+        "200,000 [, v2": ("v2", b"[" * 200_000, False, 400, ""),
+        "v2 shape disagrees with data": ("v2", json.dumps(v2).encode(), False, 400, "shape"),
+    }
+
+
+ABUSE = [
+    "over-size body",
+    "chunked over-size body",
+    "3,000 tiny images",
+    "3,000 tiny images, v2",
+    "200,000 [",
+    "200,000 [, v2",
+    "v2 shape disagrees with data",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ABUSE)
+def test_abusive_requests_get_a_4xx_that_urllib_receives_quickly_and_the_server_keeps_serving(
+    server, test_images, case
+):
+    protocol, body, chunked, expected, words = abusive_requests(test_images[0])[case]
+    status, answer, seconds = urllib_post(
+        endpoint(server.url, "imagelingo", protocol), body, chunked
+    )
+    assert status == expected, (case, status, answer)
+    assert words.lower() in json.dumps(answer).lower(), (case, answer)
+    assert seconds < 5, f"{case}: answered after {seconds:.1f} s"  # ~0.5 s measured, loaded
     assert_still_serving(server, test_images[1].read_bytes())
 
 

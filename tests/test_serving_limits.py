@@ -423,3 +423,83 @@ def test_the_client_splits_many_images_into_requests_the_server_accepts(monkeypa
     served = client.caption_remote("http://server", images)
     assert len(served) == 75
     assert [len(body["instances"]) for body in sent] == [32, 32, 8, 2, 1]
+
+
+# --- the kserve predictor's body limit, on a real socket -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_echo_server():
+    """uvicorn on 127.0.0.1 serving an app that echoes the body's size, behind BodyLimit
+    (limit 1,000 bytes, excess read and dropped up to 40 MB)."""
+    import uvicorn
+
+    from imagelingo.serving.kserve_predictor import BodyLimit
+    from imagelingo.serving.torchserve import free_port
+
+    async def echo(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = json.dumps({"bytes": size}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    port = free_port()
+    app = BodyLimit(echo, limit=1000, drain_limit=40_000_000)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+def urllib_post(url: str, body: bytes, chunked: bool = False) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    data = iter([body[i : i + 16384] for i in range(0, len(body), 16384)]) if chunked else body
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data), timeout=20) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_over_size_body_gets_a_413_the_client_receives_and_the_next_body_is_served(
+    limited_echo_server, chunked
+):
+    started = time.monotonic()
+    status, answer = urllib_post(limited_echo_server, b"x" * 20_000_000, chunked)
+    assert status == 413 and "over the 1,000 bytes allowed" in answer["error"]
+    assert time.monotonic() - started < 2
+    assert urllib_post(limited_echo_server, b"y" * 1000, chunked) == (200, {"bytes": 1000})
+
+
+@pytest.mark.slow
+def test_an_over_size_body_announced_with_expect_100_continue_is_refused_unsent(
+    limited_echo_server,
+):
+    import http.client
+
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", int(limited_echo_server.split(":")[2][:-1])
+    )
+    connection.putrequest("POST", "/")
+    connection.putheader("Content-Length", "2000000")
+    connection.putheader("Expect", "100-continue")
+    connection.endheaders()  # and no body: the answer must come anyway
+    connection.sock.settimeout(5)
+    response = connection.getresponse()
+    assert response.status == 413 and b"2,000,000 bytes" in response.read()
+    connection.close()

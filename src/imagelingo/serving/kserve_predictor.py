@@ -228,7 +228,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length", b"").decode("latin-1")
         if length.isdigit() and int(length) > self.limit:
-            if headers.get(b"expect", b"").lower() != b"100-continue":
+            expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
+            if not expects_continue and int(length) <= self.drain_limit:
                 await self._drain(receive, 0)
             return await self._refuse(send, int(length))
         chunks, size = [], 0
