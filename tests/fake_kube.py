@@ -67,6 +67,65 @@ class FakeKube:
                     {"metadata": {"name": name}},
                 )
 
+    def add_discovery(self) -> None:
+        """Legacy discovery documents for the kinds the manifests hold, enough for
+        `kubectl apply --dry-run=client` to map them (it then GETs each object: 404, create)."""
+
+        def resource(name, kind, namespaced=True):
+            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+            return {
+                "name": name,
+                "singularName": "",
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": verbs,
+            }
+
+        lists = {
+            "v1": [
+                resource("namespaces", "Namespace", False),
+                resource("serviceaccounts", "ServiceAccount"),
+                resource("secrets", "Secret"),
+            ],
+            "rbac.authorization.k8s.io/v1": [
+                resource("roles", "Role"),
+                resource("rolebindings", "RoleBinding"),
+            ],
+            "networking.k8s.io/v1": [resource("networkpolicies", "NetworkPolicy")],
+            "serving.kserve.io/v1beta1": [resource("inferenceservices", "InferenceService")],
+            "serving.kserve.io/v1alpha1": [resource("servingruntimes", "ServingRuntime")],
+        }
+        self.add("/api", {"kind": "APIVersions", "versions": ["v1"]})
+        groups: dict[str, list[str]] = {}
+        for group_version, resources in lists.items():
+            path = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+            self.add(
+                path,
+                {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources},
+            )
+            if "/" in group_version:
+                groups.setdefault(group_version.split("/")[0], []).append(group_version)
+        self.add(
+            "/apis",
+            {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": name,
+                        "versions": [
+                            {"groupVersion": gv, "version": gv.split("/")[1]} for gv in versions
+                        ],
+                        "preferredVersion": {
+                            "groupVersion": versions[0],
+                            "version": versions[0].split("/")[1],
+                        },
+                    }
+                    for name, versions in groups.items()
+                ],
+            },
+        )
+
     def isvc(self, ns: str, name: str) -> dict | None:
         return self.objects.get(f"{ISVC.format(ns=ns)}/{name}")
 

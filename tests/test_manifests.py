@@ -4,6 +4,7 @@ or lost (tests/test_kserve_schemas.py validates them against the CRDs), the Infe
 the one deploy.py renders, the S3 Secret comes only from a generator fed by a gitignored file,
 every pod is locked down (securityContext, NetworkPolicy), and yamllint is clean."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,44 @@ def test_the_readme_apply_selector_leaves_out_only_the_inferenceservice(overlay)
     assert [d["kind"] for d in selected] == ["InferenceService"]
     readme = (REPO_ROOT / "README.md").read_text()
     assert f"kubectl apply -k manifests/overlays/minio -l '{key}!={value}'" in readme
+
+
+@needs_kubectl
+def test_the_readme_apply_command_applies_all_but_the_inferenceservice(tmp_path):
+    """The README's `kubectl apply -k ... -l ...`, run by kubectl as written (client dry run,
+    against a stand-in API server that only answers discovery)."""
+    import re
+
+    from fake_kube import FakeKube
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    commands = set(
+        re.findall(r"^\s*(kubectl apply -k manifests/overlays/minio -l '[^']+')", readme, re.M)
+    )
+    assert len(commands) == 1, commands
+    fake = FakeKube()
+    try:
+        fake.add_discovery()
+        env = {**os.environ, "KUBECONFIG": str(fake.write_kubeconfig(tmp_path / "kubeconfig"))}
+        applied = {}
+        for command in (commands.pop(), "kubectl apply -k manifests/overlays/minio"):
+            done = subprocess.run(
+                f"{command} --dry-run=client --validate=false -o name",
+                shell=True,
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            applied[command] = set(done.stdout.split())
+    finally:
+        fake.close()
+    filtered, everything = applied.values()
+    assert everything - filtered == {"inferenceservice.serving.kserve.io/imagelingo"}
+    assert "servingruntime.serving.kserve.io/imagelingo-torchserve" in filtered
+    assert not any(m in ("POST", "PUT", "PATCH") for m, _ in fake.requests)  # a dry run
 
 
 @needs_kubectl
