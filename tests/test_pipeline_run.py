@@ -2,7 +2,9 @@
 
 Every artifact exists, the BLEU scores equal those of the same stages run one by one through the
 CLI with the same settings, and the quality gate stops package and deploy when the threshold is
-above the achieved BLEU-4.
+above the achieved BLEU-4. With kfp.local's task cache on (kfp 2.17.3 honours caching options and
+keys tasks on their inputs, like KFP), the weekly retraining run is served from cache when the
+data did not change, retrains when it did, and always deploys.
 """
 
 import json
@@ -10,7 +12,8 @@ import json
 import pytest
 
 from imagelingo.cli import main
-from imagelingo.orchestration import STAGES, run_local
+from imagelingo.data.synthetic import generate_synthetic
+from imagelingo.orchestration import STAGES, run_local, with_fingerprint
 
 SMALL = {"synthetic_images": 120, "epochs": 2, "patience": 2, "batch_size": 32}
 SMALL_PARAMS = [
@@ -24,9 +27,25 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, monkeypatch_module):
+def weekly(tmp_path_factory):
+    """What retrain.yml does each week, through kfp.local with its task cache on: fingerprint the
+    source folder, then run the pipeline with that as data_fingerprint. (The source is the
+    synthetic scenes `source=synthetic` would generate, as a folder in the Flickr8k layout, so
+    that its data can change under the same source string.)"""
+    root = tmp_path_factory.mktemp("kfp")
+    source = generate_synthetic(tmp_path_factory.mktemp("data") / "flickr8k", 120, seed=0)
+
+    def run() -> list[dict]:
+        arguments = with_fingerprint({**SMALL, "source": str(source)})
+        return run_local(root, arguments, cache=True)
+
+    return {"run": run, "source": source}
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(weekly, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("IMAGELINGO_CACHE", str(tmp_path_factory.mktemp("cache")))
-    rows = run_local(tmp_path_factory.mktemp("kfp"), SMALL)
+    rows = weekly["run"]()
     return {row["stage"]: row for row in rows}
 
 
@@ -96,3 +115,22 @@ def test_the_gate_stops_package_and_deploy_below_the_threshold(tmp_path, capsys,
     }
     assert rows["evaluate"] == "done"
     assert rows["package"] == "skipped" and rows["deploy"] == "skipped"
+
+
+def test_weekly_retraining_skips_unchanged_data_and_retrains_changed_data(pipeline_run, weekly):
+    """Runs after the tests above (same pipeline root, same cache): week 1 is `pipeline_run`."""
+    assert all(pipeline_run[stage]["status"] == "done" for stage in STAGES)
+
+    def statuses(rows):
+        return {row["stage"]: row["status"] for row in rows if row["stage"] in STAGES}
+
+    # week 2, same data: everything up to package from the cache; deploy is never cached
+    same = statuses(weekly["run"]())
+    assert same == {**{stage: "cached" for stage in STAGES[:-1]}, "deploy": "done"}
+    # week 3, new captions under the same source folder: a new fingerprint, everything runs again
+    token = weekly["source"] / "Flickr8k.token.txt"
+    lines = token.read_text().splitlines()
+    lines[0] = lines[0].split("\t")[0] + "\ta brand new caption written this week"
+    token.write_text("\n".join(lines) + "\n")
+    changed = statuses(weekly["run"]())
+    assert changed == {stage: "done" for stage in STAGES}

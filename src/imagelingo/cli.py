@@ -260,9 +260,12 @@ def _pipeline_arguments(args) -> dict:
 
 
 def run_pipeline_locally(args, params: dict) -> dict:
-    from imagelingo.orchestration import run_local
+    from imagelingo.orchestration import run_local, with_fingerprint
 
-    rows = run_local(args.pipeline_root, _pipeline_arguments(args))
+    arguments = _pipeline_arguments(args)
+    rows = run_local(
+        args.pipeline_root, with_fingerprint(arguments) if args.cache else arguments, args.cache
+    )
     print(f"{'stage':<10} {'status':<8} {'seconds':>8}  outputs")
     for row in rows:
         outputs = json.dumps(row.get("outputs", ""), default=str) if row.get("outputs") else ""
@@ -461,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--param", "--arg", dest="pipeline_args", action="append", default=[], help=pipeline_help
     )
     p.add_argument("--pipeline-root", type=Path, default=Path("runs/pipeline"))
+    p.add_argument(
+        "--cache",
+        action="store_true",
+        help="kfp.local's task cache: unchanged tasks (same inputs, same data fingerprint) "
+        "are not run again",
+    )
     p.set_defaults(run=run_pipeline_locally)
 
     p = sub.add_parser("compile", help="write the pipeline YAML and every component.yaml")

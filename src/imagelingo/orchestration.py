@@ -6,7 +6,9 @@ components in components/<stage>/, in the source tree next to params.yaml.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -89,37 +91,68 @@ def parse_arguments(pairs: list[str]) -> dict[str, Any]:
     return arguments
 
 
-def run_local(pipeline_root: Path, arguments: dict[str, Any]) -> list[dict]:
-    """The whole DAG through kfp.local's SubprocessRunner; returns one summary row per stage."""
+class _CacheHits(logging.Handler):
+    """kfp.local logs `Task NAME cache hit (key=...)` for each task it serves from its cache."""
+
+    PATTERN = re.compile(r"Task (\S+) cache hit")
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.tasks: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.match(record.getMessage())
+        if match:
+            self.tasks.add(match.group(1))
+
+
+def run_local(pipeline_root: Path, arguments: dict[str, Any], cache: bool = False) -> list[dict]:
+    """The whole DAG through kfp.local's SubprocessRunner; returns one summary row per stage.
+    With `cache`, kfp.local's task cache (under pipeline_root/.kfp_cache) is on, keyed like
+    KFP's: a task whose inputs did not change is served from it ("cached")."""
     from kfp import local
 
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     # Tasks run `python` from PATH: make it this interpreter, which has imagelingo installed.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=cache,
+    )
     before = set(pipeline_root.iterdir())
     started = time.perf_counter()
+    hits = _CacheHits()
+    root_logger = logging.getLogger()
+    root_logger.addHandler(hits)
+    level = root_logger.level
+    root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
     try:
         pipeline_function()(**arguments)
     except RuntimeError as exc:
         raise ImageLingoError(f"pipeline run failed: {exc}") from exc
+    finally:
+        root_logger.removeHandler(hits)
+        root_logger.setLevel(level)
     runs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    runs = [r for r in runs if not r.name.startswith(".")]
     if not runs:
         raise ImageLingoError(f"the run wrote nothing under {pipeline_root}")
-    rows = summarize(runs[-1])
+    rows = summarize(runs[-1], cached=hits.tasks)
     rows.append({"stage": "total", "status": "", "seconds": round(time.perf_counter() - started)})
     return rows
 
 
-def summarize(run_dir: Path) -> list[dict]:
+def summarize(run_dir: Path, cached: set[str] = frozenset()) -> list[dict]:
     """Stage, status, seconds and key outputs, from each stage's metadata.json."""
     rows = []
     for stage in STAGES:
         task_dir = run_dir / stage
         metadata_files = sorted(task_dir.glob("*/metadata.json")) if task_dir.is_dir() else []
         if not metadata_files:
-            rows.append({"stage": stage, "status": "skipped", "seconds": "", "outputs": ""})
+            status = "cached" if stage in cached else "skipped"
+            rows.append({"stage": stage, "status": status, "seconds": "", "outputs": ""})
             continue
         record = json.loads(metadata_files[0].read_text())
         key = record.get("metrics") or record.get("counts") or {}
