@@ -7,9 +7,12 @@ request's images together may hold at most MAX_REQUEST_PIXELS decoded pixels.
 
 Large JPEGs are decoded at a reduced scale (libjpeg's DCT scaling, `Image.draft`) when they are at
 least 4x the encoder's input on both sides, to no less than 2x the input: a 12 MP photo decodes to
-~1/16 of its pixels, and the pixels the encoder sees after the bicubic resize stay close to a full
-decode (measured in tests/test_serving_limits.py). Images under that size, such as every Flickr8k
-image (at most 500 px a side), decode exactly as training decoded them.
+~1/16 of its pixels (2400x1800: 38 ms instead of 203 ms), and the pixels the encoder sees after
+the bicubic resize stay close to a full decode: on Flickr8k photos enlarged 4-12x, mean absolute
+difference 0.001-0.002 and at most 0.031 on the normalised [-1, 1] scale (4 grey levels),
+encoder features' cosine similarity >= 0.998 (tests/test_serving_limits.py checks a bound).
+Images under that size, such as every Flickr8k image (at most 500 px a side), decode exactly as
+training decoded them.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ MAX_PIXELS = 40_000_000  # about 6,300 x 6,300; anything larger is refused, not 
 # decoded pixels of all images of one request (after draft scaling): ~150 MB of RGB at most
 MAX_REQUEST_PIXELS = 50_000_000
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # Image.open tries no other decoder
+JPEGS = ("JPEG", "MPO")  # MPO: a JPEG with a second picture, as phone cameras write them
 DRAFT_FACTOR = 2  # draft-decode a JPEG to no less than this many times the encoder input
 
 
 class PixelBudget:
-    """Decoded pixels left for one request's images; spending past it is a 413 naming it."""
+    """The decoded pixels one request's images may hold; spending past it is a 413 naming it."""
 
     def __init__(self, limit: int = MAX_REQUEST_PIXELS) -> None:
         self.limit, self.used = limit, 0
@@ -93,9 +97,6 @@ def decode_image(
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
-
-
-JPEGS = ("JPEG", "MPO")  # MPO: a JPEG with a second picture, as phone cameras write them
 
 
 def decode_images(blobs: list[bytes], target_size: int = 0) -> list[Image.Image]:
