@@ -162,7 +162,9 @@ class FakeKube:
         if previous is None or previous.get("spec") != obj.get("spec"):
             generation += 1
         meta["generation"] = generation
-        # the controller: reconcile the new generation and report Ready
+        # the controller: add its finalizer, reconcile the new generation and report Ready
+        if obj.get("kind") == "InferenceService":
+            meta.setdefault("finalizers", ["inferenceservice.finalizers"])
         self.seen.append({"generation": generation, "spec": copy.deepcopy(obj["spec"])})
         obj["status"] = {
             "observedGeneration": generation,

@@ -213,3 +213,33 @@ def test_the_api_server_rejects_what_the_crd_schema_rejects(kube):
         "POST", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", body
     )
     assert out["code"] == 422 and "storageURI" in out["message"]
+
+
+def test_a_replace_keeps_what_others_own_on_the_object(kube, stores, bucket, tmp_path):
+    """PUT replaces the spec, not KServe's finalizer or someone else's label/annotation."""
+    deploy(stores[0], tmp_path / "d1", "kserve", DeployConfig(storage_uri=bucket), client=kube.api)
+    live = kube.isvc(NS, "imagelingo")
+    assert live["metadata"]["finalizers"] == ["inferenceservice.finalizers"]
+    live["metadata"]["labels"]["team"] = "vision"
+    live["metadata"]["annotations"]["example.com/owner"] = "alice"
+    live["metadata"]["annotations"]["imagelingo.io/registry-version"] = "7"
+    live["metadata"]["finalizers"] = ["example.com/keep"]
+    deploy(stores[1], tmp_path / "d2", "kserve", DeployConfig(storage_uri=bucket), client=kube.api)
+    meta = kube.isvc(NS, "imagelingo")["metadata"]
+    assert meta["finalizers"] == ["example.com/keep"]
+    assert meta["labels"]["team"] == "vision"
+    assert meta["annotations"]["example.com/owner"] == "alice"
+    assert "imagelingo.io/registry-version" not in meta["annotations"]  # ours, not rendered now
+
+
+def test_an_unknown_registry_version_stops_deploy_before_any_change(kube, stores, bucket, tmp_path):
+    with pytest.raises(ImageLingoError, match="registry has no version 42"):
+        deploy(
+            stores[0],
+            tmp_path / "d1",
+            "kserve",
+            DeployConfig(storage_uri=bucket),
+            client=kube.api,
+            model_version="42",
+        )
+    assert kube.seen == []

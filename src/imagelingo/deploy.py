@@ -590,10 +590,26 @@ def wait_ready(api: KubeApi, config: DeployConfig, generation: int | None) -> st
 
 
 def apply(api: KubeApi, desired: dict, current: dict | None) -> tuple[str, dict]:
+    """Create, or replace (PUT) the spec with exactly `desired`'s. The metadata others own
+    survives: KServe's finalizer, owner references, foreign labels and annotations (those of
+    imagelingo.io/ are ours: one we no longer render is removed)."""
     if current is None:
         return "created", api.create_isvc(desired)
-    desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    return "replaced", api.replace_isvc(desired)
+    return "replaced", api.replace_isvc(replacement(desired, current))
+
+
+def replacement(desired: dict, current: dict) -> dict:
+    live, meta = current["metadata"], dict(desired["metadata"])
+    meta["labels"] = {**live.get("labels", {}), **meta.get("labels", {})}
+    kept = {
+        k: v for k, v in live.get("annotations", {}).items() if not k.startswith("imagelingo.io/")
+    }
+    meta["annotations"] = {**kept, **meta.get("annotations", {})}
+    for key in ("finalizers", "ownerReferences"):
+        if key in live:
+            meta[key] = live[key]
+    meta["resourceVersion"] = live["resourceVersion"]  # a conflict (409) if it changed meanwhile
+    return {**desired, "metadata": meta}
 
 
 # --- the stage ------------------------------------------------------------------------------
@@ -663,6 +679,13 @@ def deploy(
         storage_uri = versioned_uri(config.storage_uri, version)
     else:  # local target, nothing given: the run's own folder is already unique
         storage_uri = str(out_dir / "store")
+    if model_version:  # it gets the production alias at the end: it must exist
+        from imagelingo.registry import versions
+
+        if str(model_version) not in {str(row["version"]) for row in versions()}:
+            raise ImageLingoError(
+                f"the model registry has no version {model_version} of imagelingo"
+            )
     current, api = None, None
     if target == "kserve":
         api = client or KubeApi()
