@@ -38,6 +38,7 @@ v0.20.0/pkg/, line numbers of those copies):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import shutil
@@ -271,14 +272,8 @@ def _without_status(isvc: dict) -> dict:
         "apiVersion": isvc["apiVersion"],
         "kind": isvc["kind"],
         "metadata": metadata,
-        "spec": _copy(isvc["spec"]),
+        "spec": copy.deepcopy(isvc["spec"]),
     }
-
-
-def _copy(value):
-    import copy
-
-    return copy.deepcopy(value)
 
 
 def promote(current: dict) -> dict:
