@@ -258,6 +258,18 @@ def test_abusive_requests_get_a_4xx_that_urllib_receives_quickly_and_the_server_
     assert_still_serving(server, test_images[1].read_bytes())
 
 
+@pytest.mark.slow
+def test_deeply_nested_bodies_batched_with_good_requests_fail_only_themselves(server, test_images):
+    """TorchServe hands the handler concurrent requests as one batch: a RecursionError used to
+    fail them all with 503."""
+    url = endpoint(server.url, "imagelingo", "v1")
+    good = json.dumps(request_body([test_images[0].read_bytes()])).encode()
+    bodies = [b"[" * 200_000, good, good, b"[" * 200_000, good]
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        statuses = list(pool.map(lambda body: urllib_post(url, body)[0], bodies))
+    assert statuses == [400, 200, 200, 400, 200]
+
+
 def test_v2_bad_datatype_is_a_4xx(server, test_images):
     body = request_body([test_images[0].read_bytes()], "v2")
     body["inputs"][0]["datatype"] = "FP32"

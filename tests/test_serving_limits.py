@@ -345,7 +345,7 @@ def test_the_predictor_decodes_images_off_the_event_loop(monkeypatch):
 
     ticks, answer = asyncio.run(scenario())
     assert answer["predictions"][0]["caption"] == "224x224"  # resized for the encoder early
-    assert ticks >= 10, f"the event loop ran only {ticks} times during a 0.5 s decode"
+    assert ticks >= 5, f"the event loop ran only {ticks} times during a 0.5 s decode"
 
 
 def test_a_predictor_failure_answers_500_without_the_exception_text():
