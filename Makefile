@@ -54,7 +54,7 @@ $(KFS_VENV)/.installed: serving/kfs-runtime/requirements.txt
 	touch $@
 
 runtime-rehearsal: install $(KFS_VENV)/.installed  ## stock kserve-torchserve vs imagelingo-torchserve, probed (~5 min)
-	$(BIN)/python serving/kfs-runtime/rehearse.py --kfs-venv $(KFS_VENV)
+	REHEARSAL_COMMAND="make runtime-rehearsal" $(BIN)/python serving/kfs-runtime/rehearse.py --kfs-venv $(KFS_VENV)
 
 images:  ## build the component images (needs a Docker engine); push them with docker push
 	docker build -f components/Dockerfile --target training -t $(IMAGE) .

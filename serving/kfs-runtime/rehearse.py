@@ -228,7 +228,8 @@ def run_outside(args: argparse.Namespace) -> int:
     command, command_source = our_runtime_command()
     plan = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "make runtime-rehearsal",
+        "command": os.environ.get("REHEARSAL_COMMAND")
+        or " ".join([".venv/bin/python", "serving/kfs-runtime/rehearse.py", *args.argv]),
         "versions": kfs_versions(kfs_python),
         "wrapper": wrapper,
         "model": model_note,
@@ -672,9 +673,8 @@ def render(report: dict) -> str:
     rounds = [r for r in report["rounds"] if "probes" in r]
     v = report["versions"]
     lines = [
-        f"Date: {report['date']}. Command: `{report['command']}` "
-        f"(`serving/kfs-runtime/rehearse.py`). Model: {report['model']}, packaged by "
-        f"`imagelingo package`. Probe images: {report['images']}.",
+        f"Date: {report['date']}. Command: `{report['command']}`. Model: {report['model']}, "
+        f"packaged by `imagelingo package`. Probe images: {report['images']}.",
         "",
         f"Runtime environment (`.venv-kfs`, serving/kfs-runtime/requirements.txt): Python "
         f"{v['python']}, torch {v['torch']}, torchvision {v['torchvision']}, torchserve "
@@ -732,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", nargs="+", default=["stock-v1", "stock-v2", "ours"])
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.inside:
         return run_inside(args.work)
     return run_outside(args)
