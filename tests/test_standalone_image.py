@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from imagelingo.config import REPO_ROOT
 from imagelingo.data.dataset import load_records
@@ -51,6 +52,13 @@ def test_image_copies_the_packaged_store_and_direct_config_and_runs_it():
         f"--ts-config={MOUNT}/config/direct.properties",
     ]
     assert not re.search(r"^ENV ", DOCKERFILE, flags=re.M)  # the config ignores TS_* anyway
+
+
+def test_image_starts_torchserve_as_the_serving_runtime_does():
+    runtime = yaml.safe_load((REPO_ROOT / "manifests" / "base" / "servingruntime.yaml").read_text())
+    assert runtime["metadata"]["name"] == "imagelingo-torchserve"
+    container = runtime["spec"]["containers"][0]
+    assert container["command"] + container["args"] == image_cmd()
 
 
 def test_direct_config_serves_on_the_exposed_port(model_store):
