@@ -114,7 +114,7 @@ class CaptionRuntime:
             )
             # no zip(strict=True): this module runs on the runtime's Python 3.9
             assert len(beams) == len(indices), "one beam per image"
-            for index, beam in zip(indices, beams):
+            for index, beam in zip(indices, beams):  # noqa: B905 (Python 3.9)
                 words = self.vocab.decode(beam.tokens)
                 results[index] = {
                     "caption": " ".join(words),
