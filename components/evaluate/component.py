@@ -17,6 +17,7 @@ def evaluate(
     """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report; returns BLEU-4,
     which the pipeline's dsl.If gates on. (A single return value: kfp.local resolves a
     condition on `Output` but not on named outputs.) The registry version is in `evaluation`."""
+    import json
     import shutil
     from pathlib import Path
 
@@ -27,5 +28,9 @@ def evaluate(
     )
     for name in ("bleu1", "bleu2", "bleu3", "bleu4"):
         metrics.log_metric(name, record["metrics"][name])
+    # The scores as the Metrics artifact's file too: kfp.local's cache treats an output artifact
+    # without a file as missing and would re-run (and re-register) an unchanged evaluation.
+    Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics.path).write_text(json.dumps(record["metrics"], indent=2) + "\n")
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
     return float(record["metrics"]["bleu4"])
