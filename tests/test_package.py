@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 
@@ -15,7 +16,7 @@ import torch
 from imagelingo.captioner import caption_image_files
 from imagelingo.data.dataset import load_records
 from imagelingo.errors import ImageLingoError
-from imagelingo.serving.package import allowed_urls
+from imagelingo.serving.package import allowed_urls, package_model
 from imagelingo.serving.torchserve import read_properties
 
 
@@ -142,3 +143,17 @@ def test_handler_runs_from_the_unpacked_mar_without_imagelingo_timm_or_nltk(
     expected = caption_image_files(trained_model, [image], beam_width=3, max_len=30)[0]
     assert served["caption"] == expected.text
     assert served["tokens"] == expected.words
+
+
+@pytest.mark.slow
+def test_packaging_leaves_the_shared_temp_dir_alone(trained_model, tmp_path, monkeypatch):
+    # torch-model-archiver empties $TMPDIR/<model name> before staging there: without its own
+    # temp dir, a packaging running at the same time loses its files (seen: decoder.pt missing)
+    shared = tmp_path / "shared-tmp"
+    (shared / "imagelingo").mkdir(parents=True)
+    (shared / "imagelingo" / "decoder.pt").write_text("another packaging's file")
+    monkeypatch.setenv("TMPDIR", str(shared))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile reads TMPDIR again
+    package_model(trained_model, tmp_path / "store")
+    assert (shared / "imagelingo" / "decoder.pt").read_text() == "another packaging's file"
+    assert (tmp_path / "store" / "model-store" / "imagelingo.mar").stat().st_size > 0

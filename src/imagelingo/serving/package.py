@@ -23,6 +23,7 @@ vocab; see runtime.py) and a copy of the torch-only modules of this package unde
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -233,7 +234,11 @@ def archive(staging: Path, export_dir: Path, config: ServingConfig, version: str
         str(export_dir),
         "--force",
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    # torch-model-archiver stages files in $TMPDIR/<model name> and deletes whatever is there
+    # first: two packagings at once on one machine would corrupt each other. Give it our own.
+    (staging / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(staging / "tmp")}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise ImageLingoError(f"torch-model-archiver failed: {result.stderr.strip()[-2000:]}")
     return export_dir / f"{config.model_name}.mar"
