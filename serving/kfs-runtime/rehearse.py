@@ -66,7 +66,7 @@ OUR_COMMAND = [
     "--ts-config=/mnt/models/config/direct.properties",
 ]
 MANAGEMENT = "http://127.0.0.1:8083"  # both packaged configs (serving/package.py)
-OVERSIZE_BYTES = 11 * 1024 * 1024  # over the packaged max_request_size (10 MiB)
+OVERSIZE_BYTES = 11 * 1024 * 1024  # over the documented 10 MiB (protocol.MAX_REQUEST_BYTES)
 
 
 def log(message: str) -> None:
