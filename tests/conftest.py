@@ -1,5 +1,6 @@
 """Shared fixtures: a small synthetic dataset taken through ingest -> vocab -> features once per
-session, an MLflow sqlite store in a temporary folder, and the path of the real Flickr8k copy."""
+session, an MLflow sqlite store in a temporary folder, a real MLflow server for the tests that
+need one, and the path of the real Flickr8k copy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,32 @@ def s3_server(monkeypatch):
     yield endpoint
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (sqlite backend, proxied artifact store); the
+    registry tests and the component-image environments (tests/cluster) talk to it over HTTP."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.terminate()
+        pytest.fail(f"MLflow server not healthy: {(root / 'server.log').read_text()[-2000:]}")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()

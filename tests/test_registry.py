@@ -2,12 +2,6 @@
 root): evaluation registers a version with BLEU, data hash and commit; a deploy moves the
 `production` alias; `imagelingo models` lists them and prints the retrain gate."""
 
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
 from imagelingo.artifacts import code_version
@@ -15,35 +9,7 @@ from imagelingo.cli import main
 from imagelingo.deploy import deploy
 from imagelingo.evaluate import evaluate
 from imagelingo.registry import dataset_digest, versions
-from imagelingo.serving.torchserve import free_port
 from imagelingo.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    command += ["--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.terminate()
-        pytest.fail(f"MLflow server not healthy: {(root / 'server.log').read_text()[-2000:]}")
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
 
 
 @pytest.fixture
