@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 FLICKR8K ?= ../shared/flickr8k
+MODEL ?= runs/f8k/model
 # component images: the naming scheme of components/images.py, <REGISTRY>/imagelingo[-deploy]:<TAG>
 # (TAG = the package version). After pushing, compile with the digests: README, "On a cluster".
 REGISTRY ?= ghcr.io/imagelingo
@@ -11,7 +12,7 @@ TAG ?= 0.1.0
 IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
 DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
 
-.PHONY: install demo test cluster-check lint format benchmark benchmark-serving images run clean
+.PHONY: install demo test cluster-check lint format benchmark benchmark-serving soak images run clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +44,9 @@ benchmark: install  ## the real-data benchmark (~40 min on 2 cores); appends to 
 
 benchmark-serving: install  ## serving latency/throughput of both runtimes vs a seed-style baseline
 	$(BIN)/python benchmarks/serving_benchmark.py --images $(FLICKR8K)
+
+soak: install  ## each local runtime 10 min at concurrency 8: no error, RSS growth < 5% (~22 min)
+	$(BIN)/python benchmarks/soak.py --model $(MODEL) --images $(FLICKR8K)
 
 # KServe's TorchServe runtime (torchserve-kfs:0.9.0): Python 3.9 with its pins, ~5 GB
 KFS_VENV ?= .venv-kfs
