@@ -169,6 +169,17 @@ def trained(envs, mlflow_server, tmp_path_factory):
     return {"root": root, "outputs": outputs}
 
 
+def test_the_training_image_can_run_the_native_predictor_runtime(envs):
+    # manifests/components/native-predictor starts `imagelingo serve --runtime kserve` in the
+    # training image; without kserve in its list that is a ModuleNotFoundError at pod start
+    env = envs["training"]
+    code = "import imagelingo.serving.kserve_predictor, imagelingo.cli"
+    result = env.run([str(env.python), "-c", code])
+    assert result.returncode == 0, result.stderr
+    served = env.run([str(env.venv / "bin" / "imagelingo"), "serve", "--help"])
+    assert served.returncode == 0 and "--runtime" in served.stdout, served.stderr
+
+
 def test_the_training_image_runs_its_compiled_components(trained):
     outputs = trained["outputs"]
     assert outputs["ingest"]["dataset"].metadata["data_fingerprint"] == "dir:test"
