@@ -189,6 +189,30 @@ def test_pod_settings_deadlines_shm_scratch_and_a_resuming_train_retry():
     }
 
 
+# What KFP's backend (2.1 and later, kubeflow/pipelines#10538; argocompiler/container.go) mounts
+# into every task pod itself: emptyDirs where the launcher copies input and output artifacts
+# (/gcs, /s3, /minio: the large ones live there, not on the container's root filesystem) and pip's
+# home dirs, plus the launcher binary. A task volume mounted at one of these paths again makes the
+# pod invalid (duplicate mountPath), so none of ours may.
+LAUNCHER_MOUNTS = ("/gcs", "/s3", "/minio", "/.local", "/.cache", "/.config", "/kfp-launcher")
+
+
+def test_no_task_mounts_over_the_launchers_own_volumes():
+    _, platform = documents(PIPELINE_YAML)
+    for name, executor in platform["deploymentSpec"]["executors"].items():
+        paths = [
+            mount["mountPath"]
+            for key, mounts in executor.items()
+            if isinstance(mounts, list)
+            for mount in mounts
+            if isinstance(mount, dict) and "mountPath" in mount
+        ]
+        assert paths or name in ("exec-vocab", "exec-package", "exec-evaluate", "exec-deploy")
+        for path in paths:
+            clash = [p for p in LAUNCHER_MOUNTS if path == p or path.startswith(p + "/")]
+            assert not clash, f"{name} mounts {path} over the KFP launcher's {clash[0]}"
+
+
 def test_a_retried_train_attempt_gets_the_same_checkpoint_location(pipeline_dirs, tmp_path):
     """What the train component derives from checkpoint_root: one location per training
     (stable across attempts), another for other inputs or settings."""
