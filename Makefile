@@ -12,7 +12,7 @@ TAG ?= 0.1.0
 IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
 DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
 
-.PHONY: install demo test cluster-check lint format benchmark benchmark-serving soak images run clean
+.PHONY: install demo test test-fast cluster-check lint format benchmark benchmark-serving soak images run clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ demo: install  ## every stage on generated data; prints BLEU and a caption
 test: install  ## lint, then the test suite
 	$(BIN)/ruff check src tests benchmarks components pipelines
 	$(BIN)/pytest -q
+
+test-fast: install  ## lint, then the suite less the tests marked slow (they train or start a server)
+	$(BIN)/ruff check src tests benchmarks components pipelines
+	$(BIN)/pytest -q -m "not slow" --durations=5
 
 cluster-check: install  ## the component images rehearsed: their venvs from components/requirements/, compiled components run in them (~4 min)
 	IMAGELINGO_CLUSTER_CHECK=1 $(BIN)/pytest -q -s tests/cluster

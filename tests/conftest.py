@@ -1,6 +1,8 @@
 """Shared fixtures: a small synthetic dataset taken through ingest -> vocab -> features once per
 session, an MLflow sqlite store in a temporary folder, a real MLflow server for the tests that
-need one, and the path of the real Flickr8k copy."""
+need one, and the path of the real Flickr8k copy. Also the `slow` mark of the tests that use a
+fixture training a model or starting a server (tests/tiers.py), and the guard against a test
+that does so inline without the mark."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tiers import SLOW_FIXTURES, unmarked_work
 
 from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.data.vocab import build_vocab_stage
@@ -35,6 +38,24 @@ SYNTHETIC_IMAGES = 240
 # second conftest.py there would shadow this one as the `conftest` module the tests import.
 if os.environ.get("IMAGELINGO_CLUSTER_CHECK") != "1":
     collect_ignore_glob = ["cluster/*"]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test using a fixture of SLOW_FIXTURES; refuse to run a test that trains
+    or serves without the mark (it would run in `make test-fast`)."""
+    unmarked = []
+    for item in items:
+        if SLOW_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        elif not item.get_closest_marker("slow") and (work := unmarked_work(item)):
+            unmarked.append(f"  {item.nodeid}: {work}")
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that train a model or start a server must be marked slow: add "
+            "@pytest.mark.slow, or list the fixture in SLOW_FIXTURES (tests/tiers.py)\n"
+            + "\n".join(unmarked)
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

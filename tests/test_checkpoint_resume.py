@@ -13,6 +13,7 @@ from imagelingo.errors import ImageLingoError
 from imagelingo.storage import fingerprint
 from imagelingo.train import TrainConfig, train
 
+pytestmark = pytest.mark.slow  # every test trains or starts moto's S3 server
 CONFIG = TrainConfig(seed=3, epochs=3, batch_size=32, lr=1e-3, lr_decay=1.0, patience=3)
 
 

@@ -132,6 +132,7 @@ def test_the_readme_apply_selector_leaves_out_only_the_inferenceservice(overlay)
     assert f"kubectl apply -k manifests/overlays/minio -l '{key}!={value}'" in readme
 
 
+@pytest.mark.slow  # a stand-in API server on 127.0.0.1
 @needs_kubectl
 def test_the_readme_apply_command_applies_all_but_the_inferenceservice(tmp_path):
     """The README's `kubectl apply -k ... -l ...`, run by kubectl as written (client dry run,

@@ -28,13 +28,15 @@ from imagelingo.config import REPO_ROOT, load_params
 from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.serving.torchserve import free_port
 
-pytestmark = pytest.mark.slow
+# The tests that run README commands use the `project` fixture, which marks them slow
+# (tests/tiers.py); the one that only reads the README runs in `make test-fast` too.
 
 MARKS = ("needs a cluster", "needs a Docker engine", "long:")
 # Commands another test runs through the same CLI entry point: (test file, text it must contain).
 RUN_ELSEWHERE = {
     "imagelingo run": ("tests/test_pipeline_run.py", 'main(["run"'),
     "make test": (".ci/run", "make test"),  # the command running this very suite
+    "make test-fast": ("Makefile", '-m "not slow"'),  # the same suite less the slow tests
 }
 TEST_IMAGES = ("photo.jpg", "dog.jpg", "some.jpg", "other.png")
 

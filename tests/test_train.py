@@ -3,9 +3,12 @@
 import dataclasses
 
 import mlflow
+import pytest
 from safetensors.torch import load_file
 
 from imagelingo.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow  # every test trains
 
 # Small and fast: two short epochs on the synthetic data.
 QUICK = TrainConfig(
