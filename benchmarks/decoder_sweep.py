@@ -28,8 +28,9 @@ from imagelingo.data.dataset import ImageRecord  # noqa: E402
 from imagelingo.data.text import tokenize  # noqa: E402
 from imagelingo.data.vocab import Vocab  # noqa: E402
 from imagelingo.encoders import build_encoder, preprocess  # noqa: E402
-from imagelingo.evaluate import bleu_scores  # noqa: E402
-from imagelingo.model import CaptionDecoder, DecoderConfig, beam_search, caption_loss  # noqa: E402
+from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig, beam_search  # noqa: E402
+from imagelingo.loss import caption_loss  # noqa: E402
+from imagelingo.metrics import bleu_scores  # noqa: E402
 from imagelingo.train import TrainConfig, _batches  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -91,8 +91,8 @@ def seed_baseline_call(vocab_size: int, decode_steps: int, beam_width: int):
     from PIL import Image
     from torch import nn
 
-    from imagelingo.model import CaptionDecoder, DecoderConfig, beam_search
-    from imagelingo.serving.images import to_pixels
+    from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig, beam_search
+    from imagelingo.inference.preprocess import to_pixels
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet101(weights=None)

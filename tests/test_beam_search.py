@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from imagelingo.model import CaptionDecoder, DecoderConfig, beam_search
+from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig, beam_search
 
 START, END, X, Y = 1, 2, 3, 4
 
@@ -106,7 +106,7 @@ def test_banned_words_are_never_emitted():
 def test_stopping_once_no_live_beam_can_win_changes_nothing(monkeypatch):
     """Beam search stops when every image's best finished beam outscores its live beams; the
     result equals running until every beam has ended (or max_len)."""
-    import imagelingo.model as model
+    import imagelingo.inference.decoder as model
 
     torch.manual_seed(1)
     config = DecoderConfig(
@@ -139,7 +139,7 @@ def test_a_live_beam_tied_with_a_finished_one_is_decoded_to_the_end(monkeypatch)
     """From <start>, a word and <end> are equally likely and the word is then certain to end:
     after one step a live beam ties the finished one. Stopping there (>= instead of >) returns
     the unfinished word; decoding on returns the empty caption, as the full search does."""
-    import imagelingo.model as model
+    import imagelingo.inference.decoder as model
 
     word, end = 0, END  # a tie found by trying: here stopping at the tie changes the answer
     tied = {START: _row({word: 0.5, end: 0.5}), word: _row({end: 1.0}), end: _row({end: 1.0})}

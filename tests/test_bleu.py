@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from imagelingo.evaluate import bleu_scores
+from imagelingo.metrics import bleu_scores
 
 
 def test_identical_caption_scores_one():

@@ -13,14 +13,15 @@ from collections import Counter
 import pytest
 import torch
 
-from imagelingo.captioner import caption_image_files, save_model_dir
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
-from imagelingo.encoders import SPECS
+from imagelingo.encoders import SPECS, caption_image_files
 from imagelingo.errors import QualityGateError
-from imagelingo.evaluate import bleu_scores, evaluate
-from imagelingo.model import CaptionDecoder, DecoderConfig
+from imagelingo.evaluate import evaluate
+from imagelingo.inference.captioner import save_model_dir
+from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
+from imagelingo.metrics import bleu_scores
 
 
 def image_blind_bleu4(dataset_dir) -> float:

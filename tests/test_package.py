@@ -13,12 +13,12 @@ import zipfile
 import pytest
 import torch
 
-from imagelingo.captioner import caption_image_files
 from imagelingo.config import REPO_ROOT
 from imagelingo.data.dataset import load_records
+from imagelingo.encoders import caption_image_files
 from imagelingo.errors import ImageLingoError
 from imagelingo.serving.package import allowed_urls, package_model
-from imagelingo.serving.torchserve import read_properties
+from imagelingo.serving.store import read_properties
 
 
 def test_mar_holds_weights_config_vocab_and_runtime_code(model_store, tmp_path):

@@ -8,6 +8,7 @@
   packaged config with that variable set still hands the handler the raw body.
 """
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,36 @@ def test_every_module_in_the_mar_runs_on_python_3_9():
     result = vermin(files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Analyzing {len(files)} files" in result.stdout
+
+
+def absolute_imports(path: Path) -> list[tuple[str, bool]]:
+    """(top-level module, imported inside a function) for each absolute import in a file."""
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                found.extend((alias.name.split(".")[0], in_function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0:
+                found.append((child.module.split(".")[0], in_function))
+            inner = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            visit(child, in_function or inner)
+
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def test_the_mar_code_imports_only_torch_torchvision_pillow_and_the_stdlib():
+    # the inference package is the boundary: the MAR ships it as it is, with the request parsing
+    # and the handler, into an image that has nothing else (test_package.py runs it there)
+    allowed = set(sys.stdlib_module_names) | {"torch", "torchvision", "PIL"}
+    for relative in RUNTIME_MODULES:
+        for module, in_function in absolute_imports(PACKAGE_ROOT / relative):
+            # a model directory's weights are safetensors, read only where training ran
+            if module == "safetensors" and in_function and relative.startswith("inference/"):
+                continue
+            assert module in allowed, f"{relative} imports {module}"
+    assert {"inference/captioner.py", "serving/handler.py"} <= set(RUNTIME_MODULES)
 
 
 @pytest.mark.slow

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from imagelingo.captioner import caption_image_files
 from imagelingo.data.dataset import load_records
+from imagelingo.encoders import caption_image_files
 from imagelingo.serving.client import caption_remote, endpoint, post_json, request_body
 from imagelingo.serving.local import local_server
 from imagelingo.serving.protocol import MAX_IMAGES_PER_REQUEST, MAX_REQUEST_BYTES

@@ -14,16 +14,20 @@ import pytest
 import torch
 from PIL import Image
 
+from imagelingo.inference.captioner import Caption
+from imagelingo.inference.preprocess import to_pixels
 from imagelingo.serving import images
-from imagelingo.serving.handler import INTERNAL_ERROR, answer_requests, parse_body
-from imagelingo.serving.images import MAX_REQUEST_PIXELS, decode_image, decode_images, to_pixels
+from imagelingo.serving.handler import answer_requests
+from imagelingo.serving.images import MAX_REQUEST_PIXELS, decode_image, decode_images
 from imagelingo.serving.protocol import (
+    INTERNAL_ERROR,
     MAX_IMAGES_PER_REQUEST,
     MAX_REQUEST_BYTES,
     BadRequest,
     parse_v1,
     parse_v2,
 )
+from imagelingo.serving.request import parse_body
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
@@ -45,18 +49,18 @@ def v1(*blobs: bytes) -> bytes:
 
 
 class FakeRuntime:
-    """Counts images; captions each with its size. `fail` makes caption raise."""
+    """A Captioner that counts images and captions each with its size. `fail` makes it raise."""
 
     image_size = 224
 
     def __init__(self, fail: Exception | None = None) -> None:
         self.fail, self.calls = fail, []
 
-    def caption(self, images, options=None):
+    def caption_images(self, images, options=None):
         self.calls.append(len(images))
         if self.fail:
             raise self.fail
-        return [{"caption": f"{i.size[0]}x{i.size[1]}", "tokens": [], "score": 0.0} for i in images]
+        return [Caption([f"{i.size[0]}x{i.size[1]}"], 0.0, torch.zeros(1, 1)) for i in images]
 
 
 # --- how many images, how many pixels ---------------------------------------------------------
@@ -237,10 +241,10 @@ class BlockingRuntime(FakeRuntime):
         super().__init__()
         self.started, self.release = threading.Event(), threading.Event()
 
-    def caption(self, images, options=None):
+    def caption_images(self, images, options=None):
         self.started.set()
         assert self.release.wait(10), "never released"
-        return super().caption(images, options)
+        return super().caption_images(images, options)
 
 
 def test_a_request_cancelled_while_its_batch_runs_does_not_break_later_requests():
@@ -294,6 +298,12 @@ def caption_model(max_waiting: int, runtime):
     return model
 
 
+async def kserve_answer(model, body):
+    """What kserve does with a request body: preprocess, predict, postprocess."""
+    response, _headers = await model(body)
+    return response
+
+
 def test_the_predictor_queue_is_bounded_and_answers_503_with_retry_after():
     from imagelingo.serving.kserve_predictor import Overloaded, overloaded_handler
 
@@ -301,14 +311,14 @@ def test_the_predictor_queue_is_bounded_and_answers_503_with_retry_after():
         runtime = BlockingRuntime()
         model = caption_model(2, runtime)
         body = {"instances": [{"data": b64(GOOD)}]}
-        waiting = [asyncio.create_task(model.predict(body)) for _ in range(2)]
+        waiting = [asyncio.create_task(kserve_answer(model, body)) for _ in range(2)]
         while not runtime.started.is_set():
             await asyncio.sleep(0.01)
         with pytest.raises(Overloaded) as refused:
-            await asyncio.wait_for(model.predict(body), 2)
+            await asyncio.wait_for(kserve_answer(model, body), 2)
         runtime.release.set()
         answers = await asyncio.gather(*waiting)
-        after = await asyncio.wait_for(model.predict(body), 5)  # room again
+        after = await asyncio.wait_for(kserve_answer(model, body), 5)  # room again
         return refused.value, answers, after
 
     refused, answers, after = asyncio.run(scenario())
@@ -339,7 +349,7 @@ def test_the_predictor_decodes_images_off_the_event_loop(monkeypatch):
                 ticks += 1
 
         clock = asyncio.create_task(ticker())
-        answer = await model.predict({"instances": [{"data": b64(GOOD)}]})
+        answer = await kserve_answer(model, {"instances": [{"data": b64(GOOD)}]})
         clock.cancel()
         return ticks, answer
 
@@ -354,7 +364,7 @@ def test_a_predictor_failure_answers_500_without_the_exception_text():
     async def scenario():
         model = caption_model(10, FakeRuntime(fail=RuntimeError("/opt/secret/weights.pt")))
         try:
-            await model.predict({"instances": [{"data": b64(GOOD)}]})
+            await kserve_answer(model, {"instances": [{"data": b64(GOOD)}]})
         except Exception as exc:  # what kserve hands to the app's exception handler
             return await internal_error_handler(None, exc)
         raise AssertionError("the failure was swallowed")
@@ -389,7 +399,9 @@ def kserve_app(model_store, tmp_path_factory):
 def test_the_predictor_app_answers_500_without_the_exception_text(kserve_app, monkeypatch):
     model, client = kserve_app
     secret = RuntimeError("CUDA error in /opt/secret/weights.pt")
-    monkeypatch.setattr(model.batcher.runtime, "caption", FakeRuntime(fail=secret).caption)
+    monkeypatch.setattr(
+        model.batcher.captioner, "caption_images", FakeRuntime(fail=secret).caption_images
+    )
     answer = client.post("/v1/models/imagelingo:predict", json={"instances": [b64(GOOD)]})
     assert answer.status_code == 500 and answer.json() == {"error": INTERNAL_ERROR, "code": 500}
 

@@ -21,7 +21,8 @@ from imagelingo.config import REPO_ROOT
 from imagelingo.data.dataset import load_records
 from imagelingo.serving.client import caption_remote
 from imagelingo.serving.process import ServerProcess
-from imagelingo.serving.torchserve import free_port, read_properties
+from imagelingo.serving.store import read_properties
+from imagelingo.serving.torchserve import free_port
 
 DOCKERFILE = (REPO_ROOT / "serving" / "Dockerfile").read_text()
 MOUNT = "/mnt/models"

@@ -111,7 +111,7 @@ def run_caption(args, params: dict) -> dict:
         served = caption_remote(args.url, images, args.protocol, args.model_name, options)
         texts = [s["caption"] for s in served]
     else:
-        from imagelingo.captioner import caption_image_files
+        from imagelingo.encoders import caption_image_files
 
         captions = caption_image_files(args.model, args.images, p["beam_width"], p["max_len"])
         texts = [c.text for c in captions]

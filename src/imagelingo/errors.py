@@ -1,8 +1,8 @@
 """User-facing errors: one line that names the input that was wrong and what was expected."""
 
+from imagelingo.inference.errors import ImageLingoError
 
-class ImageLingoError(Exception):
-    """A mistake in the input or configuration. The CLI prints it as one line, no traceback."""
+__all__ = ["ImageLingoError", "QualityGateError"]
 
 
 class QualityGateError(ImageLingoError):

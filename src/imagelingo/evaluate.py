@@ -4,39 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 
-from nltk.translate.bleu_score import corpus_bleu
-
 from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadata
-from imagelingo.captioner import Captioner
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.errors import ImageLingoError, QualityGateError
 from imagelingo.features import FeatureStore
+from imagelingo.inference.captioner import Captioner
+from imagelingo.metrics import BLEU_WEIGHTS, bleu_scores
 from imagelingo.registry import register
 
 log = logging.getLogger(__name__)
-BLEU_WEIGHTS = {
-    "bleu1": (1.0,),
-    "bleu2": (0.5, 0.5),
-    "bleu3": (1 / 3, 1 / 3, 1 / 3),
-    "bleu4": (0.25, 0.25, 0.25, 0.25),
-}
-
-
-def bleu_scores(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict[str, float]:
-    """Corpus BLEU-1..4 on a 0-1 scale; each hypothesis is scored against all its references."""
-    if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
-    with warnings.catch_warnings():
-        # nltk warns when a higher-order n-gram never matches; the score 0 is the right answer.
-        warnings.simplefilter("ignore", UserWarning)
-        return {
-            name: float(corpus_bleu(references, hypotheses, weights=w))
-            for name, w in BLEU_WEIGHTS.items()
-        }
 
 
 def evaluate(
@@ -60,10 +39,10 @@ def evaluate(
         raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")
     captioner = Captioner.load(model_dir)
     store = FeatureStore(features_dir, split)
-    if store.spec != captioner.encoder:
+    if store.spec != captioner.spec:
         raise ImageLingoError(
             f"{features_dir} was made with encoder {store.spec.name}, but "
-            f"{model_dir} was trained on {captioner.encoder.name} features"
+            f"{model_dir} was trained on {captioner.spec.name} features"
         )
     records = load_records(dataset_dir, split)
     rows = [store.row[r.image] for r in records]

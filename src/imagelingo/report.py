@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imagelingo.captioner import Caption
 from imagelingo.data.dataset import ImageRecord, image_path
+from imagelingo.inference.captioner import Caption
 
 THUMB = 224
 ATTENTION_THUMB = 112

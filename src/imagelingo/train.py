@@ -26,14 +26,15 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from imagelingo.artifacts import write_metadata
-from imagelingo.captioner import Captioner, save_model_dir
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
 from imagelingo.errors import ImageLingoError
-from imagelingo.evaluate import bleu_scores
 from imagelingo.features import FeatureStore
-from imagelingo.model import CaptionDecoder, DecoderConfig, caption_loss
+from imagelingo.inference.captioner import Captioner, save_model_dir
+from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
+from imagelingo.loss import caption_loss
+from imagelingo.metrics import bleu_scores
 from imagelingo.tracking import mlflow_run
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Untrusted image bytes -> RGB PIL images, or a BadRequest that says what was wrong; pixels.
+"""Untrusted image bytes -> RGB PIL images, or a BadRequest that says what was wrong.
 
 Honours EXIF orientation, takes the first frame of animations, flattens alpha onto white,
 converts grayscale/CMYK/palette to RGB, and refuses decompression bombs before decoding pixels.
@@ -20,10 +20,9 @@ from __future__ import annotations
 import io
 import warnings
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torchvision.transforms import functional as TF
 
+from ..inference.preprocess import encoder_sized
 from .protocol import BadRequest
 
 MAX_PIXELS = 40_000_000  # about 6,300 x 6,300; anything larger is refused, not decoded
@@ -109,22 +108,3 @@ def decode_images(blobs: list[bytes], target_size: int = 0) -> list[Image.Image]
         image = decode_image(blob, index, target_size, budget)
         decoded.append(encoder_sized(image, target_size) if target_size else image)
     return decoded
-
-
-def to_pixels(
-    image: Image.Image,
-    size: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-) -> torch.Tensor:
-    """RGB image -> normalised [3, size, size] tensor, resized to a square without cropping.
-
-    Feature extraction (training) and serving both call this, so they see the same pixels.
-    """
-    return TF.normalize(TF.to_tensor(encoder_sized(image, size)), mean, std)
-
-
-def encoder_sized(image: Image.Image, size: int) -> Image.Image:
-    """The RGB image resized as the encoder sees it. Resizing the result again to the same size
-    is a copy, so calling this early (to hold less memory) changes no pixel."""
-    return image.convert("RGB").resize((size, size), Image.BICUBIC)

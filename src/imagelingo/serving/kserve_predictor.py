@@ -3,8 +3,11 @@
 `kserve.Model` gets KServe's v1 and v2 routes, readiness (`GET /v1/models/<m>`,
 `/v2/health/ready`) and Prometheus `/metrics` from the SDK. The model loads the serving bundle from
 the MAR in the model store (the same file TorchServe serves), so both runtimes caption with the
-same TorchScript encoder. Concurrent requests are micro-batched like TorchServe's batchSize and
-maxBatchDelay: one encoder pass and one beam search per batch, run off the event loop.
+same TorchScript encoder. The model is a thin shell over the request handling the TorchServe
+handler uses too (serving/request.py) and the same Captioner: `preprocess` parses a request and
+decodes its images, `predict` captions them, `postprocess` builds the v1 or v2 answer. Concurrent
+requests are micro-batched like TorchServe's batchSize and maxBatchDelay: one encoder pass and one
+beam search per batch, run off the event loop.
 
 Limits, as TorchServe's handler enforces them plus what a server of its own must do itself:
 - bodies over protocol.MAX_REQUEST_BYTES get a 413, also when sent chunked (no Content-Length);
@@ -32,10 +35,16 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from imagelingo.errors import ImageLingoError
-from imagelingo.serving.handler import INTERNAL_ERROR, ParsedRequest, error_body, parse_body
-from imagelingo.serving.protocol import MAX_REQUEST_BYTES, BadRequest, Options, v2_response
-from imagelingo.serving.runtime import CaptionRuntime
-from imagelingo.serving.torchserve import model_names, store_properties
+from imagelingo.inference.captioner import Captioner
+from imagelingo.serving.protocol import (
+    INTERNAL_ERROR,
+    MAX_REQUEST_BYTES,
+    BadRequest,
+    Options,
+    error_body,
+)
+from imagelingo.serving.request import ParsedRequest, caption_requests, parse_body, response_body
+from imagelingo.serving.store import model_names, store_properties
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +63,8 @@ class InternalError(Exception):
 class MicroBatcher:
     """Collects concurrent requests' images for up to `max_delay_s`, or until `max_images`."""
 
-    def __init__(self, runtime: CaptionRuntime, max_images: int, max_delay_s: float) -> None:
-        self.runtime, self.max_images, self.max_delay_s = runtime, max_images, max_delay_s
+    def __init__(self, captioner: Captioner, max_images: int, max_delay_s: float) -> None:
+        self.captioner, self.max_images, self.max_delay_s = captioner, max_images, max_delay_s
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
 
@@ -95,22 +104,20 @@ class MicroBatcher:
 
     async def _answer(self, batch: list[tuple]) -> None:
         loop = asyncio.get_running_loop()
-        images = [image for item in batch for image in item[0]]
-        options = [item[1] for item in batch for _ in item[0]]
-        log.info("batch: %d requests, %d images", len(batch), len(images))
+        requests = [(images, options) for images, options, _ in batch]
         try:
-            captions = await loop.run_in_executor(None, self.runtime.caption, images, options)
+            predictions = await loop.run_in_executor(
+                None, caption_requests, self.captioner, requests
+            )
         except Exception as exc:  # the requests fail with 500; the server keeps serving
             log.exception("captioning failed")
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(InternalError(str(exc)))
             return
-        start = 0
-        for item_images, _, future in batch:
+        for (*_, future), answer in zip(batch, predictions, strict=True):
             if not future.done():  # cancelled while the batch ran
-                future.set_result(captions[start : start + len(item_images)])
-            start += len(item_images)
+                future.set_result(answer)
 
 
 def v2_request_to_dict(request: kserve.InferRequest) -> dict:
@@ -131,6 +138,9 @@ def v2_request_to_dict(request: kserve.InferRequest) -> dict:
 
 
 class CaptionModel(kserve.Model):
+    """kserve's model: `preprocess` decodes a request's images (in a thread), `predict` captions
+    them with other waiting requests' images (MicroBatcher), `postprocess` builds the answer."""
+
     def __init__(
         self,
         name: str,
@@ -147,17 +157,19 @@ class CaptionModel(kserve.Model):
         self.decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
 
     def load(self) -> bool:
-        runtime = CaptionRuntime.load(self.bundle_dir)
-        self.batcher = MicroBatcher(runtime, self.max_batch_size, self.max_batch_delay_ms / 1000)
+        captioner = Captioner.load(self.bundle_dir)
+        self.batcher = MicroBatcher(captioner, self.max_batch_size, self.max_batch_delay_ms / 1000)
         self.ready = True
         return self.ready
 
     def parse(self, body: Any) -> ParsedRequest:
         """Decode a request's images, already resized to the encoder's input, so that a waiting
         request holds ~150 kB per image, not its full-size pixels. (Runs in a thread.)"""
-        return parse_body(body, self.batcher.runtime.image_size)
+        return parse_body(body, self.batcher.captioner.image_size)
 
-    async def predict(self, payload: Any, headers: dict | None = None) -> dict:
+    async def preprocess(self, payload: Any, headers: dict | None = None) -> ParsedRequest:
+        """The request's images and options; BadRequest (a 4xx) or Overloaded (503) if not.
+        From here until `predict` returns, the request counts as waiting for the model."""
         if isinstance(payload, (dict, bytes, bytearray)):
             body = payload  # bytes: a body not sent as application/json; parse_body decodes it
         else:
@@ -167,14 +179,30 @@ class CaptionModel(kserve.Model):
         self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            # BadRequest -> 4xx through bad_request_handler
-            request = await loop.run_in_executor(self.decoders, self.parse, body)
-            captions = await self.batcher.caption(request.images, request.options)
+            return await loop.run_in_executor(self.decoders, self.parse, body)
+        except BaseException:
+            self.waiting -= 1
+            raise
+
+    def validate(self, payload: ParsedRequest) -> ParsedRequest:
+        return payload  # parse_body has checked it, for both protocols
+
+    async def predict(
+        self, payload: ParsedRequest, headers: dict | None = None
+    ) -> tuple[ParsedRequest, list[dict]]:
+        try:
+            return payload, await self.batcher.caption(payload.images, payload.options)
         finally:
             self.waiting -= 1
-        if request.protocol == "v2":
-            return v2_response(self.name, captions, request.request_id)
-        return {"predictions": captions}
+
+    async def postprocess(
+        self,
+        result: tuple[ParsedRequest, list[dict]],
+        headers: dict | None = None,
+        response_headers: dict | None = None,
+    ) -> dict:
+        request, predictions = result
+        return response_body(request, predictions, self.name)
 
 
 async def bad_request_handler(_: Request, exc: BadRequest) -> JSONResponse:
@@ -295,7 +323,13 @@ def unpack_bundle(store_dir: Path, workdir: Path) -> tuple[str, Path, dict[str, 
 
 
 def build_app(store_dir: Path, workdir: Path):
-    """A ready FastAPI app serving the model store with kserve's REST routes."""
+    """A ready FastAPI app serving the model store with kserve's REST routes.
+
+    The app is the one `kserve.ModelServer.start` serves, built the same way (its RESTServer's
+    create_application), but not started by it: in kserve 0.21 ModelServer binds 0.0.0.0 whatever
+    the host (RESTServer hard-codes it), and it registers kserve's own handlers for Exception and
+    InferenceError only once started, replacing ours: their 500s would carry the exception text.
+    """
     import json
 
     from kserve.model_repository import ModelRepository

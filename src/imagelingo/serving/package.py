@@ -16,8 +16,9 @@ wrap the handler in TorchServe's envelope.
 
 The MAR must run in KServe's stock TorchServe image (torch, torchvision, Pillow; no timm, nltk or
 this package). So it carries a serving bundle (TorchScript encoder, decoder state dict, config,
-vocab; see runtime.py) and a copy of the torch-only modules of this package under the name
-`imagelingo_runtime`, so that it can never shadow (or be shadowed by) an installed `imagelingo`.
+vocab; see inference/captioner.py) and, under the name `imagelingo_runtime` so that it can never
+shadow (or be shadowed by) an installed `imagelingo`, a copy of the torch-only inference package
+as it is, plus the request parsing and the TorchServe handler.
 """
 
 from __future__ import annotations
@@ -35,25 +36,26 @@ from pathlib import Path
 import torch
 
 from imagelingo.artifacts import write_metadata
-from imagelingo.captioner import CONFIG_FILE, VOCAB_FILE, Captioner
-from imagelingo.encoders import build_encoder
+from imagelingo.encoders import load_captioner
 from imagelingo.errors import ImageLingoError
-from imagelingo.serving import runtime
+from imagelingo.inference.captioner import (
+    CONFIG_FILE,
+    DECODER_FILE,
+    ENCODER_FILE,
+    SERVING_FILE,
+    VOCAB_FILE,
+)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PACKAGE = "imagelingo_runtime"
-# The modules the handler imports; all use relative imports and need only torch/torchvision/PIL.
+# What the MAR runs: the inference package as it is, and the serving modules the handler needs.
+# All use relative imports and need only torch, torchvision and Pillow (tests/test_runtime_compat).
+SERVING_MODULES = ("protocol.py", "images.py", "request.py", "handler.py")
 RUNTIME_MODULES = (
     "__init__.py",
-    "errors.py",
-    "model.py",
-    "data/__init__.py",
-    "data/vocab.py",
+    *sorted(f"inference/{p.name}" for p in (PACKAGE_ROOT / "inference").glob("*.py")),
     "serving/__init__.py",
-    "serving/protocol.py",
-    "serving/images.py",
-    "serving/runtime.py",
-    "serving/handler.py",
+    *(f"serving/{name}" for name in SERVING_MODULES),
 )
 HANDLER_ENTRY = Path(__file__).with_name("mar_entry.py")
 
@@ -84,9 +86,8 @@ def export_bundle(
     torch_threads: int = 0,
 ) -> None:
     """Write the serving bundle: the encoder traced to TorchScript, the decoder as a state dict."""
-    captioner = Captioner.load(model_dir)
-    spec = captioner.encoder
-    encoder, _ = build_encoder(spec.name, encoder_weights)
+    captioner = load_captioner(model_dir, encoder_weights)
+    encoder, spec = captioner.encoder, captioner.spec
     example = torch.rand(2, 3, spec.image_size, spec.image_size)
     with torch.inference_mode(), warnings.catch_warnings():
         # TorchScript is deprecated upstream but is what the stock TorchServe image (any torch
@@ -97,11 +98,11 @@ def export_bundle(
         if not torch.allclose(traced(example), encoder(example), atol=1e-4):
             raise ImageLingoError(f"encoder {spec.name}: TorchScript trace differs from the model")
     bundle_dir.mkdir(parents=True, exist_ok=True)
-    traced.save(str(bundle_dir / runtime.ENCODER_FILE))
-    torch.save(captioner.decoder.state_dict(), bundle_dir / runtime.DECODER_FILE)
-    shutil.copy2(Path(model_dir) / CONFIG_FILE, bundle_dir / runtime.CONFIG_FILE)
-    shutil.copy2(Path(model_dir) / VOCAB_FILE, bundle_dir / runtime.VOCAB_FILE)
-    (bundle_dir / runtime.SERVING_FILE).write_text(json.dumps({"torch_threads": torch_threads}))
+    traced.save(str(bundle_dir / ENCODER_FILE))
+    torch.save(captioner.decoder.state_dict(), bundle_dir / DECODER_FILE)
+    shutil.copy2(Path(model_dir) / CONFIG_FILE, bundle_dir / CONFIG_FILE)
+    shutil.copy2(Path(model_dir) / VOCAB_FILE, bundle_dir / VOCAB_FILE)
+    (bundle_dir / SERVING_FILE).write_text(json.dumps({"torch_threads": torch_threads}))
 
 
 def copy_runtime_sources(target: Path) -> None:

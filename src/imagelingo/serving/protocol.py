@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ImageLingoError
+from ..inference.errors import ImageLingoError
+from ..inference.options import Options
+
+if TYPE_CHECKING:
+    from ..inference.captioner import Caption
 
 BEAM_WIDTH_RANGE = (1, 10)
 MAX_LEN_RANGE = (1, 50)
@@ -34,12 +37,6 @@ class BadRequest(ImageLingoError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Options:
-    beam_width: int = 3
-    max_len: int = 30
 
 
 def _bounded(name: str, value: Any, low: int, high: int) -> int:
@@ -149,6 +146,19 @@ def check_shape(shape: Any, count: int) -> None:
         raise BadRequest(
             f'input "shape" {shape} describes {product:,} elements but "data" holds {count:,}'
         )
+
+
+def prediction(caption: Caption) -> dict:
+    """One image's answer: {"caption": "...", "tokens": [...], "score": -4.2}."""
+    return {"caption": caption.text, "tokens": caption.words, "score": round(caption.score, 4)}
+
+
+def error_body(status: int, message: str) -> dict:
+    return {"error": message, "code": status}
+
+
+# What a 5xx says: the exception's text stays in the server log, never in the answer.
+INTERNAL_ERROR = "internal error while captioning; the server log has the details"
 
 
 def v2_response(model_name: str, predictions: list[dict], request_id: str = "") -> dict:

@@ -103,19 +103,6 @@ class CaptionDecoder(nn.Module):
         return scores, targets.data, attention_total
 
 
-def caption_loss(
-    scores: torch.Tensor,
-    targets: torch.Tensor,
-    attention_total: torch.Tensor,
-    alpha_c: float,
-    label_smoothing: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, cross-entropy): CE on the real next words plus the doubly stochastic attention
-    penalty, which pushes every region to be attended about once over the caption."""
-    ce = F.cross_entropy(scores, targets, label_smoothing=label_smoothing)
-    return ce + alpha_c * ((1.0 - attention_total) ** 2).mean(), ce
-
-
 def _settled(beam_scores: torch.Tensor, finished: torch.Tensor) -> bool:
     """True when every image's best finished beam scores at least its best live beam. Scores
     are sums of log-probabilities, so live beams only fall: ranked by total score, nothing can
