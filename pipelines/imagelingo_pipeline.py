@@ -4,11 +4,14 @@
     imagelingo run                      # the whole DAG on this machine (kfp.local)
     imagelingo submit --host URL        # a run on Kubeflow Pipelines
 
-Parameter defaults come from params.yaml. On a cluster the MLflow URI and S3 credentials come
-from the Secrets `imagelingo-mlflow` and `imagelingo-s3` (see README, "On a cluster"); the tasks
-that need them do not start without them. Pod settings (kfp-kubernetes, ignored by kfp.local):
-a deadline on every task, /dev/shm in memory where DataLoader workers run, a size-limited scratch
-folder for the data-heavy tasks.
+Settings come from params.yaml, every key of a stage's section to its component: the pipeline
+parameters (what one run varies: data, training budget and rate, beam, gate, where and how to
+deploy) take their defaults from it; every other key is a compile-time constant read from it
+(`constants`): after changing one, run `imagelingo compile`. On a cluster the MLflow URI and S3
+credentials come from the Secrets `imagelingo-mlflow` and `imagelingo-s3` (see README, "On a
+cluster"); the tasks that need them do not start without them. Pod settings (kfp-kubernetes,
+ignored by kfp.local): a deadline on every task, /dev/shm in memory where DataLoader workers run,
+a size-limited scratch folder for the data-heavy tasks.
 """
 
 from kfp import dsl, kubernetes
@@ -56,7 +59,23 @@ SHM = {"features": "2Gi", "train": "2Gi"}
 SCRATCH = {"ingest": "20Gi", "features": "10Gi", "train": "10Gi", "evaluate": "10Gi"}
 # Side effects (an InferenceService, the registry alias): never served from KFP's cache.
 NEVER_CACHED = ("deploy",)
+# deploy's settings that are pipeline parameters (service_name, deploy_mode, serving_runtime by
+# their own names); the rest of params.yaml `deploy` are constants.
+DEPLOY_PARAMETERS = (
+    "name",
+    "namespace",
+    "storage_uri",
+    "canary_traffic_percent",
+    "protocol_version",
+    "mode",
+    "runtime",
+)
 USE_GPU = False  # set True (then compile) to request one GPU for features and train
+
+
+def constants(section: str, *run_time: str) -> dict:
+    """params.yaml's `section` less the keys passed as pipeline parameters (`run_time`)."""
+    return {key: value for key, value in P[section].items() if key not in run_time}
 
 
 def resources(task, cpu: str, memory: str, gpu: bool = False):
@@ -97,28 +116,23 @@ def imagelingo_pipeline(
     beam_width: int = P["evaluate"]["beam_width"],
     min_bleu4: float = P["evaluate"]["min_bleu4"],
     deploy_target: str = "local",
-    service_name: str = "imagelingo",
-    namespace: str = "imagelingo",
-    storage_uri: str = "",
-    canary_traffic_percent: int = -1,
-    protocol_version: str = "v1",
-    deploy_mode: str = "Knative",
-    serving_runtime: str = "imagelingo-torchserve",
+    service_name: str = P["deploy"]["name"],
+    namespace: str = P["deploy"]["namespace"],
+    storage_uri: str = P["deploy"]["storage_uri"],
+    canary_traffic_percent: int = P["deploy"]["canary_traffic_percent"],
+    protocol_version: str = P["deploy"]["protocol_version"],
+    deploy_mode: str = P["deploy"]["mode"],
+    serving_runtime: str = P["deploy"]["runtime"],
 ):
     data = ingest(
         source=source,
         data_fingerprint=data_fingerprint,
         synthetic_images=synthetic_images,
-        seed=P["ingest"]["seed"],
+        **constants("ingest", "synthetic_images"),
     )
     resources(data, "1", "2Gi").set_retry(num_retries=3, backoff_duration="30s")
-    words = resources(vocab(dataset=data.output, min_freq=P["vocab"]["min_freq"]), "1", "1Gi")
-    grids = features(
-        dataset=data.output,
-        encoder=encoder,
-        batch_size=P["features"]["batch_size"],
-        num_workers=P["features"]["num_workers"],
-    )
+    words = resources(vocab(dataset=data.output, **constants("vocab")), "1", "1Gi")
+    grids = features(dataset=data.output, encoder=encoder, **constants("features", "encoder"))
     resources(grids, "4", "8Gi", gpu=True)
     fit = train(
         dataset=data.output,
@@ -131,6 +145,7 @@ def imagelingo_pipeline(
         lr_decay=lr_decay,
         patience=patience,
         checkpoint_root=checkpoint_root,
+        **constants("train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience"),
     )
     # A retried attempt resumes from the last epoch's checkpoint under checkpoint_root.
     resources(fit, "4", "8Gi", gpu=True).set_retry(num_retries=2, backoff_duration="60s")
@@ -139,10 +154,12 @@ def imagelingo_pipeline(
         features=grids.output,
         dataset=data.output,
         beam_width=beam_width,
+        # min_bleu4 is the gate below: a low score skips package and deploy, it does not fail
+        **constants("evaluate", "beam_width", "min_bleu4"),
     )
     resources(scored, "2", "4Gi")
     with dsl.If(scored.outputs["Output"] >= min_bleu4, name="quality-gate"):
-        store = resources(package(model=fit.outputs["model"]), "2", "4Gi")
+        store = resources(package(model=fit.outputs["model"], **constants("package")), "2", "4Gi")
         release = deploy(
             model_store=store.output,
             target=deploy_target,
@@ -154,5 +171,6 @@ def imagelingo_pipeline(
             mode=deploy_mode,
             runtime=serving_runtime,
             evaluation=scored.outputs["evaluation"],
+            **constants("deploy", *DEPLOY_PARAMETERS),
         )
         resources(release, "500m", "512Mi").set_retry(num_retries=3, backoff_duration="30s")

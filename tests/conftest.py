@@ -20,7 +20,7 @@ from tiers import SLOW_FIXTURES, unmarked_work
 
 from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.data.vocab import build_vocab_stage
-from imagelingo.features import extract_features
+from imagelingo.features import FeaturesConfig, extract_features
 from imagelingo.ingest import ingest
 from imagelingo.serving.torchserve import free_port
 from imagelingo.train import TrainConfig, train
@@ -86,7 +86,9 @@ def pipeline_dirs(tmp_path_factory, synthetic_source) -> dict[str, Path]:
     dirs = {name: root / name for name in ("dataset", "vocab", "features")}
     ingest(str(synthetic_source), dirs["dataset"], root / "cache")
     build_vocab_stage(dirs["dataset"], dirs["vocab"], min_freq=1)
-    extract_features(dirs["dataset"], dirs["features"], batch_size=16, num_workers=0)
+    extract_features(
+        dirs["dataset"], dirs["features"], FeaturesConfig(batch_size=16, num_workers=0)
+    )
     dirs["vocab_file"] = dirs["vocab"] / "vocab.json"
     return dirs
 

@@ -26,7 +26,7 @@ def digests(root: Path) -> dict[str, str]:
 
 def test_dvc_yaml_stages_call_the_cli_with_params_and_metrics():
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["ingest", "vocab", "features", "train", "evaluate"]
+    assert list(stages) == ["ingest", "vocab", "features", "train", "evaluate", "package"]
     params = load_params()
     for name, stage in stages.items():
         assert stage["cmd"].startswith(f"imagelingo {name} "), name

@@ -18,7 +18,7 @@ from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
 from imagelingo.encoders import SPECS, caption_image_files
 from imagelingo.errors import QualityGateError
-from imagelingo.evaluate import evaluate
+from imagelingo.evaluate import EvaluateConfig, evaluate
 from imagelingo.inference.captioner import save_model_dir
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
 from imagelingo.metrics import bleu_scores
@@ -69,8 +69,7 @@ def test_evaluate_writes_metrics_and_a_report_with_images_and_attention(
         pipeline_dirs["features"],
         pipeline_dirs["dataset"],
         tmp_path,
-        beam_width=3,
-        report_samples=4,
+        EvaluateConfig(beam_width=3, report_samples=4),
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
@@ -91,7 +90,7 @@ def test_quality_gate_fails_with_a_clear_message_and_keeps_the_metrics(
             pipeline_dirs["features"],
             pipeline_dirs["dataset"],
             tmp_path,
-            min_bleu4=0.99,
+            EvaluateConfig(min_bleu4=0.99),
         )
     assert (tmp_path / "metrics.json").is_file()
 

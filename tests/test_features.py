@@ -9,7 +9,7 @@ from PIL import Image
 
 from imagelingo.encoders import SPECS, build_encoder, preprocess
 from imagelingo.errors import ImageLingoError
-from imagelingo.features import FeatureStore, extract_features
+from imagelingo.features import FeaturesConfig, FeatureStore, extract_features
 
 
 def test_store_holds_fp16_grids_for_every_split(pipeline_dirs):
@@ -69,7 +69,9 @@ def test_killed_extraction_resumes_where_it_stopped(pipeline_dirs, tmp_path):
     partial.flush()
     del partial
 
-    record = extract_features(pipeline_dirs["dataset"], features, batch_size=16, num_workers=0)
+    record = extract_features(
+        pipeline_dirs["dataset"], features, FeaturesConfig(batch_size=16, num_workers=0)
+    )
     assert record["images_encoded_this_run"] == len(complete) - 16
     np.testing.assert_array_equal(np.load(features / "train.npy"), complete)
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from imagelingo.cli import main
 from imagelingo.data.dataset import load_records
-from imagelingo.ingest import ingest
+from imagelingo.ingest import IngestConfig, ingest
 
 
 @pytest.fixture
@@ -18,7 +18,9 @@ def raw_copy(synthetic_source, tmp_path):
 
 
 def test_synthetic_source_gives_all_splits_with_five_captions_each(tmp_path):
-    record = ingest("synthetic", tmp_path / "ds", tmp_path / "cache", synthetic_images=40)
+    record = ingest(
+        "synthetic", tmp_path / "ds", tmp_path / "cache", IngestConfig(synthetic_images=40)
+    )
     records = load_records(tmp_path / "ds")
     assert len(records) == 40
     assert {r.split for r in records} == {"train", "dev", "test"}
@@ -27,8 +29,9 @@ def test_synthetic_source_gives_all_splits_with_five_captions_each(tmp_path):
 
 
 def test_synthetic_dataset_is_deterministic(tmp_path):
-    ingest("synthetic", tmp_path / "a", tmp_path / "cache_a", synthetic_images=20, seed=3)
-    ingest("synthetic", tmp_path / "b", tmp_path / "cache_b", synthetic_images=20, seed=3)
+    config = IngestConfig(synthetic_images=20, seed=3)
+    ingest("synthetic", tmp_path / "a", tmp_path / "cache_a", config)
+    ingest("synthetic", tmp_path / "b", tmp_path / "cache_b", config)
     assert (tmp_path / "a" / "captions.jsonl").read_text() == (
         tmp_path / "b" / "captions.jsonl"
     ).read_text()

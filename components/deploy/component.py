@@ -13,14 +13,24 @@ def deploy(
     storage_uri: str,
     canary_traffic_percent: int,
     protocol_version: str,
+    mode: str,
+    runtime: str,
+    service_account: str,
+    s3_secret: str,
+    cpu_request: str,
+    cpu_limit: str,
+    memory_request: str,
+    memory_limit: str,
+    min_replicas: int,
+    max_replicas: int,
+    timeout_s: int,
     evaluation: Input[Artifact],
     deployment: Output[Artifact],
-    mode: str = "Knative",
-    runtime: str = "imagelingo-torchserve",
 ) -> str:
     """Upload the model store to its own versioned prefix and create or replace the
     InferenceService ("kserve": checks the namespace, Secret, runtime and bucket first), or render
-    it ("local"); then mark the evaluated registry version as production. Returns the URL."""
+    it ("local"); then mark the evaluated registry version as production. Returns the URL.
+    The settings: params.yaml `deploy`."""
     import os
     from pathlib import Path
 
@@ -35,6 +45,15 @@ def deploy(
         protocol_version=protocol_version,
         mode=mode,
         runtime=runtime,
+        service_account=service_account,
+        s3_secret=s3_secret,
+        cpu_request=cpu_request,
+        cpu_limit=cpu_limit,
+        memory_request=memory_request,
+        memory_limit=memory_limit,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        timeout_s=timeout_s,
     )
     record = deploy(
         Path(model_store.path),

@@ -10,21 +10,33 @@ def evaluate(
     features: Input[Dataset],
     dataset: Input[Dataset],
     beam_width: int,
+    max_len: int,
+    length_penalty: float,
+    report_samples: int,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
 ) -> float:
     """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report; returns BLEU-4,
     which the pipeline's dsl.If gates on. (A single return value: kfp.local resolves a
-    condition on `Output` but not on named outputs.) The registry version is in `evaluation`."""
+    condition on `Output` but not on named outputs.) The registry version is in `evaluation`.
+    The gate itself is the pipeline's (a skipped deploy, not a failed run), so the evaluation
+    here gates at 0 and always registers the model version."""
     import json
     import shutil
     from pathlib import Path
 
-    from imagelingo.evaluate import evaluate
+    from imagelingo.evaluate import EvaluateConfig, evaluate
 
+    config = EvaluateConfig(
+        beam_width=beam_width,
+        max_len=max_len,
+        length_penalty=length_penalty,
+        min_bleu4=0.0,
+        report_samples=report_samples,
+    )
     record = evaluate(
-        Path(model.path), Path(features.path), Path(dataset.path), Path(evaluation.path), beam_width
+        Path(model.path), Path(features.path), Path(dataset.path), Path(evaluation.path), config
     )
     for name in ("bleu1", "bleu2", "bleu3", "bleu4"):
         metrics.log_metric(name, record["metrics"][name])

@@ -15,11 +15,10 @@ def features(
     """Every image through the pretrained encoder: fp16 region grids per split."""
     from pathlib import Path
 
-    from imagelingo.features import extract_features
+    from imagelingo.features import FeaturesConfig, extract_features
 
-    record = extract_features(
-        Path(dataset.path), Path(features.path), encoder, None, batch_size, num_workers
-    )
+    config = FeaturesConfig(encoder=encoder, batch_size=batch_size, num_workers=num_workers)
+    record = extract_features(Path(dataset.path), Path(features.path), config)
     features.metadata.update(
         {"encoder": encoder, "images_per_second": record["images_per_second"] or 0.0}
     )

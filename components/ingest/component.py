@@ -19,15 +19,14 @@ def ingest(
     import os
     from pathlib import Path
 
-    from imagelingo.ingest import ingest
+    from imagelingo.ingest import IngestConfig, ingest
 
     cache = Path(os.environ.get("IMAGELINGO_CACHE", "/tmp/imagelingo-cache"))
     record = ingest(
         source,
         Path(dataset.path),
         cache,
-        synthetic_images,
-        seed,
+        IngestConfig(synthetic_images=synthetic_images, seed=seed),
         os.environ.get("AWS_ENDPOINT_URL"),
     )
     dataset.metadata.update({k: v for k, v in record["counts"].items() if not isinstance(v, dict)})

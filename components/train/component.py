@@ -14,11 +14,20 @@ def train(
     batch_size: int,
     lr: float,
     lr_decay: float,
+    alpha_c: float,
+    grad_clip: float,
     patience: int,
+    max_caption_len: int,
+    val_max_len: int,
+    embed_dim: int,
+    hidden_dim: int,
+    attention_dim: int,
+    context_dim: int,
+    dropout: float,
     checkpoint_root: str,
     model: Output[Model],
 ) -> float:
-    """The attention LSTM decoder; returns its best dev BLEU-4. Other settings: params.yaml.
+    """The attention LSTM decoder; returns its best dev BLEU-4. The settings: params.yaml `train`.
     With `checkpoint_root` (s3:// on a cluster) every epoch's checkpoint is kept under it, at a
     location derived from this task's inputs: a retried pod resumes from the last epoch."""
     import os
@@ -27,7 +36,21 @@ def train(
     from imagelingo.train import TrainConfig, checkpoint_location, train
 
     config = TrainConfig(
-        seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, patience=patience
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_decay=lr_decay,
+        alpha_c=alpha_c,
+        grad_clip=grad_clip,
+        patience=patience,
+        max_caption_len=max_caption_len,
+        val_max_len=val_max_len,
+        embed_dim=embed_dim,
+        hidden_dim=hidden_dim,
+        attention_dim=attention_dim,
+        context_dim=context_dim,
+        dropout=dropout,
     )
     vocab_path = Path(vocab.path) / "vocab.json"
     checkpoint_uri = None

@@ -141,7 +141,7 @@ def train_small_model(root: Path) -> Path:
     sys.path.insert(0, str(REPO / "src"))
     from imagelingo.data.synthetic import generate_synthetic
     from imagelingo.data.vocab import build_vocab_stage
-    from imagelingo.features import extract_features
+    from imagelingo.features import FeaturesConfig, extract_features
     from imagelingo.ingest import ingest
     from imagelingo.train import TrainConfig, train
 
@@ -154,7 +154,9 @@ def train_small_model(root: Path) -> Path:
     source = generate_synthetic(root / "raw", 240, seed=0)
     ingest(str(source), root / "dataset", root / "cache")
     build_vocab_stage(root / "dataset", root / "vocab", min_freq=1)
-    extract_features(root / "dataset", root / "features", batch_size=16, num_workers=0)
+    extract_features(
+        root / "dataset", root / "features", FeaturesConfig(batch_size=16, num_workers=0)
+    )
     brief = TrainConfig(epochs=6, batch_size=32, lr=1e-3, lr_decay=1.0, patience=6)
     train(root / "dataset", root / "vocab" / "vocab.json", root / "features", model, brief)
     return model

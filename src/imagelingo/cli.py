@@ -24,79 +24,54 @@ import os
 import sys
 from pathlib import Path
 
-from imagelingo.config import apply_overrides, load_params
+from imagelingo.config import ServeConfig, VocabConfig, apply_overrides, from_params, load_params
 from imagelingo.errors import ImageLingoError, QualityGateError
 
 DEFAULT_CACHE = Path(os.environ.get("IMAGELINGO_CACHE", Path.home() / ".cache" / "imagelingo"))
 
 
-def _train_config(params: dict):
-    from imagelingo.train import TrainConfig
-
-    return TrainConfig(**params["train"])
-
-
 def run_ingest(args, params: dict) -> dict:
-    from imagelingo.ingest import ingest
+    from imagelingo.ingest import IngestConfig, ingest
 
-    return ingest(
-        args.source,
-        args.out,
-        args.cache,
-        params["ingest"]["synthetic_images"],
-        params["ingest"]["seed"],
-        args.s3_endpoint_url,
-        args.strict,
-    )
+    config = from_params(IngestConfig, params)
+    return ingest(args.source, args.out, args.cache, config, args.s3_endpoint_url, args.strict)
 
 
 def run_vocab(args, params: dict) -> dict:
     from imagelingo.data.vocab import build_vocab_stage
 
-    return build_vocab_stage(args.dataset, args.out, params["vocab"]["min_freq"])
+    return build_vocab_stage(args.dataset, args.out, from_params(VocabConfig, params).min_freq)
 
 
 def run_features(args, params: dict) -> dict:
-    from imagelingo.features import extract_features
+    from imagelingo.features import FeaturesConfig, extract_features
 
-    p = params["features"]
-    return extract_features(
-        args.dataset,
-        args.out,
-        p["encoder"],
-        args.encoder_weights,
-        p["batch_size"],
-        p["num_workers"],
-    )
+    config = from_params(FeaturesConfig, params)
+    return extract_features(args.dataset, args.out, config, args.encoder_weights)
 
 
 def run_train(args, params: dict) -> dict:
-    from imagelingo.train import train
+    from imagelingo.train import TrainConfig, train
 
-    return train(
-        args.dataset, args.vocab, args.features, args.out, _train_config(params), resume=args.resume
-    )
+    config = from_params(TrainConfig, params)
+    return train(args.dataset, args.vocab, args.features, args.out, config, resume=args.resume)
+
+
+def _evaluate_config(params: dict):
+    from imagelingo.evaluate import EvaluateConfig
+
+    return from_params(EvaluateConfig, params)
 
 
 def run_evaluate(args, params: dict) -> dict:
     from imagelingo.evaluate import evaluate
 
-    p = params["evaluate"]
-    return evaluate(
-        args.model,
-        args.features,
-        args.dataset,
-        args.out,
-        p["beam_width"],
-        p["max_len"],
-        p["length_penalty"],
-        p["min_bleu4"],
-        p["report_samples"],
-    )
+    config = _evaluate_config(params)
+    return evaluate(args.model, args.features, args.dataset, args.out, config)
 
 
 def run_caption(args, params: dict) -> dict:
-    p = params["evaluate"]
+    p = _evaluate_config(params)
     if (args.model is None) == (args.url is None):
         raise ImageLingoError("give either --model DIR (local) or --url URL (a served model)")
     if args.url:
@@ -107,54 +82,31 @@ def run_caption(args, params: dict) -> dict:
             if not path.is_file():
                 raise ImageLingoError(f"image file not found: {path}")
             images.append(path.read_bytes())
-        options = {"beam_width": p["beam_width"], "max_len": p["max_len"]}
+        options = {"beam_width": p.beam_width, "max_len": p.max_len}
         served = caption_remote(args.url, images, args.protocol, args.model_name, options)
         texts = [s["caption"] for s in served]
     else:
         from imagelingo.encoders import caption_image_files
 
-        captions = caption_image_files(args.model, args.images, p["beam_width"], p["max_len"])
+        captions = caption_image_files(args.model, args.images, p.beam_width, p.max_len)
         texts = [c.text for c in captions]
     for path, text in zip(args.images, texts, strict=True):
         print(f"{path}\t{text}")
     return {}
 
 
-def _serving_config(params: dict):
-    from imagelingo.serving.package import ServingConfig
-
-    return ServingConfig(**params["package"])
-
-
 def run_package(args, params: dict) -> dict:
-    from imagelingo.serving.package import package_model
+    from imagelingo.serving.package import ServingConfig, package_model
 
-    return package_model(args.model, args.out, _serving_config(params), args.encoder_weights)
-
-
-def _deploy_config(args):
-    from imagelingo.deploy import DeployConfig
-
-    values = {
-        "name": args.name,
-        "namespace": args.namespace,
-        "storage_uri": args.storage_uri,
-        "service_account": args.service_account,
-        "s3_secret": args.s3_secret,
-        "runtime": args.runtime,
-        "mode": args.mode,
-        "protocol_version": args.protocol_version,
-        "canary_traffic_percent": args.canary_traffic_percent,
-        "timeout_s": args.timeout,
-    }
-    return DeployConfig(**{k: v for k, v in values.items() if v is not None})
+    config = from_params(ServingConfig, params)
+    return package_model(args.model, args.out, config, args.encoder_weights)
 
 
 def run_deploy(args, params: dict) -> dict:
     """Roll a packaged model store out on KServe (or render it locally), or move traffic."""
-    from imagelingo.deploy import change_traffic, deploy
+    from imagelingo.deploy import DeployConfig, change_traffic, deploy
 
-    config = _deploy_config(args)
+    config = from_params(DeployConfig, params)
     if args.promote or args.rollback:
         if args.model_store is not None or args.target != "kserve":
             raise ImageLingoError("--promote/--rollback need --target kserve and no model store")
@@ -185,8 +137,8 @@ def run_serve(args, params: dict) -> dict:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    runtime = args.runtime or params["serve"]["runtime"]
-    port = args.port or params["serve"]["port"]
+    serve_config = from_params(ServeConfig, params)
+    runtime, port = serve_config.runtime, serve_config.port
     if runtime == "kserve":
         from imagelingo.serving.kserve_predictor import serve
 
@@ -315,7 +267,7 @@ def run_models(args, params: dict) -> dict:
 
     if args.gate:
         production = production_bleu4()
-        floor = params["evaluate"]["min_bleu4"]
+        floor = _evaluate_config(params).min_bleu4
         # no production model yet: the configured minimum is the gate
         print(f"{floor if production is None else production + args.margin:.4f}")
         return {}
@@ -339,13 +291,13 @@ def _caption_served(work: Path, image: Path, params: dict) -> tuple[str, str]:
     from imagelingo.serving.client import caption_remote
     from imagelingo.serving.local import local_server
 
-    runtime = params["serve"]["runtime"]
+    runtime = from_params(ServeConfig, params).runtime
     if runtime == "torchserve" and shutil.which("java") is None:
         print("Java not found: serving with the kserve predictor instead of TorchServe")
         runtime = "kserve"
     print(f"== serve ({runtime} on 127.0.0.1)", flush=True)
     with local_server(runtime, work / "store", work / "serve") as server:
-        options = {"beam_width": params["evaluate"]["beam_width"]}
+        options = {"beam_width": _evaluate_config(params).beam_width}
         served = caption_remote(server.url, [image.read_bytes()], "v1", parameters=options)
         return served[0]["caption"], server.url
 
@@ -434,8 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_store", type=Path, nargs="?", help="directory from `imagelingo package`")
     p.add_argument("--target", choices=("local", "kserve"), default="local")
     p.add_argument("--out", type=Path, default=Path("runs/deploy"), help="rendered YAML, metadata")
-    p.add_argument("--name", help="InferenceService name (default imagelingo)")
-    p.add_argument("--namespace", help="default imagelingo")
+    # The flags below stand for `-p deploy.<flag>`: their defaults are params.yaml's.
+    p.add_argument("--name", help="InferenceService name")
+    p.add_argument("--namespace", help="its namespace")
     p.add_argument(
         "--storage-uri", help="s3://bucket/prefix; each model version goes to PREFIX/<version>/"
     )
@@ -445,13 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runtime",
         choices=("imagelingo-torchserve", "kserve-torchserve", "imagelingo-kserve"),
-        help="ServingRuntime (default imagelingo-torchserve)",
+        help="ServingRuntime",
     )
-    p.add_argument("--service-account", help="the predictor's (default imagelingo-deployer)")
-    p.add_argument("--s3-secret", help="Secret KServe reads the bucket with (imagelingo-s3)")
+    p.add_argument("--service-account", help="the predictor's ServiceAccount")
+    p.add_argument("--s3-secret", help="Secret KServe reads the bucket with")
     p.add_argument("--s3-endpoint-url", help="S3 API endpoint (MinIO); default AWS_ENDPOINT_URL")
     p.add_argument("--model-version", default="", help="registry version to mark production")
-    p.add_argument("--timeout", type=int, help="seconds to wait for Ready (default 600)")
+    p.add_argument("--timeout", type=int, help="seconds to wait for Ready (deploy.timeout_s)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--promote", action="store_true", help="all traffic to the canary")
     group.add_argument("--rollback", action="store_true", help="back to the previous version")
@@ -522,18 +475,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags that are shorthand for a parameter, per command: `evaluate --beam-width 5` is
+# `-p evaluate.beam_width=5`. (Per command: submit's --namespace is not deploy's.)
+DEPLOY_FLAGS = (
+    "name",
+    "namespace",
+    "storage_uri",
+    "service_account",
+    "s3_secret",
+    "runtime",
+    "mode",
+    "protocol_version",
+    "canary_traffic_percent",
+)
+SHORTHAND = {
+    "features": {"encoder": "features.encoder"},
+    "evaluate": {"beam_width": "evaluate.beam_width", "min_bleu4": "evaluate.min_bleu4"},
+    "caption": {"beam_width": "evaluate.beam_width"},
+    "serve": {"runtime": "serve.runtime", "port": "serve.port"},
+    "deploy": {**{f: f"deploy.{f}" for f in DEPLOY_FLAGS}, "timeout": "deploy.timeout_s"},
+}
+
+
 def _shorthand_overrides(args) -> dict:
-    """Flags that are shorthand for a parameter (--encoder, --beam-width, --min-bleu4)."""
-    shorthand = {
-        "encoder": "features.encoder",
-        "beam_width": "evaluate.beam_width",
-        "min_bleu4": "evaluate.min_bleu4",
-    }
     return {
         key: getattr(args, name)
-        for name, key in shorthand.items()
+        for name, key in SHORTHAND.get(args.command, {}).items()
         if getattr(args, name, None) is not None
     }
+
+
+def resolve_params(args) -> dict:
+    """params.yaml (or --params), then the demo's overrides, -p overrides, shorthand flags."""
+    params = load_params(args.params)
+    if args.command == "demo":
+        params = apply_overrides(params, params.get("demo", {}))
+    params = apply_overrides(params, args.param)
+    return apply_overrides(params, _shorthand_overrides(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,12 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        params = load_params(args.params)
-        if args.command == "demo":
-            params = apply_overrides(params, params.get("demo", {}))
-        params = apply_overrides(params, args.param)
-        params = apply_overrides(params, _shorthand_overrides(args))
-        record = args.run(args, params)
+        record = args.run(args, resolve_params(args))
     except QualityGateError as exc:
         print(f"imagelingo {args.command}: {exc}", file=sys.stderr)
         return 3

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -32,6 +34,12 @@ def find_params_file(explicit: Path | None = None) -> Path:
 
 def load_params(path: Path | None = None) -> dict[str, dict[str, Any]]:
     params_file = find_params_file(path)
+    return copy.deepcopy(_parse(params_file.resolve(), params_file.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse(params_file: Path, mtime_ns: int) -> dict:
+    """Parsed once per version of the file: every settings object made reads it."""
     try:
         params = yaml.safe_load(params_file.read_text())
     except yaml.YAMLError as exc:
@@ -39,6 +47,48 @@ def load_params(path: Path | None = None) -> dict[str, dict[str, Any]]:
     if not isinstance(params, dict):
         raise ImageLingoError(f"{params_file}: expected a mapping of sections")
     return params
+
+
+Settings = TypeVar("Settings")
+
+
+def settings(section: str):
+    """Class decorator: a frozen dataclass of the settings in params.yaml's `section`. Its fields
+    carry no default of their own: a field not given takes the file's value when the object is
+    made (the file the CLI reads without --params), so params.yaml is their one home."""
+
+    def decorate(cls):
+        for name in cls.__annotations__:
+            if not hasattr(cls, name):
+                setattr(cls, name, dataclasses.field(default_factory=_default(section, name)))
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        cls.SECTION = section
+        return cls
+
+    return decorate
+
+
+def _default(section: str, key: str):
+    def value() -> Any:
+        try:
+            return load_params()[section][key]
+        except (KeyError, TypeError):
+            raise ImageLingoError(f"{find_params_file()}: no {section}.{key}") from None
+
+    return value
+
+
+def from_params(cls: type[Settings], params: dict) -> Settings:
+    """`cls` (a @settings dataclass) from a loaded, overridden params mapping. A key of its
+    section that no field reads is an error, so a setting cannot be silently ignored."""
+    values = params.get(cls.SECTION, {})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unread = sorted(set(values) - fields)
+    if unread:
+        raise ImageLingoError(
+            f"params section {cls.SECTION!r}: {', '.join(unread)} not read by {cls.__name__}"
+        )
+    return cls(**values)
 
 
 def apply_overrides(params: dict, overrides: list[str] | dict[str, Any]) -> dict:
@@ -63,3 +113,21 @@ def _split_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ImageLingoError(f"parameter override {text!r}: expected section.key=value")
     return key.strip(), yaml.safe_load(raw)
+
+
+# Settings whose code has no module of its own to hold them: the vocab stage's function lives in
+# data/vocab.py, part of the inference code the MAR ships, which imports no other project module;
+# `serve` is read by the CLI alone.
+@settings("vocab")
+class VocabConfig:
+    """params.yaml's `vocab` section."""
+
+    min_freq: int
+
+
+@settings("serve")
+class ServeConfig:
+    """params.yaml's `serve` section: `imagelingo serve` and `imagelingo demo`."""
+
+    runtime: str
+    port: int

@@ -43,10 +43,11 @@ import hashlib
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from imagelingo.config import settings
 from imagelingo.errors import ImageLingoError
 
 TARGETS = ("local", "kserve")
@@ -75,7 +76,6 @@ RUNTIMES = {
     "kserve-torchserve": "ClusterServingRuntime",
     "imagelingo-kserve": "ServingRuntime",
 }
-DEFAULT_RUNTIME = "imagelingo-torchserve"
 # Knative: in-flight requests per replica (one full TorchServe batch); Standard: CPU utilization %.
 DEFAULT_SCALE = {"Knative": ("concurrency", 8), "Standard": ("cpu", 80)}
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -95,24 +95,26 @@ CONTAINER_SECURITY = {
 }
 
 
-@dataclass(frozen=True)
+@settings("deploy")
 class DeployConfig:
-    name: str = "imagelingo"
-    namespace: str = "imagelingo"
-    storage_uri: str = ""  # s3://bucket/prefix (kserve); a local folder or "" for target "local"
-    service_account: str = "imagelingo-deployer"
-    s3_secret: str = "imagelingo-s3"
-    runtime: str = DEFAULT_RUNTIME
-    mode: str = "Knative"
-    protocol_version: str = "v1"
-    canary_traffic_percent: int = -1  # -1: no canary (all traffic to the new version)
-    cpu_request: str = "1"
-    cpu_limit: str = "2"
-    memory_request: str = "2Gi"
-    memory_limit: str = "4Gi"
-    min_replicas: int = 1
-    max_replicas: int = 3
-    timeout_s: int = 600
+    """params.yaml's `deploy` section: the defaults and what each means are written there."""
+
+    name: str
+    namespace: str
+    storage_uri: str
+    service_account: str
+    s3_secret: str
+    runtime: str
+    mode: str
+    protocol_version: str
+    canary_traffic_percent: int
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    min_replicas: int
+    max_replicas: int
+    timeout_s: int
 
     def check(self) -> None:
         if self.protocol_version not in ("v1", "v2"):
@@ -652,7 +654,7 @@ def deploy(
     store_dir: Path,
     out_dir: Path,
     target: str = "local",
-    config: DeployConfig = DeployConfig(),
+    config: DeployConfig | None = None,
     client: KubeApi | None = None,
     s3_endpoint_url: str | None = None,
     model_version: str = "",
@@ -663,6 +665,7 @@ def deploy(
 
     from imagelingo.artifacts import write_metadata
 
+    config = config or DeployConfig()
     config.check()
     if target not in TARGETS:
         raise ImageLingoError(f"unknown deploy target {target!r}; expected one of {TARGETS}")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadata
+from imagelingo.config import settings
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.errors import ImageLingoError, QualityGateError
@@ -18,22 +19,32 @@ from imagelingo.registry import register
 log = logging.getLogger(__name__)
 
 
+@settings("evaluate")
+class EvaluateConfig:
+    """params.yaml's `evaluate` section: the defaults and what each means are written there."""
+
+    beam_width: int
+    max_len: int
+    length_penalty: float
+    min_bleu4: float
+    report_samples: int
+
+
 def evaluate(
     model_dir: Path,
     features_dir: Path,
     dataset_dir: Path,
     out_dir: Path,
-    beam_width: int = 3,
-    max_len: int = 30,
-    length_penalty: float = 0.0,
-    min_bleu4: float = 0.0,
-    report_samples: int = 12,
+    config: EvaluateConfig | None = None,
     split: str = "test",
     mlflow_tracking_uri: str | None = None,
 ) -> dict:
     """Score the model on `split`; write metrics.json and report.html; enforce the quality gate."""
     from imagelingo.report import write_report
 
+    config = config or EvaluateConfig()
+    beam_width, max_len, length_penalty = config.beam_width, config.max_len, config.length_penalty
+    min_bleu4, report_samples = config.min_bleu4, config.report_samples
     started = time.perf_counter()
     if beam_width < 1:
         raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadata
+from imagelingo.config import settings
 from imagelingo.data.dataset import SPLITS, load_records
 from imagelingo.encoders import EncoderSpec, build_encoder, preprocess
 from imagelingo.errors import ImageLingoError
@@ -46,15 +47,24 @@ def _fingerprint(spec: EncoderSpec, weights: Path | None, names: list[str]) -> s
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+@settings("features")
+class FeaturesConfig:
+    """params.yaml's `features` section: the defaults and what each means are written there."""
+
+    encoder: str
+    batch_size: int
+    num_workers: int
+
+
 def extract_features(
     dataset_dir: Path,
     out_dir: Path,
-    encoder: str = "efficientnet_lite0",
+    config: FeaturesConfig | None = None,
     encoder_weights: Path | None = None,
-    batch_size: int = 32,
-    num_workers: int = 2,
 ) -> dict:
     """Encode every ingested image; resume a killed run; return the metadata record."""
+    config = config or FeaturesConfig()
+    encoder, batch_size, num_workers = config.encoder, config.batch_size, config.num_workers
     started = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     model, spec = build_encoder(encoder, encoder_weights)

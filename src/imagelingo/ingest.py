@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from imagelingo.artifacts import write_metadata
+from imagelingo.config import settings
 from imagelingo.data import flickr8k
 from imagelingo.data.dataset import SPLITS, ImageRecord, write_records
 from imagelingo.data.synthetic import generate_synthetic
@@ -96,16 +97,25 @@ def _report_skipped(skipped: list[dict[str, str]], out_dir: Path) -> None:
         )
 
 
+@settings("ingest")
+class IngestConfig:
+    """params.yaml's `ingest` section: the defaults and what each means are written there."""
+
+    synthetic_images: int
+    seed: int
+
+
 def ingest(
     source: str,
     out_dir: Path,
     cache_dir: Path,
-    synthetic_images: int = 600,
-    seed: int = 0,
+    config: IngestConfig | None = None,
     s3_endpoint_url: str | None = None,
     strict: bool = False,
 ) -> dict:
     """Run the ingest stage and return its metadata record."""
+    config = config or IngestConfig()
+    synthetic_images, seed = config.synthetic_images, config.seed
     started = time.perf_counter()
     root = resolve_source(source, Path(cache_dir), synthetic_images, seed, s3_endpoint_url)
     layout = flickr8k.locate_layout(root)

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from imagelingo.artifacts import write_metadata
+from imagelingo.config import settings
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
@@ -41,23 +42,25 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
-@dataclass(frozen=True)
+@settings("train")
 class TrainConfig:
-    seed: int = 42
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_decay: float = 0.8  # lr at epoch e is lr * lr_decay**(e-1): no scheduler state to save
-    alpha_c: float = 1.0  # weight of the doubly stochastic attention penalty
-    grad_clip: float = 5.0
-    patience: int = 3  # epochs without a better validation BLEU-4 before stopping
-    max_caption_len: int = 40  # longer training captions are cut (counted, not dropped)
-    val_max_len: int = 30
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention_dim: int = 256
-    context_dim: int = 512
-    dropout: float = 0.5
+    """params.yaml's `train` section: the defaults and what each means are written there."""
+
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_decay: float  # applied per epoch by hand: no scheduler state to save
+    alpha_c: float
+    grad_clip: float
+    patience: int
+    max_caption_len: int
+    val_max_len: int
+    embed_dim: int
+    hidden_dim: int
+    attention_dim: int
+    context_dim: int
+    dropout: float
 
 
 def _encode_captions(
@@ -143,7 +146,7 @@ def train(
     vocab_path: Path,
     features_dir: Path,
     out_dir: Path,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     resume: bool = False,
     mlflow_tracking_uri: str | None = None,
     checkpoint_uri: str | None = None,
@@ -153,6 +156,7 @@ def train(
     `checkpoint_uri`, mirror the checkpoint there every epoch and resume from it."""
     from imagelingo.storage import get_files, put_files
 
+    config = config or TrainConfig()
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

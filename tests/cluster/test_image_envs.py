@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from image_envs import build_env, run_component  # noqa: E402
 
 P = load_params()
+# evaluate's inputs from params.yaml; the gate (min_bleu4) is the pipeline's, not an input
+EVALUATE = {k: v for k, v in P["evaluate"].items() if k != "min_bleu4"}
 TIMINGS: dict[str, float] = {}
 
 
@@ -135,6 +137,7 @@ def trained(envs, mlflow_server, tmp_path_factory):
         (
             "train",
             lambda o: {
+                **P["train"],
                 "dataset": o["ingest"]["dataset"],
                 "vocab": o["vocab"]["vocab"],
                 "features": o["features"]["features"],
@@ -150,13 +153,14 @@ def trained(envs, mlflow_server, tmp_path_factory):
         (
             "evaluate",
             lambda o: {
+                **EVALUATE,
                 "model": o["train"]["model"],
                 "features": o["features"]["features"],
                 "dataset": o["ingest"]["dataset"],
                 "beam_width": 2,
             },
         ),
-        ("package", lambda o: {"model": o["train"]["model"]}),
+        ("package", lambda o: {**P["package"], "model": o["train"]["model"]}),
     ]
     outputs = {}
     for stage, arguments in steps:
@@ -197,6 +201,7 @@ def test_the_training_image_runs_its_compiled_components(trained):
 def test_a_cluster_pod_without_the_mlflow_secret_fails_with_a_clear_message(envs, trained):
     outputs = trained["outputs"]
     arguments = {
+        **EVALUATE,
         "model": outputs["train"]["model"],
         "features": outputs["features"]["features"],
         "dataset": outputs["ingest"]["dataset"],
@@ -222,13 +227,9 @@ def test_the_deploy_image_runs_deploy_and_moves_the_registry_alias(envs, trained
     version = evaluation["model_version"]
     assert version, "evaluate registered no model version"
     arguments = {
+        **P["deploy"],
         "model_store": outputs["package"]["model_store"],
         "target": "local",
-        "name": "imagelingo",
-        "namespace": "imagelingo",
-        "storage_uri": "",
-        "canary_traffic_percent": -1,
-        "protocol_version": "v1",
         "evaluation": outputs["evaluate"]["evaluation"],
     }
     started = time.perf_counter()

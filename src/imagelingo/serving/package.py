@@ -30,12 +30,13 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from imagelingo.artifacts import write_metadata
+from imagelingo.config import settings
 from imagelingo.encoders import load_captioner
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.captioner import (
@@ -60,23 +61,22 @@ RUNTIME_MODULES = (
 HANDLER_ENTRY = Path(__file__).with_name("mar_entry.py")
 
 
-@dataclass(frozen=True)
+@settings("package")
 class ServingConfig:
-    """TorchServe's per-model settings, written into config.properties' model_snapshot."""
+    """TorchServe's per-model settings, written into config.properties' model_snapshot:
+    params.yaml's `package` section, where the defaults and what each means are written."""
 
-    model_name: str = "imagelingo"
-    batch_size: int = 8
-    max_batch_delay_ms: int = 20
-    min_workers: int = 1
-    max_workers: int = 1
-    response_timeout_s: int = 120
-    # bytes: Netty's outer cap (a bare 413 and a closed connection above it). The documented
-    # limit, protocol.MAX_REQUEST_BYTES (10 MiB), is lower and enforced by the handler with a
-    # JSON 413, so that bodies between the two are read and their client sees the 413.
-    max_request_size: int = 32 * 1024 * 1024
-    # TorchServe starts workers with OMP_NUM_THREADS=1; the handler sets this many torch threads
-    # per worker instead (CPU limit / workers). 0 leaves torch's default.
-    torch_threads: int = 2
+    model_name: str
+    batch_size: int
+    max_batch_delay_ms: int
+    min_workers: int
+    max_workers: int
+    response_timeout_s: int
+    # Netty's outer cap, above the handler's documented protocol.MAX_REQUEST_BYTES: bodies
+    # between the two are read, so their client gets the handler's JSON 413.
+    max_request_size: int
+    # TorchServe starts workers with OMP_NUM_THREADS=1; the handler sets this many instead.
+    torch_threads: int
 
 
 def export_bundle(
@@ -248,11 +248,12 @@ def archive(staging: Path, export_dir: Path, config: ServingConfig, version: str
 def package_model(
     model_dir: Path,
     out_dir: Path,
-    config: ServingConfig = ServingConfig(),
+    config: ServingConfig | None = None,
     encoder_weights: Path | None = None,
     version: str = "1.0",
 ) -> dict:
     """Stage 6, package: model directory -> model-store/<name>.mar + config/*.properties."""
+    config = config or ServingConfig()
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="imagelingo-mar-") as tmp:
         staging = Path(tmp)
