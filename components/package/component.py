@@ -15,6 +15,8 @@ def package(
     response_timeout_s: int,
     max_request_size: int,
     torch_threads: int,
+    encoder_precision: str,
+    decoder_precision: str,
     model_store: Output[Model],
 ):
     """Trained model -> KServe model store (model-store/<model_name>.mar + config.properties).
@@ -32,6 +34,8 @@ def package(
         response_timeout_s=response_timeout_s,
         max_request_size=max_request_size,
         torch_threads=torch_threads,
+        encoder_precision=encoder_precision,
+        decoder_precision=decoder_precision,
     )
     record = package_model(Path(model.path), Path(model_store.path), config)
     model_store.metadata.update({"format": "torchserve-mar", **record["counts"]})

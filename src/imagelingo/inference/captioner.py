@@ -19,7 +19,7 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -35,7 +35,8 @@ WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE = "decoder.safetensors", "config.json", "v
 MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE)
 ENCODER_FILE, DECODER_FILE = "encoder.pt", "decoder.pt"
 BUNDLE_FILES = (ENCODER_FILE, DECODER_FILE, CONFIG_FILE, VOCAB_FILE)
-SERVING_FILE = "serving.json"  # optional, in a bundle: {"torch_threads": N}
+SERVING_FILE = "serving.json"  # optional, in a bundle: Speed's fields (params.yaml `package`)
+ENCODER_PRECISIONS, DECODER_PRECISIONS = ("fp32", "bf16"), ("fp32", "int8")
 
 
 @dataclass
@@ -49,6 +50,42 @@ class Caption:
         return " ".join(self.words)
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How a served captioner runs: the bundle's serving.json, written from params.yaml's
+    `package` section. Without the file a bundle runs as trained: fp32, torch's threads.
+    The precisions are kept only while the served test BLEU-4 stays within 0.002 of fp32's
+    (benchmarks/RESULTS.md, serving)."""
+
+    torch_threads: int = 0  # 0: torch's default
+    # bf16: the encoder under CPU autocast, on CPUs with native bf16 (AVX-512 BF16, AMX);
+    # elsewhere it would be emulated and slower, so it stays fp32 there
+    encoder_precision: str = "fp32"
+    # int8: dynamic quantization of the decoder's Linear and LSTMCell weights
+    decoder_precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.encoder_precision not in ENCODER_PRECISIONS:
+            raise ImageLingoError(
+                f"encoder_precision {self.encoder_precision!r}: expected one of "
+                f"{', '.join(ENCODER_PRECISIONS)}"
+            )
+        if self.decoder_precision not in DECODER_PRECISIONS:
+            raise ImageLingoError(
+                f"decoder_precision {self.decoder_precision!r}: expected one of "
+                f"{', '.join(DECODER_PRECISIONS)}"
+            )
+
+    @classmethod
+    def read(cls, bundle_dir: Path) -> Speed:
+        settings = Path(bundle_dir) / SERVING_FILE
+        data = json.loads(settings.read_text()) if settings.is_file() else {}
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ImageLingoError(f"{settings}: unknown settings {unknown}")
+        return cls(**data)
+
+
 class Captioner:
     def __init__(
         self,
@@ -56,9 +93,20 @@ class Captioner:
         vocab: Vocab,
         spec: EncoderSpec,
         encoder: torch.nn.Module | None = None,
+        speed: Speed = Speed(),
     ) -> None:
-        self.decoder, self.vocab, self.spec = decoder.eval(), vocab, spec
+        self.vocab, self.spec, self.speed = vocab, spec, speed
+        self.decoder = decoder.eval()
+        if speed.decoder_precision == "int8":
+            with warnings.catch_warnings():
+                # newer torch points to torchao for this; the runtime's torch 2.1 has no torchao
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                self.decoder = torch.ao.quantization.quantize_dynamic(
+                    self.decoder, {torch.nn.Linear, torch.nn.LSTMCell}, dtype=torch.qint8
+                )
         self.encoder = encoder.eval() if encoder is not None else None
+        self.encoder_bf16 = speed.encoder_precision == "bf16" and native_bf16()
 
     @property
     def image_size(self) -> int:
@@ -86,26 +134,31 @@ class Captioner:
         missing = [name for name in BUNDLE_FILES if not (bundle_dir / name).is_file()]
         if missing:
             raise ImageLingoError(f"{bundle_dir}: not a serving bundle, missing {missing}")
-        apply_thread_setting(bundle_dir)
+        speed = Speed.read(bundle_dir)
+        apply_thread_setting(speed.torch_threads)
         state = torch.load(bundle_dir / DECODER_FILE, map_location="cpu", weights_only=True)
         with warnings.catch_warnings():  # TorchScript is deprecated upstream; see package.py
             warnings.simplefilter("ignore", FutureWarning)
             encoder = torch.jit.load(str(bundle_dir / ENCODER_FILE), map_location="cpu")
-        return cls._from_files(bundle_dir, state, encoder)
+        return cls._from_files(bundle_dir, state, encoder, speed)
 
     @classmethod
     def _from_files(
-        cls, directory: Path, state: dict, encoder: torch.nn.Module | None = None
+        cls,
+        directory: Path,
+        state: dict,
+        encoder: torch.nn.Module | None = None,
+        speed: Speed = Speed(),
     ) -> Captioner:
         config = json.loads((directory / CONFIG_FILE).read_text())
         decoder = CaptionDecoder(DecoderConfig(**config["decoder"]))
         decoder.load_state_dict(state)
         spec = EncoderSpec.from_dict(config["encoder"])
-        return cls(decoder, Vocab.load(directory / VOCAB_FILE), spec, encoder)
+        return cls(decoder, Vocab.load(directory / VOCAB_FILE), spec, encoder, speed)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Normalised images [N, 3, S, S] -> region features [N, R, F]: the one place the
-        encoder runs (its dtype, memory format)."""
+        """Normalised images [N, 3, S, S] -> fp32 region features [N, R, F]: the one place the
+        encoder runs (its precision, memory format)."""
         if self.encoder is None:
             raise ImageLingoError(
                 "this captioner has no encoder: load a serving bundle, or a model directory "
@@ -113,8 +166,14 @@ class Captioner:
             )
         # channels_last runs the depthwise convolutions ~30% faster on CPU (RESULTS.md); the
         # features differ by ~1e-5, far below the fp16 rounding of the training features.
-        with torch.inference_mode():
-            return self.encoder(pixels.contiguous(memory_format=torch.channels_last))
+        # bf16 autocast halves the encoder's time on these CPUs (RESULTS.md, serving); it works
+        # on the TorchScript trace too, in the runtime's torch 2.1 as in training's torch.
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder_bf16),
+        ):
+            features = self.encoder(pixels.contiguous(memory_format=torch.channels_last))
+        return features.float()
 
     def caption_features(
         self,
@@ -185,13 +244,17 @@ def save_model_dir(
     vocab.save(model_dir / VOCAB_FILE)
 
 
-def apply_thread_setting(bundle_dir: Path) -> None:
+def apply_thread_setting(configured: int) -> None:
     """torch threads for this worker: $IMAGELINGO_TORCH_THREADS, else the bundle's setting.
     (TorchServe launches workers with OMP_NUM_THREADS=1, which halves throughput on 2 cores.)"""
-    settings = bundle_dir / SERVING_FILE
-    configured = (
-        json.loads(settings.read_text()).get("torch_threads", 0) if settings.is_file() else 0
-    )
     threads = int(os.environ.get("IMAGELINGO_TORCH_THREADS") or configured)
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's own test: AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

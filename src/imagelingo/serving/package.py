@@ -45,6 +45,7 @@ from imagelingo.inference.captioner import (
     ENCODER_FILE,
     SERVING_FILE,
     VOCAB_FILE,
+    Speed,
 )
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -77,13 +78,20 @@ class ServingConfig:
     max_request_size: int
     # TorchServe starts workers with OMP_NUM_THREADS=1; the handler sets this many instead.
     torch_threads: int
+    # How the served model computes (inference.captioner.Speed), written to serving.json.
+    encoder_precision: str
+    decoder_precision: str
+
+    @property
+    def speed(self) -> Speed:
+        return Speed(self.torch_threads, self.encoder_precision, self.decoder_precision)
 
 
 def export_bundle(
     model_dir: Path,
     bundle_dir: Path,
     encoder_weights: Path | None = None,
-    torch_threads: int = 0,
+    speed: Speed = Speed(),
 ) -> None:
     """Write the serving bundle: the encoder traced to TorchScript, the decoder as a state dict."""
     captioner = load_captioner(model_dir, encoder_weights)
@@ -102,7 +110,7 @@ def export_bundle(
     torch.save(captioner.decoder.state_dict(), bundle_dir / DECODER_FILE)
     shutil.copy2(Path(model_dir) / CONFIG_FILE, bundle_dir / CONFIG_FILE)
     shutil.copy2(Path(model_dir) / VOCAB_FILE, bundle_dir / VOCAB_FILE)
-    (bundle_dir / SERVING_FILE).write_text(json.dumps({"torch_threads": torch_threads}))
+    (bundle_dir / SERVING_FILE).write_text(json.dumps(asdict(speed)))
 
 
 def copy_runtime_sources(target: Path) -> None:
@@ -257,7 +265,7 @@ def package_model(
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="imagelingo-mar-") as tmp:
         staging = Path(tmp)
-        export_bundle(Path(model_dir), staging / "files", encoder_weights, config.torch_threads)
+        export_bundle(Path(model_dir), staging / "files", encoder_weights, config.speed)
         copy_runtime_sources(staging / "files")
         (staging / "entry").mkdir()
         shutil.copy2(HANDLER_ENTRY, staging / "entry" / "imagelingo_handler.py")
