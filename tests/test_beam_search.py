@@ -11,6 +11,7 @@ import math
 import torch
 
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig, beam_search
+from imagelingo.train import TrainConfig, decoder_config
 
 START, END, X, Y = 1, 2, 3, 4
 
@@ -41,6 +42,10 @@ class HandBuiltModel:
         return scores, state, torch.ones(len(words), 1)
 
 
+# A small decoder: 30 words, 9 regions of 16 features.
+TINY = DecoderConfig(30, 16, embed_dim=8, hidden_dim=16, attention_dim=8, context_dim=8, dropout=0)
+
+
 def test_beam_finds_the_known_best_sequence_that_greedy_misses():
     features = torch.zeros(1, 1, 1)
     greedy = beam_search(
@@ -63,16 +68,7 @@ def test_each_image_in_a_batch_gets_its_own_best_sequence():
 
 def test_batched_beam_search_equals_one_image_at_a_time():
     torch.manual_seed(0)
-    decoder = CaptionDecoder(
-        DecoderConfig(
-            vocab_size=30,
-            feature_dim=16,
-            embed_dim=8,
-            hidden_dim=16,
-            attention_dim=8,
-            context_dim=8,
-        )
-    ).eval()
+    decoder = CaptionDecoder(TINY).eval()
     features = torch.randn(4, 9, 16)
     together = beam_search(decoder, features, 3, 12, START, END)
     alone = [beam_search(decoder, features[i : i + 1], 3, 12, START, END)[0] for i in range(4)]
@@ -84,7 +80,7 @@ def test_batched_beam_search_equals_one_image_at_a_time():
 
 def test_attention_of_each_word_sums_to_one():
     torch.manual_seed(0)
-    decoder = CaptionDecoder(DecoderConfig(vocab_size=30, feature_dim=16)).eval()
+    decoder = CaptionDecoder(decoder_config(TrainConfig(), vocab_size=30, feature_dim=16)).eval()
     result = beam_search(decoder, torch.randn(1, 9, 16), 3, 6, START, END)[0]
     assert torch.allclose(result.alphas.sum(dim=1), torch.ones(len(result.tokens)), atol=1e-5)
 
@@ -109,10 +105,7 @@ def test_stopping_once_no_live_beam_can_win_changes_nothing(monkeypatch):
     import imagelingo.inference.decoder as model
 
     torch.manual_seed(1)
-    config = DecoderConfig(
-        vocab_size=30, feature_dim=16, embed_dim=8, hidden_dim=16, attention_dim=8, context_dim=8
-    )
-    decoder = CaptionDecoder(config).eval()
+    decoder = CaptionDecoder(TINY).eval()
     decoder.out.bias.data[END] = 2.5  # captions end after a few words, at different steps
     features = torch.randn(6, 9, 16)
     steps = {"early": 0, "full": 0}

@@ -20,8 +20,9 @@ from imagelingo.encoders import SPECS, caption_image_files
 from imagelingo.errors import QualityGateError
 from imagelingo.evaluate import EvaluateConfig, evaluate
 from imagelingo.inference.captioner import save_model_dir
-from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
+from imagelingo.inference.decoder import CaptionDecoder
 from imagelingo.metrics import bleu_scores
+from imagelingo.train import TrainConfig, decoder_config
 
 
 def image_blind_bleu4(dataset_dir) -> float:
@@ -47,7 +48,7 @@ def test_trained_model_beats_untrained_and_image_blind_baselines(
     untrained_dir = tmp_path / "untrained_model"
     save_model_dir(
         untrained_dir,
-        CaptionDecoder(DecoderConfig(len(vocab), 1280)),
+        CaptionDecoder(decoder_config(TrainConfig(), len(vocab), 1280)),
         vocab,
         SPECS["efficientnet_lite0"],
     )

@@ -141,6 +141,19 @@ def checkpoint_location(
 MODEL_FILES = ("decoder.safetensors", "config.json", "vocab.json")
 
 
+def decoder_config(config: TrainConfig, vocab_size: int, feature_dim: int) -> DecoderConfig:
+    """The decoder's shape: the training settings' sizes for this vocabulary and encoder."""
+    return DecoderConfig(
+        vocab_size=vocab_size,
+        feature_dim=feature_dim,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        attention_dim=config.attention_dim,
+        context_dim=config.context_dim,
+        dropout=config.dropout,
+    )
+
+
 def train(
     dataset_dir: Path,
     vocab_path: Path,
@@ -172,17 +185,7 @@ def train(
     samples, truncated = _encode_captions(train_records, train_store, vocab, config.max_caption_len)
 
     torch.manual_seed(config.seed)
-    decoder = CaptionDecoder(
-        DecoderConfig(
-            vocab_size=len(vocab),
-            feature_dim=train_store.spec.feature_dim,
-            embed_dim=config.embed_dim,
-            hidden_dim=config.hidden_dim,
-            attention_dim=config.attention_dim,
-            context_dim=config.context_dim,
-            dropout=config.dropout,
-        )
-    )
+    decoder = CaptionDecoder(decoder_config(config, len(vocab), train_store.spec.feature_dim))
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
     progress = {
         "epoch": 0,

@@ -16,13 +16,15 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 @dataclass(frozen=True)
 class DecoderConfig:
+    # No defaults: training sets them from params.yaml's `train` section (train.decoder_config),
+    # loaders from the model's config.json.
     vocab_size: int
     feature_dim: int
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention_dim: int = 256
-    context_dim: int = 512  # region features are projected to this once per image
-    dropout: float = 0.5
+    embed_dim: int
+    hidden_dim: int
+    attention_dim: int
+    context_dim: int  # region features are projected to this once per image
+    dropout: float
 
     def to_dict(self) -> dict:
         return asdict(self)
