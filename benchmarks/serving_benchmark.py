@@ -13,12 +13,16 @@ it): a ResNet-101 encoder at 256x256, one image at a time, then beam search for 
 behind one lock the way a single unbatched worker serves concurrent clients. Its weights are
 random (timing only), so its decoder rarely says <end>: it decodes exactly as many steps as the
 served captions have words on average (measured first), so both do the same decoding work.
-Appends a section to benchmarks/RESULTS.md.
+Each speed lever (params.yaml `package`: encoder_precision, decoder_precision) is kept only while
+the served Flickr8k test BLEU-4 stays within 0.002 of fp32's: the same model is packaged twice,
+as params.yaml says and all-fp32, and both are timed and scored over HTTP (every test image, one
+per request) in the same run. Appends a section to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -48,6 +52,27 @@ def test_images(flickr8k: Path, count: int) -> list[bytes]:
     layout = locate_layout(flickr8k)
     names = layout.split_files["test"].read_text().split()[:count]
     return [(layout.image_dir / name).read_bytes() for name in names]
+
+
+def test_references(flickr8k: Path) -> tuple[list[bytes], list[list[list[str]]]]:
+    """Every Flickr8k test image and its tokenized reference captions."""
+    from imagelingo.data.flickr8k import locate_layout, parse_token_file
+    from imagelingo.data.text import tokenize
+
+    layout = locate_layout(flickr8k)
+    captions = parse_token_file(layout.token_file).captions
+    names = layout.split_files["test"].read_text().split()
+    images = [(layout.image_dir / name).read_bytes() for name in names]
+    return images, [[tokenize(c) for c in captions[name]] for name in names]
+
+
+def served_bleu4(url: str, images: list[bytes], references, concurrency: int = 8) -> float:
+    """Test BLEU-4 of the captions the server answers, one image per request."""
+    from imagelingo.metrics import bleu_scores
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        answers = list(pool.map(lambda image: caption_remote(url, [image])[0], images))
+    return bleu_scores(references, [answer["tokens"] for answer in answers])["bleu4"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,13 +116,14 @@ def seed_baseline_call(vocab_size: int, decode_steps: int, beam_width: int):
     from PIL import Image
     from torch import nn
 
-    from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig, beam_search
+    from imagelingo.inference.decoder import CaptionDecoder, beam_search
     from imagelingo.inference.preprocess import to_pixels
+    from imagelingo.train import TrainConfig, decoder_config
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet101(weights=None)
     encoder = nn.Sequential(*list(resnet.children())[:-2]).eval()
-    decoder = CaptionDecoder(DecoderConfig(vocab_size=vocab_size, feature_dim=2048)).eval()
+    decoder = CaptionDecoder(decoder_config(TrainConfig(), vocab_size, feature_dim=2048)).eval()
     lock = threading.Lock()
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -123,6 +149,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runtimes", nargs="+", default=["torchserve", "kserve"])
+    parser.add_argument("--no-bleu", action="store_true", help="skip the served test BLEU-4")
     args = parser.parse_args()
 
     from imagelingo.config import load_params
@@ -131,17 +158,28 @@ def main() -> None:
 
     images = test_images(args.images, 48)
     config = ServingConfig(**load_params()["package"])
+    fp32 = dataclasses.replace(config, encoder_precision="fp32", decoder_precision="fp32")
+    test_set = None if args.no_bleu else test_references(args.images)
+    # (name, package settings, runtime): every runtime as params.yaml packages the model, and
+    # the default runtime once more all-fp32, the reference each lever is held to
+    runs = [(runtime, config, runtime) for runtime in args.runtimes]
+    if (config.encoder_precision, config.decoder_precision) != ("fp32", "fp32"):
+        runs.append((f"{args.runtimes[0]} fp32", fp32, args.runtimes[0]))
     results: dict[str, dict[int, dict]] = {}
+    bleu: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="imagelingo-serving-bench-") as tmp:
-        store = Path(tmp) / "store"
-        package_model(args.model, store, config)
-        for runtime in args.runtimes:
-            with local_server(runtime, store, Path(tmp) / runtime) as server:
-                results[runtime] = {
+        for name, settings, runtime in runs:
+            store = Path(tmp) / f"store-{settings.encoder_precision}-{settings.decoder_precision}"
+            if not store.exists():
+                package_model(args.model, store, settings)
+            with local_server(runtime, store, Path(tmp) / name.replace(" ", "-")) as server:
+                results[name] = {
                     c: load_test(served_call(server.url), images, args.requests, c)
                     for c in args.concurrency
                 }
-                print(runtime, json.dumps(results[runtime], indent=1), flush=True)
+                if test_set is not None:
+                    bleu[name] = served_bleu4(server.url, *test_set)
+                print(name, json.dumps(results[name], indent=1), bleu.get(name), flush=True)
     served_words = statistics.mean(
         r["mean_words"] for by_c in results.values() for r in by_c.values()
     )
@@ -152,10 +190,12 @@ def main() -> None:
         c: load_test(baseline_call, images, baseline_requests, c) for c in args.concurrency
     }
     print("baseline", json.dumps(results["seed-style baseline"], indent=1), flush=True)
-    write_results(args, results, config, served_words, vocab_size)
+    write_results(args, results, config, served_words, vocab_size, bleu)
 
 
-def write_results(args, results: dict, config, served_words: float, vocab_size: int) -> None:
+def write_results(
+    args, results: dict, config, served_words: float, vocab_size: int, bleu: dict[str, float]
+) -> None:
     top = max(args.concurrency)
     baseline = results["seed-style baseline"][top]["images_per_s"]
     rows = []
@@ -164,9 +204,10 @@ def write_results(args, results: dict, config, served_words: float, vocab_size: 
             speedup = (
                 r["images_per_s"] / results["seed-style baseline"][concurrency]["images_per_s"]
             )
+            score = f"{bleu[name]:.4f}" if name in bleu else "-"
             rows.append(
                 f"| {name} | {concurrency} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-                f"{r['images_per_s']:.2f} | {speedup:.1f}x |"
+                f"{r['images_per_s']:.2f} | {speedup:.1f}x | {score} |"
             )
     goal = {
         name: by_c[top]["images_per_s"] / baseline
@@ -180,16 +221,20 @@ def write_results(args, results: dict, config, served_words: float, vocab_size: 
 - machine: {machine()}
 - model: `{args.model}` (vocab {vocab_size}); one Flickr8k test JPEG per request, KServe v1
   over HTTP on 127.0.0.1; beam 3; TorchServe batchSize {config.batch_size},
-  maxBatchDelay {config.max_batch_delay_ms} ms, {config.max_workers} worker(s)
+  maxBatchDelay {config.max_batch_delay_ms} ms, {config.max_workers} worker(s) x
+  {config.torch_threads} torch threads; encoder {config.encoder_precision}, decoder
+  {config.decoder_precision} ("fp32": the same model packaged all-fp32, in the same run)
+- test BLEU-4: every Flickr8k test image captioned over HTTP (one per request), corpus BLEU-4
+  against its 5 references (imagelingo.metrics); a lever stays only within 0.002 of fp32
 - seed-style baseline: ResNet-101 at 256x256 (random weights), one image at a time, beam search
   per image, in-process behind one lock, {round(served_words) + 1} decoding steps (the served
   captions' mean length {served_words:.1f} words, plus <end>)
 
-| runtime | clients | p50 ms | p95 ms | images/s | vs baseline |
-|---|---|---|---|---|---|
+| runtime | clients | p50 ms | p95 ms | images/s | vs baseline | test BLEU-4 |
+|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Throughput at concurrency {top} against the baseline (goal: 5x):
+Throughput at concurrency {top} against the baseline (goal: 65 images/s and 10x):
 {", ".join(f"{name} {ratio:.1f}x" for name, ratio in goal.items())}.
 """
     with open(RESULTS, "a") as handle:
