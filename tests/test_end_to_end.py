@@ -99,7 +99,7 @@ def test_quality_gate_fails_with_a_clear_message_and_keeps_the_metrics(
 def test_image_files_are_captioned_end_to_end(pipeline_dirs, trained_model):
     record = load_records(pipeline_dirs["dataset"], "test")[0]
     image = pipeline_dirs["dataset"] / "images" / record.image
-    caption = caption_image_files(trained_model, [image])[0]
+    caption = caption_image_files(trained_model, [image], beam_width=3, max_len=30)[0]
     assert caption.words and all(w in Vocab.load(trained_model).words for w in caption.words)
 
 

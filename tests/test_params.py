@@ -207,3 +207,15 @@ def test_override_values_are_parsed_as_yaml():
 def test_bad_override_is_an_error_that_names_it(override):
     with pytest.raises(ImageLingoError, match=override.split("=")[0].replace(".", r"\.")):
         apply_overrides(PARAMS, [override])
+
+
+def test_served_default_decoding_is_the_evaluated_one():
+    """A request without options is decoded as evaluation decoded (inference.options.Options
+    is in the MAR, which cannot read params.yaml)."""
+    from imagelingo.inference.options import Options
+
+    evaluate = PARAMS["evaluate"]
+    assert (Options().beam_width, Options().max_len) == (
+        evaluate["beam_width"],
+        evaluate["max_len"],
+    )

@@ -120,7 +120,7 @@ def load_captioner(model_dir: Path, encoder_weights: Path | None = None) -> Capt
 
 
 def caption_image_files(
-    model_dir: Path, paths: list[Path], beam_width: int = 3, max_len: int = 30
+    model_dir: Path, paths: list[Path], beam_width: int, max_len: int
 ) -> list[Caption]:
     """Caption image files end to end (`imagelingo caption --model`): one batch."""
     captioner = load_captioner(model_dir)

@@ -178,8 +178,8 @@ class Captioner:
     def caption_features(
         self,
         features: torch.Tensor,
-        beam_width: int = 3,
-        max_len: int = 30,
+        beam_width: int,
+        max_len: int,
         length_penalty: float = 0.0,
         batch_size: int = 100,
     ) -> list[Caption]:
