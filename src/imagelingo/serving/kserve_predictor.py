@@ -96,8 +96,10 @@ class MicroBatcher:
             if batch:
                 try:
                     await self._answer(batch)
-                except Exception as exc:  # never let the worker die: later requests would hang
-                    log.exception("batch worker failed")
+                # a failed batch answers 500 to its requests; the worker lives on, or later
+                # requests would hang
+                except Exception as exc:
+                    log.exception("captioning failed")
                     for *_, future in batch:
                         if not future.done():
                             future.set_exception(InternalError(str(exc)))
@@ -105,16 +107,7 @@ class MicroBatcher:
     async def _answer(self, batch: list[tuple]) -> None:
         loop = asyncio.get_running_loop()
         requests = [(images, options) for images, options, _ in batch]
-        try:
-            predictions = await loop.run_in_executor(
-                None, caption_requests, self.captioner, requests
-            )
-        except Exception as exc:  # the requests fail with 500; the server keeps serving
-            log.exception("captioning failed")
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(InternalError(str(exc)))
-            return
+        predictions = await loop.run_in_executor(None, caption_requests, self.captioner, requests)
         for (*_, future), answer in zip(batch, predictions, strict=True):
             if not future.done():  # cancelled while the batch ran
                 future.set_result(answer)
