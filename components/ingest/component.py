@@ -10,9 +10,13 @@ def ingest(
     data_fingerprint: str,
     synthetic_images: int,
     seed: int,
+    restval_split: str,
+    dev_fraction: float,
+    test_fraction: float,
     dataset: Output[Dataset],
 ):
-    """Flickr8k directory, archive URLs, s3:// prefix or "synthetic" -> validated dataset.
+    """Any caption source `imagelingo ingest` reads (a Flickr8k, Karpathy JSON, COCO or CSV/JSONL
+    folder or file, archive URLs, an s3:// prefix or file, "synthetic") -> validated dataset.
     `data_fingerprint` (`imagelingo fingerprint SOURCE`) is not read here: it is part of KFP's
     cache key, so the same `source` with new data is ingested again instead of served from
     cache, and everything downstream of it re-runs."""
@@ -26,7 +30,13 @@ def ingest(
         source,
         Path(dataset.path),
         cache,
-        IngestConfig(synthetic_images=synthetic_images, seed=seed),
+        IngestConfig(
+            synthetic_images=synthetic_images,
+            seed=seed,
+            restval_split=restval_split,
+            dev_fraction=dev_fraction,
+            test_fraction=test_fraction,
+        ),
         os.environ.get("AWS_ENDPOINT_URL"),
     )
     dataset.metadata.update({k: v for k, v in record["counts"].items() if not isinstance(v, dict)})

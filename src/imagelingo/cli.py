@@ -34,7 +34,9 @@ def run_ingest(args, params: dict) -> dict:
     from imagelingo.ingest import IngestConfig, ingest
 
     config = from_params(IngestConfig, params)
-    return ingest(args.source, args.out, args.cache, config, args.s3_endpoint_url, args.strict)
+    return ingest(
+        args.source, args.out, args.cache, config, args.s3_endpoint_url, args.strict, args.images
+    )
 
 
 def run_vocab(args, params: dict) -> dict:
@@ -318,12 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", help="Flickr8k source -> validated dataset directory")
+    p = sub.add_parser("ingest", help="caption source -> validated dataset directory")
     p.add_argument(
         "source",
-        help="Flickr8k directory | flickr8k | http(s) URL(s) | s3://bucket/prefix | synthetic",
+        help="Flickr8k folder | Karpathy .json | COCO captions_<set>.json or COCO folder | "
+        ".csv/.jsonl of image,caption[,split] | flickr8k | http(s) URL(s) | "
+        "s3://bucket/prefix | synthetic (README: Your own data)",
     )
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--images", type=Path, help="image folder of a captions file (default: images/ beside it)"
+    )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="downloads and generated data")
     p.add_argument("--s3-endpoint-url", help="S3 API endpoint (MinIO); default AWS_ENDPOINT_URL")
     p.add_argument("--strict", action="store_true", help="fail on the first undecodable image")

@@ -1,12 +1,16 @@
-"""Stage 1, ingest: any Flickr8k source -> dataset/ (validated RGB JPEGs + captions.jsonl).
+"""Stage 1, ingest: any caption source -> dataset/ (validated RGB JPEGs + captions.jsonl).
 
-Sources: a local directory in the Flickr8k layout, the public archive URLs ("flickr8k" or one or
-more http(s) URLs, comma-separated), an s3:// prefix, or "synthetic". Every image is decoded; every
-image or caption that is not carried over is counted with its reason and reported by name.
+Sources: a local folder or file in one of the formats of imagelingo.data.formats (the Flickr8k
+layout, a Karpathy split JSON, COCO caption annotations, a CSV or JSONL of image,caption rows),
+the public Flickr8k archive URLs ("flickr8k" or one or more http(s) URLs, comma-separated), an
+s3:// prefix holding any of those formats (or s3://.../<captions file>), or "synthetic". Every
+image is decoded; every image or caption row that is not carried over is counted with its reason
+and reported by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -21,9 +25,11 @@ from imagelingo.artifacts import write_metadata
 from imagelingo.config import settings
 from imagelingo.data import flickr8k
 from imagelingo.data.dataset import SPLITS, ImageRecord, write_records
+from imagelingo.data.formats import read_source
+from imagelingo.data.listing import SourceImage
 from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.errors import ImageLingoError
-from imagelingo.storage import download_prefix
+from imagelingo.storage import CAPTION_FILE_SUFFIXES, download_prefix
 
 log = logging.getLogger(__name__)
 # Refuse absurd images; Flickr photos are at most a few megapixels.
@@ -37,7 +43,7 @@ def resolve_source(
     seed: int,
     s3_endpoint_url: str | None = None,
 ) -> Path:
-    """Turn any supported source into a local directory in the Flickr8k layout."""
+    """Turn any supported source into a local folder or captions file."""
     if source == "synthetic":
         return generate_synthetic(
             cache_dir / f"synthetic-{synthetic_images}-{seed}", synthetic_images, seed
@@ -49,13 +55,18 @@ def resolve_source(
     if source.startswith(("http://", "https://")):
         return flickr8k.download_archives(source.split(","), cache_dir / "download")
     if source.startswith("s3://"):
-        bucket_and_prefix = source[len("s3://") :].strip("/").replace("/", "_")
-        return download_prefix(source, cache_dir / "s3" / bucket_and_prefix, s3_endpoint_url)
+        # s3://b/data/captions.csv: the prefix holding the file (and so its images), then the file
+        prefix, _, file_name = source.rstrip("/").rpartition("/")
+        is_file = Path(file_name).suffix in CAPTION_FILE_SUFFIXES
+        prefix = prefix if is_file else source
+        bucket_and_prefix = prefix[len("s3://") :].strip("/").replace("/", "_")
+        local = download_prefix(prefix, cache_dir / "s3" / bucket_and_prefix, s3_endpoint_url)
+        return local / file_name if is_file else local
     path = Path(source)
-    if not path.is_dir():
+    if not path.exists():
         raise ImageLingoError(
-            f"dataset source {source!r}: not a directory, s3:// URI, http(s) URL, 'flickr8k' "
-            "or 'synthetic'"
+            f"dataset source {source!r}: not a directory, captions file, s3:// URI, http(s) URL, "
+            "'flickr8k' or 'synthetic'"
         )
     return path
 
@@ -103,6 +114,9 @@ class IngestConfig:
 
     synthetic_images: int
     seed: int
+    restval_split: str
+    dev_fraction: float
+    test_fraction: float
 
 
 def ingest(
@@ -112,54 +126,41 @@ def ingest(
     config: IngestConfig | None = None,
     s3_endpoint_url: str | None = None,
     strict: bool = False,
+    image_dir: Path | None = None,
 ) -> dict:
-    """Run the ingest stage and return its metadata record."""
+    """Run the ingest stage and return its metadata record. `image_dir` is where the images of
+    a captions file are, when not beside it (`--images`)."""
     config = config or IngestConfig()
-    synthetic_images, seed = config.synthetic_images, config.seed
     started = time.perf_counter()
-    root = resolve_source(source, Path(cache_dir), synthetic_images, seed, s3_endpoint_url)
-    layout = flickr8k.locate_layout(root)
-    tokens = flickr8k.parse_token_file(layout.token_file)
-    splits = {s: flickr8k.parse_split_file(p) for s, p in layout.split_files.items()}
+    root = resolve_source(
+        source, Path(cache_dir), config.synthetic_images, config.seed, s3_endpoint_url
+    )
+    fmt, listing = read_source(
+        root, image_dir, config.restval_split, config.dev_fraction, config.test_fraction
+    )
 
     out_dir = Path(out_dir)
     image_out = out_dir / "images"
     shutil.rmtree(image_out, ignore_errors=True)
     image_out.mkdir(parents=True)
 
-    skipped: list[dict[str, str]] = []
-    wanted: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for split in SPLITS:
-        for name in splits[split]:
-            if name in seen:
-                skipped.append({"image": name, "reason": f"listed again in {split} split"})
-            elif name not in tokens.captions:
-                skipped.append({"image": name, "reason": "in a split file but has no captions"})
-            else:
-                wanted.append((split, name))
-            seen.add(name)
-    for name, captions in tokens.captions.items():
-        if name not in seen:
-            has_file = (layout.image_dir / name).is_file()
-            reason = "in no split file" if has_file else "caption id without an image file"
-            skipped.append({"image": name, "reason": f"{reason} ({len(captions)} captions)"})
+    def validate(item: SourceImage) -> str | None:
+        (image_out / item.name).parent.mkdir(parents=True, exist_ok=True)
+        return _copy_validated_image(item.path, image_out / item.name)
 
-    def validate(item: tuple[str, str]) -> str | None:
-        return _copy_validated_image(layout.image_dir / item[1], image_out / item[1])
-
+    wanted, skipped = listing.images, listing.skipped
     with ThreadPoolExecutor(max_workers=4) as pool:
         problems = list(
             tqdm(pool.map(validate, wanted), total=len(wanted), desc="ingest images", unit="img")
         )
     records = []
-    for (split, name), problem in zip(wanted, problems, strict=True):
+    for item, problem in zip(wanted, problems, strict=True):
         if problem is None:
-            records.append(ImageRecord(name, split, tokens.captions[name]))
+            records.append(ImageRecord(item.name, item.split, item.captions))
         else:
-            skipped.append({"image": name, "reason": problem})
+            skipped.append({"image": item.name, "reason": problem})
             if strict:
-                raise ImageLingoError(f"{layout.image_dir / name}: {problem}")
+                raise ImageLingoError(f"{item.path}: {problem}")
 
     _report_skipped(skipped, out_dir)
     for split in SPLITS:
@@ -173,14 +174,17 @@ def ingest(
         "captions": {s: sum(len(r.captions) for r in records if r.split == s) for s in SPLITS},
         "images_by_caption_count": {str(k): v for k, v in sorted(caption_counts.items())},
         "skipped_by_reason": dict(Counter(_reason_kind(i["reason"]) for i in skipped)),
-        "skipped_caption_lines": dict(tokens.skipped_lines),
-        "repaired_caption_lines": dict(tokens.repaired),
+        "skipped_caption_lines": dict(listing.skipped_lines),
+        "repaired_caption_lines": dict(listing.repaired),
     }
+    inputs = {"source": source, "resolved": str(root), "format": fmt}
+    if image_dir is not None:
+        inputs["images"] = str(image_dir)
     return write_metadata(
         out_dir,
         "ingest",
-        inputs={"source": source, "resolved": str(root)},
-        params={"synthetic_images": synthetic_images, "seed": seed},
+        inputs=inputs,
+        params=dataclasses.asdict(config),
         counts=counts,
         skipped=skipped,
         seconds=round(time.perf_counter() - started, 2),

@@ -112,6 +112,10 @@ def get_files(uri: str, dest: Path, endpoint_url: str | None = None) -> list[str
     return names
 
 
+# A source naming one of these files is a captions file (imagelingo.data.formats).
+CAPTION_FILE_SUFFIXES = (".json", ".csv", ".jsonl")
+
+
 def fingerprint(source: str, endpoint_url: str | None = None) -> str:
     """What a pipeline run's data is, as a short string that changes when the data does: ingest's
     cache key (the pipeline parameter `data_fingerprint`), so a retraining run re-reads changed
@@ -119,7 +123,8 @@ def fingerprint(source: str, endpoint_url: str | None = None) -> str:
 
     - a DVC-tracked folder (`DIR.dvc` beside it): `dvc:<md5>` from the pointer, no data read;
     - an s3:// prefix: `s3:<sha256>` of the listing (key, size, ETag of every object);
-    - a local folder: `dir:<sha256>` of every file's relative path and content;
+    - a local folder: `dir:<sha256>` of every file's relative path and content; a captions file
+      (or an s3:// one): that of the folder (prefix) holding it, which holds its images;
     - anything else ("synthetic", "flickr8k", archive URLs): the source string itself, since the
       same string is the same data (generated with the run's seed, or fixed public archives).
     """
@@ -128,6 +133,8 @@ def fingerprint(source: str, endpoint_url: str | None = None) -> str:
     if source.startswith("s3://"):
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if Path(source).suffix in CAPTION_FILE_SUFFIXES:
+            source = source.rpartition("/")[0]  # its images are beside it: the whole prefix
         bucket, prefix = split_s3_uri(source)
         digest = hashlib.sha256()
         try:
@@ -152,8 +159,12 @@ def fingerprint(source: str, endpoint_url: str | None = None) -> str:
         md5 = yaml.safe_load(pointer.read_text())["outs"][0].get("md5", "")
         if md5:
             return f"dvc:{md5}"
+    if path.is_file() and path.suffix in CAPTION_FILE_SUFFIXES:
+        path = path.parent  # a captions file (Karpathy, COCO, CSV): its folder holds the images
     if not path.is_dir():
-        raise ImageLingoError(f"dataset source {source!r}: not a directory, s3:// URI or URL")
+        raise ImageLingoError(
+            f"dataset source {source!r}: not a directory, captions file, s3:// URI or URL"
+        )
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")

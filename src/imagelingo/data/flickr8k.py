@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from imagelingo.data.listing import Listing, SourceImage
 from imagelingo.errors import ImageLingoError
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -106,6 +107,32 @@ def locate_layout(root: Path) -> Flickr8kLayout:
     if not image_dirs:
         raise ImageLingoError(f"{root}: no image folder (looked for {', '.join(IMAGE_DIR_NAMES)})")
     return Flickr8kLayout(token_files[0], image_dirs[0], split_files)
+
+
+def read_listing(root: Path) -> Listing:
+    """The images of the split files with their captions; what no split lists, what a split
+    lists twice or without captions, set aside with the reason."""
+    layout = locate_layout(root)
+    tokens = parse_token_file(layout.token_file)
+    splits = {s: parse_split_file(p) for s, p in layout.split_files.items()}
+    listing = Listing(skipped_lines=tokens.skipped_lines, repaired=tokens.repaired)
+    seen: set[str] = set()
+    for split, names in splits.items():
+        for name in names:
+            if name in seen:
+                listing.skip(name, f"listed again in {split} split")
+            elif name not in tokens.captions:
+                listing.skip(name, "in a split file but has no captions")
+            else:
+                image = SourceImage(split, name, layout.image_dir / name, tokens.captions[name])
+                listing.images.append(image)
+            seen.add(name)
+    for name, captions in tokens.captions.items():
+        if name not in seen:
+            has_file = (layout.image_dir / name).is_file()
+            reason = "in no split file" if has_file else "caption id without an image file"
+            listing.skip(name, f"{reason} ({len(captions)} captions)")
+    return listing
 
 
 def sha256_of(path: Path) -> str:
