@@ -165,7 +165,12 @@ def ingest(
     _report_skipped(skipped, out_dir)
     for split in SPLITS:
         if not any(r.split == split for r in records):
-            raise ImageLingoError(f"{root}: no usable images in the {split} split")
+            left_out = Counter(_reason_kind(i["reason"]) for i in skipped)
+            why = ", ".join(f"{n} {reason}" for reason, n in left_out.most_common(3))
+            raise ImageLingoError(
+                f"{root}: no usable images in the {split} split"
+                + (f" (left out: {why})" if why else "")
+            )
     write_records(out_dir, records)
 
     caption_counts = Counter(len(r.captions) for r in records)
