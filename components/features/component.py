@@ -10,6 +10,7 @@ def features(
     encoder: str,
     batch_size: int,
     num_workers: int,
+    device: str,
     features: Output[Dataset],
 ):
     """Every image through the pretrained encoder: fp16 region grids per split."""
@@ -17,7 +18,9 @@ def features(
 
     from imagelingo.features import FeaturesConfig, extract_features
 
-    config = FeaturesConfig(encoder=encoder, batch_size=batch_size, num_workers=num_workers)
+    config = FeaturesConfig(
+        encoder=encoder, batch_size=batch_size, num_workers=num_workers, device=device
+    )
     record = extract_features(Path(dataset.path), Path(features.path), config)
     features.metadata.update(
         {"encoder": encoder, "images_per_second": record["images_per_second"] or 0.0}

@@ -120,10 +120,12 @@ def load_captioner(model_dir: Path, encoder_weights: Path | None = None) -> Capt
 
 
 def caption_image_files(
-    model_dir: Path, paths: list[Path], beam_width: int, max_len: int
+    model_dir: Path, paths: list[Path], beam_width: int, max_len: int, device: str = "cpu"
 ) -> list[Caption]:
     """Caption image files end to end (`imagelingo caption --model`): one batch."""
-    captioner = load_captioner(model_dir)
+    from imagelingo.devices import resolve_device
+
+    captioner = load_captioner(model_dir).to(resolve_device(device))
     images = []
     for path in paths:
         try:

@@ -112,6 +112,19 @@ class Captioner:
     def image_size(self) -> int:
         return self.spec.image_size
 
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.decoder)
+
+    def to(self, device: torch.device) -> Captioner:
+        """Run the decoder (and encoder) on `device`; features and images are moved there as
+        they come. An int8 decoder is CPU only: it stays."""
+        if self.speed.decoder_precision != "int8":
+            self.decoder.to(device)
+        if self.encoder is not None:
+            self.encoder.to(device)
+        return self
+
     @classmethod
     def load(cls, path: Path) -> Captioner:
         """A serving bundle (with its encoder) or a trained model directory (without one)."""
@@ -172,6 +185,7 @@ class Captioner:
             torch.inference_mode(),
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder_bf16),
         ):
+            pixels = pixels.to(module_device(self.encoder))
             features = self.encoder(pixels.contiguous(memory_format=torch.channels_last))
         return features.float()
 
@@ -216,7 +230,7 @@ class Captioner:
         with torch.inference_mode():
             results: list[BeamResult] = beam_search(
                 self.decoder,
-                features.float(),
+                features.float().to(self.device),
                 beam_width,
                 max_len,
                 self.vocab.start_id,
@@ -237,7 +251,7 @@ def save_model_dir(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".{WEIGHTS_FILE}.tmp"
-    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, tmp)
+    save_file({k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}, tmp)
     tmp.replace(model_dir / WEIGHTS_FILE)
     config = {"decoder": decoder.config.to_dict(), "encoder": spec.to_dict()}
     (model_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
@@ -250,6 +264,13 @@ def apply_thread_setting(configured: int) -> None:
     threads = int(os.environ.get("IMAGELINGO_TORCH_THREADS") or configured)
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights are (cpu for one without parameters)."""
+    for parameter in module.parameters():
+        return parameter.device
+    return torch.device("cpu")
 
 
 def native_bf16() -> bool:

@@ -1,0 +1,61 @@
+"""Where the stages compute: `device` (auto | cpu | cuda | cuda:N) and `precision` (fp32 | bf16 |
+fp16) as params.yaml names them, resolved once per stage.
+
+auto is cuda when torch sees a GPU, else cpu: the CPU path is the one every test and benchmark
+runs, and a CPU run with the default fp32 does exactly what it did before devices existed.
+Mixed precision is autocast around the forward pass (the weights and the optimizer stay fp32):
+bf16 needs no loss scaling; fp16 needs a GradScaler and is CUDA only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from imagelingo.errors import ImageLingoError
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """params.yaml's `device` as a torch.device; under torchrun each process takes the GPU of its
+    LOCAL_RANK. A GPU asked for and not there is an error, not a silent CPU run."""
+    base = name.split(":", 1)[0]
+    if base not in DEVICES:
+        raise ImageLingoError(f"device {name!r}: expected one of {', '.join(DEVICES)} (or cuda:N)")
+    if base == "auto":
+        base = "cuda" if torch.cuda.is_available() else "cpu"
+    if base == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ImageLingoError(
+            f"device {name!r}: torch {torch.__version__} sees no CUDA GPU "
+            "(a CPU-only torch build, or no GPU in this container); use --device cpu or auto"
+        )
+    if ":" in name:
+        return torch.device(name)
+    return torch.device("cuda", local_rank or 0)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ImageLingoError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ImageLingoError(
+            f"precision fp16 needs a CUDA device (it is {device}); use bf16 or fp32 on CPU"
+        )
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's autocast context; fp32 is no autocast at all (the CPU default)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 (its gradients underflow without it); a no-op otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
