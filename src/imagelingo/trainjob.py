@@ -1,0 +1,329 @@
+"""Training on the Kubeflow Trainer: the same `imagelingo train`, under torchrun, on N pods.
+
+The pipeline's train task does it when its `train_engine` parameter is `trainjob`: it creates a
+TrainJob (trainer.kubeflow.org/v1alpha1, Kubeflow Trainer v2.3.0) on the `torch-distributed`
+ClusterTrainingRuntime, waits for it, logs its conditions, and fills its Model artifact from what
+the job wrote. Why v2 and not the training-operator's v1 PyTorchJob: v2 is the maintained line
+(the v1 tags continue only as release-1.9 backports), the default runtime already starts
+torchrun from the PET_* variables it sets per pod (nodes, processes per node, node rank, master
+address and port; /work/shared/cluster-reference/README.md, Kubeflow Trainer facts 3-5), so the
+job is a command and a size; v1 would need a Master/Worker split and its WORLD_SIZE counts pods.
+
+The pods see none of the KFP artifacts, so data moves through S3 (the bucket the pipeline already
+uses for `checkpoint_root`), under <checkpoint_root>/<key>/ (the key digests the inputs and
+settings, like train.checkpoint_location: a retried task finds its job and checkpoint again):
+
+    inputs/dataset/ inputs/vocab/ inputs/features/   uploaded by the task before the job
+    model/                                           train's checkpoint_uri: rank 0 mirrors the
+                                                     checkpoint and best weights every epoch and
+                                                     metadata.json at the end
+
+Every pod downloads inputs/ (`python -m imagelingo.trainjob fetch`), then runs
+`torchrun -m imagelingo.cli train ... --checkpoint-uri <key>/model` (render_trainjob). What it
+needs on the cluster: the Kubeflow Trainer v2 controller and its `torch-distributed`
+ClusterTrainingRuntime; RBAC for the pipeline's ServiceAccount to create/get/delete
+trainjobs.trainer.kubeflow.org in its namespace (manifests/base/trainjob-rbac.yaml); the Secrets
+imagelingo-s3 and imagelingo-mlflow in that namespace (the pods read them as env); the training
+image, pullable from the nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shlex
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from imagelingo.errors import ImageLingoError
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
+RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime v2.3.0 installs
+WORKDIR = "/tmp/imagelingo"  # in each pod: inputs, then the local model directory
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+
+
+def job_key(dataset_dir: Path, vocab_path: Path, features_dir: Path, settings: dict) -> str:
+    """A digest of what the training reads (like train.checkpoint_location, without torch: the
+    task that submits need not import it)."""
+    digest = hashlib.sha256()
+    for path in (
+        Path(dataset_dir) / "captions.jsonl",
+        Path(vocab_path),
+        Path(features_dir) / "metadata.json",
+    ):
+        digest.update(path.read_bytes() if path.is_file() else b"")
+        digest.update(b"\0")
+    kept = {k: v for k, v in settings.items() if k not in ("epochs", "device")}
+    digest.update(json.dumps(kept, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def pod_command(inputs_uri: str, model_uri: str, settings: dict) -> list[str]:
+    """What each pod runs: fetch the inputs, then torchrun (`python3 -m torch.distributed.run`;
+    its --nnodes, --nproc-per-node, --node-rank and master come from the runtime's PET_*
+    variables) over `imagelingo train`."""
+    overrides = " ".join(
+        shlex.quote(f"--param=train.{k}={_yaml_value(v)}") for k, v in settings.items()
+    )
+    script = (
+        "set -e\n"
+        f"python3 -m imagelingo.trainjob fetch {shlex.quote(inputs_uri)} {WORKDIR}\n"
+        f"exec python3 -m torch.distributed.run -m imagelingo.cli {overrides} train"
+        f" --dataset {WORKDIR}/dataset --vocab {WORKDIR}/vocab/vocab.json"
+        f" --features {WORKDIR}/features --out {WORKDIR}/model"
+        f" --checkpoint-uri {shlex.quote(model_uri)}\n"
+    )
+    return ["/bin/sh", "-c", script]
+
+
+def _yaml_value(value) -> str:
+    """`value` as `-p` parses it back (YAML): a float keeps its point (YAML reads 5e-05 as a
+    string), a bool is true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = format(Decimal(repr(value)), "f")
+        return text if "." in text else f"{text}.0"
+    return str(value)
+
+
+def render_trainjob(
+    name: str,
+    namespace: str,
+    image: str,
+    inputs_uri: str,
+    model_uri: str,
+    settings: dict,
+    num_nodes: int = 1,
+    procs_per_node: int = 1,
+    cpu: str = "4",
+    memory: str = "8Gi",
+    gpus_per_node: int = 0,
+    s3_secret: str = "imagelingo-s3",
+    mlflow_secret: str = "imagelingo-mlflow",
+) -> dict:
+    """The TrainJob: `num_nodes` pods x `procs_per_node` torchrun processes of `image`."""
+    from imagelingo.tracking import CLUSTER_MARKER
+
+    if num_nodes < 1 or procs_per_node < 1:
+        raise ImageLingoError(
+            f"a TrainJob needs at least 1 node and 1 process per node, got {num_nodes} x "
+            f"{procs_per_node}"
+        )
+    if gpus_per_node and gpus_per_node != procs_per_node:
+        raise ImageLingoError(
+            f"{gpus_per_node} GPU(s) per node for {procs_per_node} process(es) per node: on GPUs "
+            "each process takes the GPU of its LOCAL_RANK, so give as many processes as GPUs"
+        )
+    world = num_nodes * procs_per_node
+    if settings.get("batch_size", 0) % world:
+        raise ImageLingoError(
+            f"train.batch_size {settings.get('batch_size')} is not divisible by the "
+            f"{world} processes of {num_nodes} node(s) x {procs_per_node}"
+        )
+    limits = {"cpu": cpu, "memory": memory}
+    if gpus_per_node:
+        limits["nvidia.com/gpu"] = str(gpus_per_node)
+    env = [
+        *(
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": s3_secret, "key": key}}}
+            for key in S3_SECRET_KEYS
+        ),
+        {
+            "name": "MLFLOW_TRACKING_URI",
+            "valueFrom": {"secretKeyRef": {"name": mlflow_secret, "key": "MLFLOW_TRACKING_URI"}},
+        },
+        # imagelingo.tracking: in a cluster pod, no silent local MLflow fallback
+        {"name": CLUSTER_MARKER, "value": namespace},
+        # torch's threads per process: the node's CPUs shared by its processes
+        {"name": "OMP_NUM_THREADS", "value": str(max(1, _cpus(cpu) // procs_per_node))},
+    ]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "imagelingo", "imagelingo/stage": "train"},
+        },
+        "spec": {
+            "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": RUNTIME},
+            "trainer": {
+                "image": image,
+                "command": pod_command(inputs_uri, model_uri, settings),
+                "env": env,
+                "numNodes": num_nodes,
+                "numProcPerNode": procs_per_node,
+                "resourcesPerNode": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+            },
+        },
+    }
+
+
+def _cpus(quantity: str) -> int:
+    quantity = str(quantity)
+    return max(1, int(quantity[:-1]) // 1000) if quantity.endswith("m") else int(float(quantity))
+
+
+def stage_inputs(
+    dataset_dir: Path, vocab_dir: Path, features_dir: Path, inputs_uri: str, endpoint=None
+) -> None:
+    """Upload the three artifacts the job reads (once: a retried task finds them there)."""
+    from imagelingo.storage import upload_dir
+
+    for name, local in (("dataset", dataset_dir), ("vocab", vocab_dir), ("features", features_dir)):
+        upload_dir(Path(local), f"{inputs_uri.rstrip('/')}/{name}", endpoint)
+
+
+def conditions(job: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
+
+
+def run(api, body: dict, poll_s: float = 15, timeout_s: float = 12 * 3600) -> dict:
+    """Create the TrainJob (or find the one a previous attempt created), wait until it is
+    Complete, log every new condition; a Failed job is an error with its reason. `api` is an
+    imagelingo.deploy.KubeApi."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    what = f"TrainJob {namespace}/{name}"
+    args = (GROUP, VERSION, namespace, PLURAL)
+    existing = api._call(
+        what, api.custom.get_namespaced_custom_object, *args, name, missing_ok=True
+    )
+    if existing is not None and "Failed" in _true(existing):
+        log.info("%s failed before: deleting it, the new one resumes from the checkpoint", what)
+        api._call(what, api.custom.delete_namespaced_custom_object, *args, name)
+        existing = None
+        _wait_gone(api, args, name, what, poll_s)
+    if existing is None:
+        api._call(what, api.custom.create_namespaced_custom_object, *args, body)
+        log.info("created %s (%s)", what, body["spec"]["runtimeRef"]["name"])
+    seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = api._call(what, api.custom.get_namespaced_custom_object, *args, name)
+        for kind, condition in conditions(job).items():
+            key = (kind, condition.get("status", ""))
+            if key not in seen:
+                seen.add(key)
+                log.info(
+                    "%s: %s=%s %s %s",
+                    what,
+                    kind,
+                    condition.get("status"),
+                    condition.get("reason", ""),
+                    condition.get("message", ""),
+                )
+        done = _true(job)
+        if "Complete" in done:
+            return job
+        if "Failed" in done:
+            condition = conditions(job)["Failed"]
+            raise ImageLingoError(
+                f"{what} failed: {condition.get('reason', '')} {condition.get('message', '')}"
+                f" (kubectl logs -n {namespace} -l jobset.sigs.k8s.io/jobset-name={name})"
+            )
+        if time.monotonic() > deadline:
+            raise ImageLingoError(f"{what}: not Complete after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def _true(job: dict) -> set[str]:
+    return {kind for kind, c in conditions(job).items() if c.get("status") == "True"}
+
+
+def _wait_gone(api, args, name: str, what: str, poll_s: float) -> None:
+    for _ in range(120):
+        if api._call(what, api.custom.get_namespaced_custom_object, *args, name, missing_ok=True):
+            time.sleep(poll_s)
+        else:
+            return
+    raise ImageLingoError(f"{what}: still there after deleting it")
+
+
+def train_on_kubeflow(
+    dataset_dir: Path,
+    vocab_dir: Path,
+    features_dir: Path,
+    out_dir: Path,
+    settings: dict,
+    checkpoint_root: str,
+    image: str,
+    nodes: int = 1,
+    procs_per_node: int = 1,
+    gpus_per_node: int = 0,
+    namespace: str | None = None,
+    api=None,
+    poll_s: float = 15,
+) -> tuple[dict, str]:
+    """What the pipeline's train task does with train_engine=trainjob: stage the inputs on S3,
+    run the TrainJob, copy the model it wrote into `out_dir`. Returns (its metadata record, the
+    model's S3 prefix)."""
+    import os
+
+    from imagelingo.artifacts import read_metadata
+    from imagelingo.storage import get_files
+    from imagelingo.tracking import CLUSTER_MARKER
+
+    if not checkpoint_root.startswith("s3://"):
+        raise ImageLingoError(
+            f"train_engine trainjob needs checkpoint_root on S3 (s3://bucket/prefix), got "
+            f"{checkpoint_root!r}: the job's pods read their inputs and write the model there"
+        )
+    key = job_key(dataset_dir, Path(vocab_dir) / "vocab.json", features_dir, settings)
+    base = f"{checkpoint_root.rstrip('/')}/trainjob-{key}"
+    inputs_uri, model_uri = f"{base}/inputs", f"{base}/model"
+    namespace = namespace or os.environ.get(CLUSTER_MARKER) or _pod_namespace()
+    stage_inputs(dataset_dir, vocab_dir, features_dir, inputs_uri)
+    body = render_trainjob(
+        f"imagelingo-train-{key}",
+        namespace,
+        image,
+        inputs_uri,
+        model_uri,
+        settings,
+        num_nodes=nodes,
+        procs_per_node=procs_per_node,
+        gpus_per_node=gpus_per_node,
+    )
+    if api is None:
+        from imagelingo.deploy import KubeApi
+
+        api = KubeApi()
+    run(api, body, poll_s=poll_s)
+    copied = get_files(model_uri, out_dir)
+    missing = {"decoder.safetensors", "config.json", "vocab.json", "metadata.json"} - set(copied)
+    if missing:
+        raise ImageLingoError(f"{model_uri}: the TrainJob finished without {sorted(missing)}")
+    return read_metadata(out_dir), model_uri
+
+
+def _pod_namespace() -> str:
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    if not path.is_file():
+        raise ImageLingoError("the TrainJob's namespace: not in a pod, pass namespace=")
+    return path.read_text().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m imagelingo.trainjob fetch S3_PREFIX DIR`: a pod's inputs, before torchrun."""
+    from imagelingo.storage import download_prefix
+
+    parser = argparse.ArgumentParser(prog="python -m imagelingo.trainjob")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser("fetch", help="download an s3:// prefix into a folder")
+    fetch.add_argument("uri")
+    fetch.add_argument("dest", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    download_prefix(args.uri, args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

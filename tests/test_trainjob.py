@@ -1,0 +1,170 @@
+"""The Kubeflow Trainer engine (imagelingo.trainjob): the TrainJob is valid against Kubeflow
+Trainer v2.3.0's CRD schema (tests/trainer_crds.py, exact upstream copy), names the runtime that
+exists, runs `imagelingo train` with exactly the task's settings under torchrun, and the task
+waits for it, logs its conditions and fails with the job's reason. No cluster: the Kubernetes API
+is a stub that answers from a list of states."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shlex
+
+import pytest
+import trainer_crds
+import yaml
+
+from imagelingo.cli import build_parser, resolve_params
+from imagelingo.config import from_params
+from imagelingo.errors import ImageLingoError
+from imagelingo.train import TrainConfig
+from imagelingo.trainjob import pod_command, render_trainjob, run, train_on_kubeflow
+
+SETTINGS = dataclasses.asdict(TrainConfig())
+
+
+def job(**kwargs) -> dict:
+    args = {
+        "name": "imagelingo-train-0123456789abcdef",
+        "namespace": "kubeflow-user",
+        "image": "ghcr.io/imagelingo/imagelingo:0.1.0",
+        "inputs_uri": "s3://bucket/ckpt/trainjob-0123456789abcdef/inputs",
+        "model_uri": "s3://bucket/ckpt/trainjob-0123456789abcdef/model",
+        "settings": SETTINGS,
+        **kwargs,
+    }
+    return render_trainjob(**args)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},
+        {"num_nodes": 4, "procs_per_node": 2},
+        {"num_nodes": 2, "procs_per_node": 4, "gpus_per_node": 4, "cpu": "16", "memory": "64Gi"},
+    ],
+)
+def test_the_trainjob_is_valid_against_the_v2_3_crd(shape):
+    document = job(**shape)
+    assert trainer_crds.errors(document) == []
+    trainer = document["spec"]["trainer"]
+    assert trainer["numNodes"] == shape.get("num_nodes", 1)
+    assert trainer["numProcPerNode"] == shape.get("procs_per_node", 1)
+
+
+def test_the_validator_rejects_what_the_api_server_rejects():
+    bad = copy.deepcopy(job())
+    bad["spec"]["trainer"]["numNodes"] = "2"  # a string where the CRD says integer
+    bad["spec"]["trainer"]["replicas"] = 2  # no such field: strict field validation rejects it
+    del bad["spec"]["runtimeRef"]  # required
+    found = trainer_crds.errors(bad)
+    assert any("numNodes" in e and "integer" in e for e in found), found
+    assert any("replicas" in e for e in found), found
+    assert any("runtimeRef" in e for e in found), found
+
+
+def test_it_names_the_torch_distributed_cluster_runtime_and_sets_no_reserved_env():
+    runtime = yaml.safe_load((trainer_crds.FIXTURES / "torch_distributed.yaml").read_text())
+    ref = job()["spec"]["runtimeRef"]
+    assert (ref["kind"], ref["name"]) == (runtime["kind"], runtime["metadata"]["name"])
+    assert "torch" in runtime["spec"]["mlPolicy"]  # the runtime that sets PET_* for torchrun
+    # the controller rejects a TrainJob setting its PET_* names (README facts, 5)
+    names = {e["name"] for e in job()["spec"]["trainer"]["env"]}
+    assert not {n for n in names if n.startswith("PET_")}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI"} <= names
+
+
+def test_the_pod_runs_imagelingo_train_with_the_tasks_settings_under_torchrun():
+    changed = {**SETTINGS, "lr": 5e-05, "batch_size": 128, "device": "cuda", "dropout": 0.25}
+    shell, flag, script = pod_command("s3://b/in", "s3://b/model", changed)
+    assert (shell, flag) == ("/bin/sh", "-c")
+    fetch, launch = [shlex.split(line) for line in script.strip().splitlines()[1:]]
+    assert fetch == [
+        "python3",
+        "-m",
+        "imagelingo.trainjob",
+        "fetch",
+        "s3://b/in",
+        "/tmp/imagelingo",
+    ]
+    assert launch[:5] == ["exec", "python3", "-m", "torch.distributed.run", "-m"]
+    # no --nnodes/--nproc-per-node: torchrun takes them from the runtime's PET_* variables
+    argv = launch[launch.index("imagelingo.cli") + 1 :]
+    args = build_parser().parse_args(argv)
+    assert args.command == "train" and args.checkpoint_uri == "s3://b/model"
+    assert dataclasses.asdict(from_params(TrainConfig, resolve_params(args))) == changed
+
+
+def test_shapes_that_cannot_work_are_refused():
+    with pytest.raises(ImageLingoError, match="not divisible by the 3 processes"):
+        job(num_nodes=3, procs_per_node=1)
+    with pytest.raises(ImageLingoError, match="as many processes as GPUs"):
+        job(procs_per_node=1, gpus_per_node=2)
+
+
+class StubApi:
+    """imagelingo.deploy.KubeApi's surface that trainjob uses; `states` are what successive GETs
+    of the TrainJob return (None: 404)."""
+
+    def __init__(self, states):
+        self.states, self.created, self.deleted = list(states), [], []
+        self.custom = self
+
+    def _call(self, what, fn, *args, missing_ok=False):
+        return fn(*args)
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        assert (group, version, plural) == ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+        return self.states.pop(0) if len(self.states) > 1 else self.states[0]
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.created.append(body)
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.deleted.append(name)
+
+
+def state(*conditions):
+    return {"status": {"conditions": [{"type": t, "status": "True", **c} for t, c in conditions]}}
+
+
+def test_run_creates_the_job_and_waits_until_complete(caplog):
+    api = StubApi([None, state(), state(("Created", {})), state(("Complete", {"reason": "Done"}))])
+    with caplog.at_level("INFO", logger="imagelingo.trainjob"):
+        run(api, job(), poll_s=0)
+    assert len(api.created) == 1
+    assert "Complete=True Done" in caplog.text
+
+
+def test_a_failed_job_fails_the_task_with_its_reason():
+    failed = state(("Failed", {"reason": "DeadlineExceeded", "message": "took too long"}))
+    api = StubApi([None, failed])
+    with pytest.raises(ImageLingoError, match="DeadlineExceeded took too long.*kubectl logs"):
+        run(api, job(), poll_s=0)
+
+
+def test_a_retried_task_replaces_a_failed_job_and_waits_on_a_running_one():
+    failed = state(("Failed", {"reason": "x"}))
+    api = StubApi([failed, None, state(("Complete", {}))])
+    run(api, job(), poll_s=0)
+    assert api.deleted == ["imagelingo-train-0123456789abcdef"] and len(api.created) == 1
+    running = StubApi([state(("Created", {})), state(("Complete", {}))])
+    run(running, job(), poll_s=0)
+    assert running.created == []  # the previous attempt's job, not a second one
+
+
+def test_the_engine_needs_checkpoint_root_on_s3(tmp_path):
+    with pytest.raises(ImageLingoError, match="needs checkpoint_root on S3"):
+        train_on_kubeflow(tmp_path, tmp_path, tmp_path, tmp_path / "model", SETTINGS, "", image="i")
+
+
+def test_the_rbac_role_allows_the_calls_the_task_makes():
+    from imagelingo.config import REPO_ROOT
+
+    role = next(
+        yaml.safe_load_all((REPO_ROOT / "manifests" / "trainjob" / "rbac.yaml").read_text())
+    )
+    (rule,) = role["rules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["trainer.kubeflow.org"], ["trainjobs"])
+    # run(): get (follow, find a previous attempt's), create, delete (a failed one, on retry)
+    assert {"get", "create", "delete"} <= set(rule["verbs"])
