@@ -30,6 +30,17 @@ def test_images_run_as_a_non_root_numeric_user():
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", text, flags=re.M)
 
 
+def test_the_training_image_has_the_java_runtime_the_caption_metrics_need():
+    """evaluate's COCO metrics run Java (PTB tokenizer, METEOR); the deploy image needs none."""
+    text = (REPO_ROOT / "components" / "Dockerfile").read_text()
+    stages = dict(re.findall(r"^FROM \S+ AS (\w+)\n(.*?)(?=^FROM |\Z)", text, flags=re.M | re.S))
+    assert (
+        "apt-get install -y --no-install-recommends openjdk-17-jre-headless" in stages["training"]
+    )
+    assert "rm -rf /var/lib/apt/lists/*" in stages["training"]
+    assert "apt-get" not in stages["base"] + stages["deploy"]
+
+
 def makefile_default(name: str) -> str:
     match = re.search(rf"^{name} \?= (\S+)$", (REPO_ROOT / "Makefile").read_text(), flags=re.M)
     assert match, name

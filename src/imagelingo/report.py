@@ -16,6 +16,7 @@ from PIL import Image
 
 from imagelingo.data.dataset import ImageRecord, image_path
 from imagelingo.inference.captioner import Caption
+from imagelingo.metrics import LABELS, METRICS
 
 THUMB = 224
 ATTENTION_THUMB = 112
@@ -65,7 +66,14 @@ def write_report(
             f"<p><b>references</b></p><ol>{references}</ol>"
             f'<div class="attention">{words}</div></section>'
         )
-    scores = " ".join(f"{k.upper()} {metrics[k]:.4f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4"))
+    names = [k for k in METRICS if k in metrics]
+    scores = (
+        "<table><tr>"
+        + "".join(f"<th>{LABELS[k]}</th>" for k in names)
+        + "</tr><tr>"
+        + "".join(f"<td>{metrics[k]:.4f}</td>" for k in names)
+        + "</tr></table>"
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>ImageLingo evaluation</title>
 <style>
@@ -73,10 +81,13 @@ body {{ font-family: sans-serif; margin: 2em; }}
 section {{ border-top: 1px solid #ccc; padding: 1em 0; }}
 .attention {{ display: flex; flex-wrap: wrap; gap: 4px; }}
 figure {{ margin: 0; text-align: center; font-size: 12px; }}
+th, td {{ padding: 2px 8px; text-align: right; }}
 </style></head><body>
 <h1>ImageLingo evaluation</h1>
-<p>{metrics["split"]} split, {metrics["images"]} images, beam width {metrics["beam_width"]}:
-<b>{scores}</b></p>
+<p>{metrics["split"]} split, {metrics["images"]} images, beam width {metrics["beam_width"]}.
+BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (0-10) as the COCO caption evaluation computes them (PTB
+tokens); BLEU (nltk) on this project's tokens, as training's validation scores it.</p>
+{scores}
 {"".join(rows)}
 </body></html>
 """

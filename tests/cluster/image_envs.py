@@ -33,8 +33,10 @@ from pathlib import Path
 from imagelingo.config import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "components" / "Dockerfile"
-# The only RUN that is not a pip install: creating the image's user.
-OTHER_RUNS = ("useradd ",)
+# The RUNs that are not pip installs: creating the image's user, and installing the Java runtime
+# of the training image (evaluate's COCO metrics), for which this machine's java stands in
+# (`build_env` checks that the rehearsal's PATH finds one).
+OTHER_RUNS = ("useradd ", "mkdir -p /usr/share/man/man1", "apt-get ", "rm -rf /var/lib/apt/lists/*")
 UNREACHABLE_INDEXES = ("https://download.pytorch.org/",)
 
 
@@ -189,6 +191,10 @@ def build_env(target: str, root: Path) -> ImageEnv:
                             shutil.copy2(path, copy_to)
             elif instruction == "RUN":
                 for command in (c.strip() for c in rest.split("&&")):
+                    if command.startswith("apt-get install") and not shutil.which(
+                        "java", path=env["PATH"]
+                    ):
+                        raise AssertionError(f"{command}: no java on this machine stands in")
                     if command.startswith(OTHER_RUNS):
                         continue
                     if not command.startswith("pip "):
