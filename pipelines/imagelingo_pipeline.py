@@ -112,6 +112,7 @@ def imagelingo_pipeline(
     lr: float = P["train"]["lr"],
     lr_decay: float = P["train"]["lr_decay"],
     patience: int = P["train"]["patience"],
+    scst_epochs: int = P["train"]["scst_epochs"],
     checkpoint_root: str = "",
     beam_width: int = P["evaluate"]["beam_width"],
     min_bleu4: float = P["evaluate"]["min_bleu4"],
@@ -144,8 +145,11 @@ def imagelingo_pipeline(
         lr=lr,
         lr_decay=lr_decay,
         patience=patience,
+        scst_epochs=scst_epochs,  # 0: cross-entropy only; N: then up to N self-critical epochs
         checkpoint_root=checkpoint_root,
-        **constants("train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience"),
+        **constants(
+            "train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience", "scst_epochs"
+        ),
     )
     # A retried attempt resumes from the last epoch's checkpoint under checkpoint_root.
     resources(fit, "4", "8Gi", gpu=True).set_retry(num_retries=2, backoff_duration="60s")

@@ -24,6 +24,10 @@ def train(
     attention_dim: int,
     context_dim: int,
     dropout: float,
+    scst_epochs: int,
+    scst_lr: float,
+    scst_samples: int,
+    scst_batch_size: int,
     checkpoint_root: str,
     model: Output[Model],
 ) -> float:
@@ -51,6 +55,10 @@ def train(
         attention_dim=attention_dim,
         context_dim=context_dim,
         dropout=dropout,
+        scst_epochs=scst_epochs,
+        scst_lr=scst_lr,
+        scst_samples=scst_samples,
+        scst_batch_size=scst_batch_size,
     )
     vocab_path = Path(vocab.path) / "vocab.json"
     checkpoint_uri = None
@@ -71,6 +79,8 @@ def train(
         {
             "framework": "pytorch",
             "best_val_bleu4": record["best_val_bleu4"],
+            # after an SCST phase: the model's dev CIDEr-D; its CE model is in cross_entropy/
+            "best_val_cider": record.get("best_val_cider", -1.0),
             "checkpoint_uri": checkpoint_uri or "",
         }
     )

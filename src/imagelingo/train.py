@@ -36,6 +36,7 @@ from imagelingo.inference.captioner import Captioner, save_model_dir
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
 from imagelingo.loss import caption_loss
 from imagelingo.metrics import bleu_scores
+from imagelingo.scst import run_scst, scst_metadata
 from imagelingo.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,10 @@ class TrainConfig:
     attention_dim: int
     context_dim: int
     dropout: float
+    scst_epochs: int  # self-critical phase after CE (imagelingo.scst); 0: none
+    scst_lr: float
+    scst_samples: int
+    scst_batch_size: int
 
 
 def _encode_captions(
@@ -105,11 +110,13 @@ def validation_bleu4(
 
 
 def _changed_settings(saved: dict, current: dict) -> str:
-    """Settings that differ, except the epoch budget: a resumed run may be extended."""
+    """Settings that differ, except the epoch budget (a resumed run may be extended) and the
+    scst_* settings: free until the SCST phase starts (a finished CE run may be extended by
+    one), imagelingo.scst checks them after."""
     return ", ".join(
         f"{k}: {saved.get(k)} -> {v}"
         for k, v in current.items()
-        if k != "epochs" and saved.get(k) != v
+        if k != "epochs" and not k.startswith("scst_") and saved.get(k) != v
     )
 
 
@@ -227,7 +234,9 @@ def train(
             )
         progress["mlflow_run_id"] = run_id
         decoder.train()
-        for epoch in range(progress["epoch"] + 1, config.epochs + 1):
+        # once SCST has started (the checkpoint says so), the CE phase is over
+        last_ce_epoch = progress["epoch"] if "scst" in progress else config.epochs
+        for epoch in range(progress["epoch"] + 1, last_ce_epoch + 1):
             stale = epoch - 1 - progress["best_epoch"]
             if progress["best_epoch"] and stale >= config.patience:
                 log.info("early stop: no better validation BLEU-4 for %d epochs", stale)
@@ -261,6 +270,21 @@ def train(
                 metrics["val_bleu4"],
                 metrics["captions_per_second"],
             )
+        if config.scst_epochs:
+            run_scst(
+                decoder,
+                vocab,
+                train_store,
+                dev_store,
+                train_records,
+                dev_records,
+                config,
+                out_dir,
+                progress,
+                mlflow,
+                checkpoint_uri,
+                s3_endpoint_url,
+            )
         record = write_metadata(
             out_dir,
             "train",
@@ -280,6 +304,7 @@ def train(
             best_epoch=progress["best_epoch"],
             best_val_bleu4=progress["best_bleu4"],
             history=progress["history"],
+            **scst_metadata(progress),
             mlflow_run_id=run_id,
             seconds=round(time.perf_counter() - started, 2),
         )

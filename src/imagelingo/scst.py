@@ -1,0 +1,328 @@
+"""Self-critical sequence training (Rennie et al. 2017): the second phase of `imagelingo train`.
+
+After cross-entropy training the decoder is fine-tuned to maximise CIDEr-D of what it generates.
+Per batch of train images it samples `scst_samples` (K) captions per image from its own softmax;
+each sample's reward is its CIDEr-D against the image's references (document frequencies from
+the train captions), its baseline the mean reward of the image's OTHER K-1 samples (no greedy
+decode needed), and the loss -(reward - baseline) * (sum of the sample's word log-probs).
+
+The CE phase's best model is kept in out_dir/cross_entropy/ before SCST starts; SCST starts
+from those weights, with a fresh Adam at `scst_lr`. Every SCST epoch ends with a greedy decode
+of dev scored by the same CIDEr-D (val_cider): the best-on-val_cider weights become the model
+in out_dir (the CE model stays there if SCST never beats it), and `patience` epochs without a
+better val_cider stop the phase. The checkpoint (train.py's file) records the phase: a killed
+SCST phase resumes after its last finished epoch, with the weights an uninterrupted run has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from imagelingo.cider import CiderD
+from imagelingo.data.text import tokenize
+from imagelingo.data.vocab import Vocab
+from imagelingo.errors import ImageLingoError
+from imagelingo.features import FeatureStore
+from imagelingo.inference.captioner import MODEL_FILES, WEIGHTS_FILE, Captioner, save_model_dir
+from imagelingo.inference.decoder import CaptionDecoder
+from imagelingo.metrics import bleu_scores
+
+log = logging.getLogger(__name__)
+CROSS_ENTROPY_DIR = "cross_entropy"  # the CE phase's best model, kept beside the SCST one
+SCST_SETTINGS = ("scst_epochs", "scst_lr", "scst_samples", "scst_batch_size")
+
+
+def sample_captions(
+    decoder: CaptionDecoder,
+    features: torch.Tensor,
+    samples: int,
+    max_len: int,
+    vocab: Vocab,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `samples` captions per image from the decoder's softmax (the global torch RNG).
+
+    Returns (words [B*samples, T], the rows image-major; summed log-probs [B*samples], with
+    gradient). A caption's words after its <end> are <pad>, and their log-probs are not counted;
+    <pad>, <start> and <unk> are never sampled, as the captioner never emits them.
+    """
+    state = decoder.init_state(features)
+    state = tuple(s.repeat_interleave(samples, dim=0) for s in state)
+    rows, device = features.shape[0] * samples, features.device
+    words = torch.full((rows,), vocab.start_id, dtype=torch.long, device=device)
+    banned = torch.zeros(len(vocab), dtype=torch.bool, device=device)
+    banned[[vocab.pad_id, vocab.start_id, vocab.unk_id]] = True
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    log_prob = features.new_zeros(rows)
+    steps = []
+    for _ in range(max_len):
+        scores, state, _ = decoder.step(words, state)
+        log_probs = F.log_softmax(scores.masked_fill(banned, float("-inf")), dim=-1)
+        words = torch.multinomial(log_probs.detach().exp(), 1).squeeze(1)
+        words = words.masked_fill(finished, vocab.pad_id)
+        chosen = log_probs.gather(1, words.unsqueeze(1)).squeeze(1)
+        log_prob = log_prob + chosen.masked_fill(finished, 0.0)
+        steps.append(words)
+        finished = finished | (words == vocab.end_id)
+        if bool(finished.all()):
+            break
+    return torch.stack(steps, dim=1), log_prob
+
+
+def self_critical_loss(
+    rewards: torch.Tensor, log_prob: torch.Tensor, samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, advantages): the baseline of a sample is the mean reward of the other samples of
+    its image; rows are image-major, `samples` per image."""
+    grid = rewards.view(-1, samples)
+    baseline = (grid.sum(dim=1, keepdim=True) - grid) / (samples - 1)
+    advantage = (grid - baseline).view(-1)
+    return -(advantage * log_prob).mean(), advantage
+
+
+def _greedy_dev_scores(
+    decoder: CaptionDecoder,
+    vocab: Vocab,
+    store: FeatureStore,
+    rows: list[int],
+    references: list[list[list[str]]],
+    cider: CiderD,
+    max_len: int,
+) -> dict:
+    """val_cider (CIDEr-D with the train document frequencies) and val_bleu4 of greedy dev."""
+    decoder.eval()
+    device = next(decoder.parameters()).device
+    captions = Captioner(decoder, vocab, store.spec).caption_features(
+        store.tensor(rows).to(device), beam_width=1, max_len=max_len, batch_size=500
+    )
+    decoder.train()
+    words = [c.words for c in captions]
+    return {
+        "val_cider": cider.corpus_score(references, words)[0],
+        "val_bleu4": bleu_scores(references, words)["bleu4"],
+    }
+
+
+def _keep_cross_entropy_model(
+    out_dir: Path, checkpoint_uri: str | None, s3_endpoint_url: str | None
+) -> Path:
+    """out_dir/cross_entropy/ holds the CE phase's best model before SCST overwrites out_dir's.
+    Copied once (a rerun after a kill between SCST's first best weights and its first
+    checkpoint must not copy those), and mirrored under checkpoint_uri for a retried pod."""
+    from imagelingo.storage import get_files, put_files
+
+    ce_dir = out_dir / CROSS_ENTROPY_DIR
+    complete = lambda: all((ce_dir / n).is_file() for n in MODEL_FILES)  # noqa: E731
+    remote = f"{checkpoint_uri.rstrip('/')}/{CROSS_ENTROPY_DIR}" if checkpoint_uri else None
+    if remote and not complete():
+        get_files(remote, ce_dir, s3_endpoint_url)
+    if not complete():
+        missing = [n for n in MODEL_FILES if not (out_dir / n).is_file()]
+        if missing:
+            raise ImageLingoError(f"{out_dir}: no cross-entropy model to start SCST from {missing}")
+        tmp = out_dir / f".{CROSS_ENTROPY_DIR}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for name in MODEL_FILES:
+            shutil.copyfile(out_dir / name, tmp / name)
+        shutil.rmtree(ce_dir, ignore_errors=True)
+        os.replace(tmp, ce_dir)
+        if remote:
+            put_files([ce_dir / n for n in MODEL_FILES], remote, s3_endpoint_url)
+    return ce_dir
+
+
+def run_scst(
+    decoder: CaptionDecoder,
+    vocab: Vocab,
+    train_store: FeatureStore,
+    dev_store: FeatureStore,
+    train_records,
+    dev_records,
+    config,
+    out_dir: Path,
+    progress: dict,
+    mlflow,
+    checkpoint_uri: str | None = None,
+    s3_endpoint_url: str | None = None,
+) -> dict:
+    """Run (or resume) the SCST phase after CE; `progress` (train.py's) gains "scst" (this
+    phase's state) and SCST entries in its history. Returns the "scst" state."""
+    from safetensors.torch import load_file
+
+    from imagelingo.storage import put_files
+    from imagelingo.train import CHECKPOINT, _save_checkpoint
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        raise ImageLingoError(
+            "SCST runs in one process: after the torchrun CE phase, continue it with "
+            "`imagelingo train ... --resume` (same --out) and train.scst_epochs set"
+        )
+    if config.scst_samples < 2:
+        raise ImageLingoError(
+            f"train.scst_samples is {config.scst_samples}: the baseline of a sample is the "
+            "mean reward of the image's other samples, so it needs at least 2"
+        )
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT
+    train_refs = [[tokenize(c) for c in r.captions] for r in train_records]
+    cider = CiderD(train_refs)
+    train_vectors = [cider.references(refs) for refs in train_refs]
+    train_rows = [train_store.row[r.image] for r in train_records]
+    dev_refs = [[tokenize(c) for c in r.captions] for r in dev_records]
+    dev_rows = [dev_store.row[r.image] for r in dev_records]
+
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=config.scst_lr)
+    state = progress.get("scst")
+    if state is None:
+        ce_dir = _keep_cross_entropy_model(out_dir, checkpoint_uri, s3_endpoint_url)
+        decoder.load_state_dict(load_file(ce_dir / WEIGHTS_FILE))
+        start = _greedy_dev_scores(
+            decoder, vocab, dev_store, dev_rows, dev_refs, cider, config.val_max_len
+        )
+        state = {
+            "ce_epochs": progress["epoch"],
+            "epoch": 0,
+            "start_cider": start["val_cider"],
+            "best_cider": start["val_cider"],  # SCST's model replaces CE's only if better
+            "best_epoch": 0,
+        }
+        progress["scst"] = state
+        known = mlflow.get_run(progress["mlflow_run_id"]).data.params
+        mlflow.log_params({k: getattr(config, k) for k in SCST_SETTINGS if k not in known})
+        mlflow.log_metrics(start, step=state["ce_epochs"])
+        log.info("SCST starts from the CE model: val CIDEr-D %.4f", start["val_cider"])
+    else:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        changed = {
+            k: (checkpoint["config"].get(k), getattr(config, k))
+            for k in SCST_SETTINGS[1:]
+            if checkpoint["config"].get(k) != getattr(config, k)
+        }
+        if changed:  # before SCST starts they may change (train._changed_settings); not after
+            raise ImageLingoError(
+                f"{checkpoint_path}: SCST started with other settings "
+                + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
+                + "; keep them, or train into a new --out directory"
+            )
+        decoder.load_state_dict(checkpoint["decoder"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        log.info(
+            "resuming SCST after its epoch %d (best val CIDEr-D %.4f)",
+            state["epoch"],
+            state["best_cider"],
+        )
+    decoder.train()
+    for epoch in range(state["epoch"] + 1, config.scst_epochs + 1):
+        stale = epoch - 1 - state["best_epoch"]
+        if stale >= config.patience:
+            log.info("SCST early stop: no better val CIDEr-D for %d epochs", stale)
+            break
+        metrics = _scst_epoch(
+            decoder, optimizer, vocab, train_store, train_rows, train_vectors, cider, config, epoch
+        )
+        metrics.update(
+            _greedy_dev_scores(
+                decoder, vocab, dev_store, dev_rows, dev_refs, cider, config.val_max_len
+            )
+        )
+        step = state["ce_epochs"] + epoch
+        progress["history"].append({"epoch": step, "phase": "scst", "scst_epoch": epoch, **metrics})
+        if metrics["val_cider"] > state["best_cider"]:
+            state["best_cider"], state["best_epoch"] = metrics["val_cider"], epoch
+            save_model_dir(out_dir, decoder, vocab, train_store.spec)
+        state["epoch"] = epoch
+        _save_checkpoint(
+            checkpoint_path,
+            {
+                "config": asdict(config),
+                "progress": progress,
+                "decoder": decoder.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+        )
+        if checkpoint_uri:  # the best weights first: the checkpoint names their epoch
+            files = [out_dir / n for n in MODEL_FILES if (out_dir / n).is_file()]
+            put_files([*files, checkpoint_path], checkpoint_uri, s3_endpoint_url)
+        mlflow.log_metrics(metrics, step=step)
+        log.info(
+            "SCST epoch %d: mean reward %.4f, val CIDEr-D %.4f, val BLEU-4 %.4f",
+            epoch,
+            metrics["train_reward"],
+            metrics["val_cider"],
+            metrics["val_bleu4"],
+        )
+    mlflow.log_metric("best_val_cider", state["best_cider"])
+    return state
+
+
+def scst_metadata(progress: dict) -> dict:
+    """What the model directory's metadata.json says about the SCST phase ({} without one)."""
+    state = progress.get("scst")
+    if state is None:
+        return {}
+    return {"best_val_cider": state["best_cider"], "scst": state}
+
+
+def _scst_epoch(
+    decoder: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    vocab: Vocab,
+    store: FeatureStore,
+    rows: list[int],
+    references: list,
+    cider: CiderD,
+    config,
+    epoch: int,
+) -> dict:
+    # Seeded per epoch (order, samples and dropout), so a resumed run repeats an uninterrupted
+    # one; the offset keeps these seeds apart from the CE epochs'.
+    seed = config.seed * 1000 + 500 + epoch
+    torch.manual_seed(seed)
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    k, size = config.scst_samples, config.scst_batch_size
+    device = next(decoder.parameters()).device
+    total_reward = total_words = 0.0
+    batches = 0
+    started = time.perf_counter()
+    bar = tqdm(
+        range(0, len(order), size),
+        desc=f"scst epoch {epoch}",
+        total=-(-len(order) // size),
+        unit="batch",
+    )
+    for first in bar:
+        images = order[first : first + size]
+        features = store.tensor([rows[i] for i in images]).to(device, non_blocking=True)
+        words, log_prob = sample_captions(decoder, features, k, config.val_max_len, vocab)
+        captions = [vocab.decode(ids) for ids in words.tolist()]
+        rewards = torch.tensor(
+            [cider.score(c, references[images[j // k]]) for j, c in enumerate(captions)],
+            device=device,
+        )
+        loss, _ = self_critical_loss(rewards, log_prob, k)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_grad_norm_(decoder.parameters(), config.grad_clip)
+        optimizer.step()
+        total_reward += float(rewards.mean())
+        total_words += sum(map(len, captions)) / len(captions)
+        batches += 1
+        bar.set_postfix(reward=f"{total_reward / batches:.3f}")
+    seconds = time.perf_counter() - started
+    return {
+        "train_reward": total_reward / batches,
+        "sample_words": total_words / batches,
+        "scst_lr": optimizer.param_groups[0]["lr"],
+        "epoch_seconds": round(seconds, 2),
+        "images_per_second": round(len(order) / seconds, 1),
+    }
