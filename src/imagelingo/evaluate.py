@@ -57,7 +57,7 @@ def evaluate(
         )
     records = load_records(dataset_dir, split)
     rows = [store.row[r.image] for r in records]
-    captions = captioner.caption_features(store.tensor(rows), beam_width, max_len, length_penalty)
+    captions = captioner.caption_features(store.lazy(rows), beam_width, max_len, length_penalty)
     references = [[tokenize(c) for c in r.captions] for r in records]
     scores = bleu_scores(references, [c.words for c in captions])
     metrics = {

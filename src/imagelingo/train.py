@@ -99,7 +99,7 @@ def validation_bleu4(
     """BLEU-4 of greedy decoding on dev: what the model really generates, not teacher forcing."""
     decoder.eval()
     captions = Captioner(decoder, vocab, store.spec).caption_features(
-        store.tensor([store.row[r.image] for r in records]),
+        store.lazy([store.row[r.image] for r in records]),
         beam_width=1,
         max_len=max_len,
         batch_size=500,
