@@ -101,6 +101,7 @@ HANDLED = (
     "Model registry",
     "Parameters",
     "Tracking",
+    "Your own data",
 )
 
 
@@ -347,3 +348,40 @@ def test_registry_parameters_and_tracking(stages):
         assert stages.sh(command.text).strip(), command.text
     (mlflow_ui,) = unmarked("Tracking")
     stop(stages.background(mlflow_ui.text, "/"))
+
+
+def test_your_own_data(project):
+    """The commands of "Your own data" on the generated scenes, written in each format where
+    those commands look for them (tests/format_files.py)."""
+    from format_files import write_coco, write_karpathy, write_tabular
+
+    data = project.root / "my-data"
+    write_karpathy(project.flickr8k, data / "karpathy" / "dataset_flickr8k.json", restval=2)
+    shutil.copytree(project.flickr8k / "images", data / "karpathy" / "images")
+    write_coco(project.flickr8k, data / "coco")
+    write_tabular(project.flickr8k, data / "table", ".csv")
+    rows = write_tabular(project.flickr8k, data / "rows", ".jsonl", with_split=False)
+    rows.rename(data / "rows.jsonl")  # its images: --images my-data/table/images
+    shutil.rmtree(data / "rows")
+    commands = unmarked("Your own data")
+    assert len(commands) == 6, commands
+    for command in commands:
+        if command.text.startswith("imagelingo run --source"):
+            # tests/test_dataset_formats.py runs the pipeline on a Karpathy JSON
+            runner = (REPO_ROOT / "tests" / "test_dataset_formats.py").read_text()
+            assert 'main(["run", "--source", str(json_path)' in runner
+            continue
+        project.sh(command.text)
+    formats = {}
+    for metadata in sorted((project.root / "runs" / "mine").glob("*/metadata.json")):
+        record = json.loads(metadata.read_text())
+        formats[metadata.parent.name] = record["inputs"]["format"]
+        restval = 2 if metadata.parent.name == "karpathy-norestval" else 0  # skipped there
+        assert sum(record["counts"]["images"].values()) == 40 - restval
+    assert formats == {
+        "coco": "coco",
+        "karpathy": "karpathy",
+        "karpathy-norestval": "karpathy",
+        "rows": "tabular",
+        "table": "tabular",
+    }
