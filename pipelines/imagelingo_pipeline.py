@@ -19,6 +19,7 @@ from kfp import dsl, kubernetes
 from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.features.component import features
+from components.images import TRAINING_IMAGE
 from components.ingest.component import ingest
 from components.package.component import package
 from components.train.component import train
@@ -70,7 +71,10 @@ DEPLOY_PARAMETERS = (
     "mode",
     "runtime",
 )
-USE_GPU = False  # set True (then compile) to request one GPU for features and train
+# The GPU request of features and train is two pipeline parameters, chosen per run:
+# accelerator_count 0 (the default) runs on CPU; e.g. accelerator_count=1 asks for one
+# `accelerator_type` (nvidia.com/gpu) each. The KFP driver writes the limit only when both are
+# set, and a 0 limit of an extended resource asks for nothing; kfp.local ignores both.
 
 
 def constants(section: str, *run_time: str) -> dict:
@@ -78,13 +82,15 @@ def constants(section: str, *run_time: str) -> dict:
     return {key: value for key, value in P[section].items() if key not in run_time}
 
 
-def resources(task, cpu: str, memory: str, gpu: bool = False):
-    """Requests and limits, then the per-task settings above (by component name)."""
+def resources(task, cpu: str, memory: str, accelerator=None):
+    """Requests and limits, then the per-task settings above (by component name). `accelerator`:
+    the (type, count) pipeline parameters (features and train)."""
     stage = task.component_spec.name
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory)
     task.set_memory_limit(memory)
-    if gpu and USE_GPU:
-        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    if accelerator is not None:
+        accelerator_type, accelerator_count = accelerator
+        task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
     for secret in SECRETS.get(stage, ()):
         kubernetes.use_secret_as_env(task, secret, SECRET_ENV[secret], optional=False)
     if MLFLOW_SECRET in SECRETS.get(stage, ()):
@@ -114,6 +120,12 @@ def imagelingo_pipeline(
     patience: int = P["train"]["patience"],
     scst_epochs: int = P["train"]["scst_epochs"],
     checkpoint_root: str = "",
+    accelerator_type: str = "nvidia.com/gpu",
+    accelerator_count: int = 0,
+    train_engine: str = "task",
+    train_nodes: int = 1,
+    train_procs_per_node: int = 1,
+    train_gpus_per_node: int = 0,
     beam_width: int = P["evaluate"]["beam_width"],
     min_bleu4: float = P["evaluate"]["min_bleu4"],
     deploy_target: str = "local",
@@ -134,7 +146,8 @@ def imagelingo_pipeline(
     resources(data, "1", "2Gi").set_retry(num_retries=3, backoff_duration="30s")
     words = resources(vocab(dataset=data.output, **constants("vocab")), "1", "1Gi")
     grids = features(dataset=data.output, encoder=encoder, **constants("features", "encoder"))
-    resources(grids, "4", "8Gi", gpu=True)
+    gpu = (accelerator_type, accelerator_count)
+    resources(grids, "4", "8Gi", gpu)
     fit = train(
         dataset=data.output,
         vocab=words.output,
@@ -147,12 +160,19 @@ def imagelingo_pipeline(
         patience=patience,
         scst_epochs=scst_epochs,  # 0: cross-entropy only; N: then up to N self-critical epochs
         checkpoint_root=checkpoint_root,
+        # "task": this pod trains; "trainjob": a Kubeflow Trainer TrainJob of train_nodes x
+        # train_procs_per_node torchrun processes (imagelingo.trainjob; README "Scaling out")
+        engine=train_engine,
+        nodes=train_nodes,
+        procs_per_node=train_procs_per_node,
+        gpus_per_node=train_gpus_per_node,
+        image=TRAINING_IMAGE,
         **constants(
             "train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience", "scst_epochs"
         ),
     )
     # A retried attempt resumes from the last epoch's checkpoint under checkpoint_root.
-    resources(fit, "4", "8Gi", gpu=True).set_retry(num_retries=2, backoff_duration="60s")
+    resources(fit, "4", "8Gi", gpu).set_retry(num_retries=2, backoff_duration="60s")
     scored = evaluate(
         model=fit.outputs["model"],
         features=grids.output,

@@ -13,6 +13,7 @@ def evaluate(
     max_len: int,
     length_penalty: float,
     report_samples: int,
+    device: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
@@ -34,6 +35,7 @@ def evaluate(
         length_penalty=length_penalty,
         min_bleu4=0.0,
         report_samples=report_samples,
+        device=device,
     )
     record = evaluate(
         Path(model.path), Path(features.path), Path(dataset.path), Path(evaluation.path), config

@@ -10,6 +10,8 @@ def train(
     vocab: Input[Artifact],
     features: Input[Dataset],
     seed: int,
+    device: str,
+    precision: str,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -29,11 +31,19 @@ def train(
     scst_samples: int,
     scst_batch_size: int,
     checkpoint_root: str,
+    engine: str,
+    nodes: int,
+    procs_per_node: int,
+    gpus_per_node: int,
+    image: str,
     model: Output[Model],
 ) -> float:
     """The attention LSTM decoder; returns its best dev BLEU-4. The settings: params.yaml `train`.
     With `checkpoint_root` (s3:// on a cluster) every epoch's checkpoint is kept under it, at a
-    location derived from this task's inputs: a retried pod resumes from the last epoch."""
+    location derived from this task's inputs: a retried pod resumes from the last epoch.
+    `engine` "task" trains in this pod; "trainjob" hands the same training to the Kubeflow
+    Trainer (a TrainJob of `nodes` x `procs_per_node` torchrun processes of `image`, data through
+    checkpoint_root's S3 bucket; imagelingo.trainjob) and waits for it."""
     import os
     from pathlib import Path
 
@@ -41,6 +51,8 @@ def train(
 
     config = TrainConfig(
         seed=seed,
+        device=device,
+        precision=precision,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -66,15 +78,35 @@ def train(
         checkpoint_uri = checkpoint_location(
             checkpoint_root, Path(dataset.path), vocab_path, Path(features.path), config
         )
-    record = train(
-        Path(dataset.path),
-        vocab_path,
-        Path(features.path),
-        Path(model.path),
-        config,
-        checkpoint_uri=checkpoint_uri,
-        s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
-    )
+    if engine == "trainjob":
+        from dataclasses import asdict
+
+        from imagelingo.trainjob import train_on_kubeflow
+
+        record, checkpoint_uri = train_on_kubeflow(
+            Path(dataset.path),
+            Path(vocab.path),
+            Path(features.path),
+            Path(model.path),
+            asdict(config),
+            checkpoint_root,
+            image=image,
+            nodes=nodes,
+            procs_per_node=procs_per_node,
+            gpus_per_node=gpus_per_node,
+        )
+    elif engine == "task":
+        record = train(
+            Path(dataset.path),
+            vocab_path,
+            Path(features.path),
+            Path(model.path),
+            config,
+            checkpoint_uri=checkpoint_uri,
+            s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
+        )
+    else:
+        raise ValueError(f"train_engine {engine!r}: expected task or trainjob")
     model.metadata.update(
         {
             "framework": "pytorch",

@@ -56,7 +56,15 @@ def run_train(args, params: dict) -> dict:
     from imagelingo.train import TrainConfig, train
 
     config = from_params(TrainConfig, params)
-    return train(args.dataset, args.vocab, args.features, args.out, config, resume=args.resume)
+    return train(
+        args.dataset,
+        args.vocab,
+        args.features,
+        args.out,
+        config,
+        resume=args.resume,
+        checkpoint_uri=getattr(args, "checkpoint_uri", None),
+    )
 
 
 def _evaluate_config(params: dict):
@@ -90,7 +98,7 @@ def run_caption(args, params: dict) -> dict:
     else:
         from imagelingo.encoders import caption_image_files
 
-        captions = caption_image_files(args.model, args.images, p.beam_width, p.max_len)
+        captions = caption_image_files(args.model, args.images, p.beam_width, p.max_len, p.device)
         texts = [c.text for c in captions]
     for path, text in zip(args.images, texts, strict=True):
         print(f"{path}\t{text}")
@@ -304,6 +312,9 @@ def _caption_served(work: Path, image: Path, params: dict) -> tuple[str, str]:
         return served[0]["caption"], server.url
 
 
+DEVICE_HELP = "auto (a GPU if torch sees one) | cpu | cuda | cuda:N"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagelingo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -346,12 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--encoder", help="efficientnet_lite0 (default) | resnet50 | resnet101")
     p.add_argument("--encoder-weights", type=Path, help="local weights file for the encoder")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(run=run_features)
 
     p = sub.add_parser("train", help="train the attention LSTM decoder")
     for name in ("dataset", "vocab", "features", "out"):
         p.add_argument(f"--{name}", type=Path, required=True)
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoint.pt")
+    p.add_argument(
+        "--checkpoint-uri",
+        help="folder or s3:// prefix mirroring the checkpoint and best weights every epoch "
+        "(and metadata.json at the end); a run finding a checkpoint there resumes from it",
+    )
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), help="autocast of the forward pass"
+    )
     p.set_defaults(run=run_train)
 
     p = sub.add_parser("evaluate", help="BLEU-1..4 on the test split, report, quality gate")
@@ -359,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=Path, required=True)
     p.add_argument("--beam-width", type=int)
     p.add_argument("--min-bleu4", type=float, help="quality gate")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(run=run_evaluate)
 
     p = sub.add_parser("caption", help="caption image files with a model dir or a served model")
@@ -368,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=("v1", "v2"), default="v1")
     p.add_argument("--model-name", default="imagelingo", help="served model name")
     p.add_argument("--beam-width", type=int)
+    p.add_argument("--device", help=DEVICE_HELP + " (with --model)")
     p.set_defaults(run=run_caption)
 
     p = sub.add_parser("package", help="model dir -> TorchServe MAR + config.properties")
@@ -496,9 +519,14 @@ DEPLOY_FLAGS = (
     "canary_traffic_percent",
 )
 SHORTHAND = {
-    "features": {"encoder": "features.encoder"},
-    "evaluate": {"beam_width": "evaluate.beam_width", "min_bleu4": "evaluate.min_bleu4"},
-    "caption": {"beam_width": "evaluate.beam_width"},
+    "features": {"encoder": "features.encoder", "device": "features.device"},
+    "train": {"device": "train.device", "precision": "train.precision"},
+    "evaluate": {
+        "beam_width": "evaluate.beam_width",
+        "min_bleu4": "evaluate.min_bleu4",
+        "device": "evaluate.device",
+    },
+    "caption": {"beam_width": "evaluate.beam_width", "device": "evaluate.device"},
     "serve": {"runtime": "serve.runtime", "port": "serve.port"},
     "deploy": {**{f: f"deploy.{f}" for f in DEPLOY_FLAGS}, "timeout": "deploy.timeout_s"},
 }

@@ -10,6 +10,7 @@ from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadat
 from imagelingo.config import settings
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
+from imagelingo.devices import resolve_device
 from imagelingo.errors import ImageLingoError, QualityGateError
 from imagelingo.features import FeatureStore
 from imagelingo.inference.captioner import Captioner
@@ -28,6 +29,7 @@ class EvaluateConfig:
     length_penalty: float
     min_bleu4: float
     report_samples: int
+    device: str  # auto | cpu | cuda: where beam search runs (evaluate and `imagelingo caption`)
 
 
 def evaluate(
@@ -48,7 +50,7 @@ def evaluate(
     started = time.perf_counter()
     if beam_width < 1:
         raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")
-    captioner = Captioner.load(model_dir)
+    captioner = Captioner.load(model_dir).to(resolve_device(config.device))
     store = FeatureStore(features_dir, split)
     if store.spec != captioner.spec:
         raise ImageLingoError(

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadata
 from imagelingo.config import settings
 from imagelingo.data.dataset import SPLITS, load_records
+from imagelingo.devices import resolve_device
 from imagelingo.encoders import EncoderSpec, build_encoder, preprocess
 from imagelingo.errors import ImageLingoError
 
@@ -55,6 +56,7 @@ class FeaturesConfig:
     encoder: str
     batch_size: int
     num_workers: int
+    device: str  # auto | cpu | cuda: where the encoder runs (features are stored fp16 anyway)
 
 
 def extract_features(
@@ -71,6 +73,8 @@ def extract_features(
     started = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     model, spec = build_encoder(encoder, encoder_weights)
+    device = resolve_device(config.device)
+    model.to(device)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "encoder.json", spec.to_dict())
     progress_path = out_dir / "progress.json"
@@ -105,6 +109,7 @@ def extract_features(
             batch_size=batch_size,
             num_workers=num_workers,
             persistent_workers=False,
+            pin_memory=device.type == "cuda",
         )
         split_started = time.perf_counter()
         with (
@@ -112,7 +117,7 @@ def extract_features(
             tqdm(total=len(names), initial=done, desc=f"features {split}", unit="img") as bar,
         ):
             for batch in loader:
-                grid = model(batch).to(torch.float16).numpy()
+                grid = model(batch.to(device, non_blocking=True)).to(torch.float16).cpu().numpy()
                 store[done : done + len(grid)] = grid
                 done += len(grid)
                 store.flush()  # rows on disk before progress says so
@@ -136,6 +141,7 @@ def extract_features(
             "encoder_weights": str(encoder_weights or ""),
             "batch_size": batch_size,
             "num_workers": num_workers,
+            "device": str(device),
             "shard": f"{shard[0]}/{shard[1]}" if shard else "",
         },
         counts=counts,
@@ -148,7 +154,8 @@ def extract_features(
 
 def _regions(model: torch.nn.Module, spec: EncoderSpec) -> int:
     with torch.inference_mode():
-        return model(torch.zeros(1, 3, spec.image_size, spec.image_size)).shape[1]
+        probe = torch.zeros(1, 3, spec.image_size, spec.image_size)
+        return model(probe.to(next(model.parameters()).device)).shape[1]
 
 
 class FeatureStore:

@@ -13,6 +13,7 @@ training never shares it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,11 +26,13 @@ import torch
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from imagelingo import distributed
 from imagelingo.artifacts import write_metadata
 from imagelingo.config import settings
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
+from imagelingo.devices import autocast, check_precision, grad_scaler, resolve_device
 from imagelingo.errors import ImageLingoError
 from imagelingo.features import FeatureStore
 from imagelingo.inference.captioner import Captioner, save_model_dir
@@ -48,6 +51,8 @@ class TrainConfig:
     """params.yaml's `train` section: the defaults and what each means are written there."""
 
     seed: int
+    device: str  # where it runs, not what it learns: a checkpoint resumes on another device
+    precision: str
     epochs: int
     batch_size: int
     lr: float
@@ -109,14 +114,22 @@ def validation_bleu4(
     return bleu_scores(references, [c.words for c in captions])["bleu4"]
 
 
+# Settings a resumed run may change: the epoch budget (to extend it) and the device.
+RESUMABLE_CHANGES = ("epochs", "device")
+
+
 def _changed_settings(saved: dict, current: dict) -> str:
-    """Settings that differ, except the epoch budget (a resumed run may be extended) and the
-    scst_* settings: free until the SCST phase starts (a finished CE run may be extended by
-    one), imagelingo.scst checks them after."""
+    """Settings that differ, except RESUMABLE_CHANGES and the scst_* settings: free until the SCST
+    phase starts (a finished CE run may be extended by one), imagelingo.scst checks them after.
+    A setting newer than the checkpoint (absent from its config) counts as its default, which
+    is what the code that wrote it did."""
+    defaults = asdict(TrainConfig())
     return ", ".join(
         f"{k}: {saved.get(k)} -> {v}"
         for k, v in current.items()
-        if k != "epochs" and not k.startswith("scst_") and saved.get(k) != v
+        if k not in RESUMABLE_CHANGES
+        and not k.startswith("scst_")
+        and saved.get(k, defaults.get(k)) != v
     )
 
 
@@ -130,8 +143,9 @@ def checkpoint_location(
     root: str, dataset_dir: Path, vocab_path: Path, features_dir: Path, config: TrainConfig
 ) -> str:
     """`root`/<key>, the key a digest of what this training reads: the captions, the vocabulary,
-    the feature store's metadata and every setting but the epoch budget (which a resumed run may
-    extend, as with --resume). Stable across retries of a task, different for other inputs."""
+    the feature store's metadata and every setting but RESUMABLE_CHANGES (the epoch budget, which
+    a resumed run may extend, as with --resume, and the device). Stable across retries of a task,
+    different for other inputs."""
     digest = hashlib.sha256()
     for path in (
         Path(dataset_dir) / "captions.jsonl",
@@ -140,7 +154,7 @@ def checkpoint_location(
     ):
         digest.update(path.read_bytes() if path.is_file() else b"")
         digest.update(b"\0")
-    settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return f"{root.rstrip('/')}/{digest.hexdigest()[:16]}"
 
@@ -178,9 +192,22 @@ def train(
 
     config = config or TrainConfig()
     started = time.perf_counter()
+    # Under torchrun (WORLD_SIZE > 1): DistributedDataParallel; rank 0 alone reads the checkpoint
+    # and writes anything (imagelingo.distributed).
+    world = distributed.world_from_env()
+    device = resolve_device(config.device, world.local_rank if world.distributed else None)
+    check_precision(config.precision, device)
+    distributed.check_batch_size(world, config.batch_size)
+    if world.distributed and config.scst_epochs:
+        raise ImageLingoError(
+            f"train.scst_epochs {config.scst_epochs}: the SCST phase runs in one process; "
+            "train the CE phase under torchrun, then `imagelingo train --resume` without it"
+        )
+    distributed.init(world, device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint_uri:
+    if world.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint_uri and world.main:
         restored = get_files(checkpoint_uri, out_dir, s3_endpoint_url)
         if CHECKPOINT in restored:
             log.info("checkpoint found at %s: resuming", checkpoint_uri)
@@ -193,7 +220,9 @@ def train(
 
     torch.manual_seed(config.seed)
     decoder = CaptionDecoder(decoder_config(config, len(vocab), train_store.spec.feature_dim))
+    decoder.to(device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
+    scaler = grad_scaler(device, config.precision)
     progress = {
         "epoch": 0,
         "best_bleu4": -1.0,
@@ -201,8 +230,8 @@ def train(
         "history": [],
         "mlflow_run_id": None,
     }
-    checkpoint_path = out_dir / CHECKPOINT
-    if resume and checkpoint_path.is_file():
+    checkpoint_path, checkpoint = out_dir / CHECKPOINT, None
+    if world.main and resume and checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         changed = _changed_settings(checkpoint["config"], asdict(config))
         if changed:
@@ -210,18 +239,30 @@ def train(
                 f"{checkpoint_path} was written with different settings "
                 f"({changed}); train into a new --out directory or keep them"
             )
+    elif world.main and resume:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
+    checkpoint = distributed.broadcast(world, checkpoint)  # every rank resumes from rank 0's
+    if checkpoint is not None:
         decoder.load_state_dict(checkpoint["decoder"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         progress = checkpoint["progress"]
         log.info(
             "resuming after epoch %d (best BLEU-4 %.4f)", progress["epoch"], progress["best_bleu4"]
         )
-    elif resume:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
+    model = decoder
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
 
-    with mlflow_run(
-        mlflow_tracking_uri, run_id=progress["mlflow_run_id"], run_name="train"
-    ) as mlflow:
+        model = DistributedDataParallel(
+            decoder, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    tracking = (
+        mlflow_run(mlflow_tracking_uri, run_id=progress["mlflow_run_id"], run_name="train")
+        if world.main
+        else contextlib.nullcontext(distributed.NoTracking())
+    )
+    with tracking as mlflow:
         run_id = mlflow.active_run().info.run_id
         if progress["mlflow_run_id"] is None:
             mlflow.log_params(
@@ -241,25 +282,33 @@ def train(
             if progress["best_epoch"] and stale >= config.patience:
                 log.info("early stop: no better validation BLEU-4 for %d epochs", stale)
                 break
-            metrics = _train_epoch(decoder, optimizer, samples, train_store, config, epoch)
-            metrics["val_bleu4"] = validation_bleu4(
-                decoder, vocab, dev_store, dev_records, config.val_max_len
+            metrics = _train_epoch(
+                model, optimizer, samples, train_store, config, epoch, device, world, scaler
+            )
+            # rank 0 validates; the others wait for its score (early stopping is everyone's)
+            metrics["val_bleu4"] = distributed.broadcast(
+                world,
+                validation_bleu4(decoder, vocab, dev_store, dev_records, config.val_max_len)
+                if world.main
+                else None,
             )
             progress["history"].append({"epoch": epoch, **metrics})
             if metrics["val_bleu4"] > progress["best_bleu4"]:
                 progress["best_bleu4"], progress["best_epoch"] = metrics["val_bleu4"], epoch
-                save_model_dir(out_dir, decoder, vocab, train_store.spec)
+                if world.main:
+                    save_model_dir(out_dir, decoder, vocab, train_store.spec)
             progress["epoch"] = epoch
-            _save_checkpoint(
-                checkpoint_path,
-                {
-                    "config": asdict(config),
-                    "progress": progress,
-                    "decoder": decoder.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                },
-            )
-            if checkpoint_uri:  # the best weights first: the checkpoint names their epoch
+            if world.main:
+                _save_checkpoint(
+                    checkpoint_path,
+                    {
+                        "config": asdict(config),
+                        "progress": progress,
+                        "decoder": decoder.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                    },
+                )
+            if checkpoint_uri and world.main:  # the best weights first: the checkpoint names them
                 files = [out_dir / n for n in MODEL_FILES if (out_dir / n).is_file()]
                 put_files([*files, checkpoint_path], checkpoint_uri, s3_endpoint_url)
             mlflow.log_metrics(metrics, step=epoch)
@@ -285,6 +334,9 @@ def train(
                 checkpoint_uri,
                 s3_endpoint_url,
             )
+        if not world.main:  # rank 0 writes the model directory's metadata and logs it
+            distributed.finish(world)
+            return {}
         record = write_metadata(
             out_dir,
             "train",
@@ -308,23 +360,50 @@ def train(
             mlflow_run_id=run_id,
             seconds=round(time.perf_counter() - started, 2),
         )
+        if checkpoint_uri:  # with the weights: a Kubeflow TrainJob's task takes all from there
+            put_files([out_dir / "metadata.json"], checkpoint_uri, s3_endpoint_url)
         mlflow.log_metric("best_val_bleu4", progress["best_bleu4"])
         for name in ("decoder.safetensors", "config.json", "vocab.json", "metadata.json"):
             mlflow.log_artifact(str(out_dir / name), artifact_path="model")
+    distributed.finish(world)
     return record
 
 
+def _rank_share(world: distributed.World, rows: list[int], captions, lengths):
+    """This rank's rows of the global batch, and the weights that make the ranks' losses add up
+    to the global batch's: its share of the batch's words (cross-entropy is a mean over words)
+    and of its images (the attention penalty is a mean over images)."""
+    mine = distributed.rows_of(world, len(rows))
+    local_rows = rows[mine]
+    if not local_rows:  # a last batch smaller than the world: row 0 at weight 0, so this rank
+        return rows[:1], captions[:1], lengths[:1], 0.0, 0.0  # still joins the all-reduce
+    words = lengths - 1
+    local_lengths = lengths[mine]
+    return (
+        local_rows,
+        captions[mine, : int(local_lengths[0])],
+        local_lengths,
+        float(words[mine].sum() / words.sum()),
+        len(local_rows) / len(rows),
+    )
+
+
 def _train_epoch(
-    decoder: CaptionDecoder,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     samples,
     store: FeatureStore,
     config: TrainConfig,
     epoch: int,
+    device: torch.device = torch.device("cpu"),
+    world: distributed.World = distributed.World(),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
     # Shuffling and dropout are seeded per epoch, so a resumed run repeats exactly what an
-    # uninterrupted one would have done from here.
-    torch.manual_seed(config.seed * 1000 + epoch)
+    # uninterrupted one would have done from here. Every rank draws the same global batches;
+    # dropout differs per rank (rank 0's is the single-process run's).
+    torch.manual_seed(config.seed * 1000 + epoch + 7919 * world.rank)
+    scaler = scaler or grad_scaler(device, "fp32")
     generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
     for group in optimizer.param_groups:
         group["lr"] = config.lr * config.lr_decay ** (epoch - 1)
@@ -336,16 +415,35 @@ def _train_epoch(
         desc=f"train epoch {epoch}",
         total=-(-len(samples) // config.batch_size),
         unit="batch",
+        disable=not world.main,
     )
     for rows, captions, lengths in bar:
-        scores, targets, attention_total = decoder(store.tensor(rows), captions, lengths)
-        loss, ce = caption_loss(scores, targets, attention_total, config.alpha_c)
+        if world.distributed:
+            rows, captions, lengths, word_share, image_share = _rank_share(
+                world, rows, captions, lengths
+            )
+        features = store.tensor(rows).to(device, non_blocking=True)
+        with autocast(device, config.precision):
+            scores, targets, attention_total = model(features, captions.to(device), lengths)
+            loss, ce = caption_loss(scores, targets, attention_total, config.alpha_c)
+        if world.distributed:
+            # this rank's part of the global batch's loss; DDP averages gradients over ranks,
+            # so x world size makes them the global batch's gradients
+            penalty = loss - ce  # alpha_c x attention penalty: a mean over this rank's images
+            ce = ce * word_share
+            loss = ce + penalty * image_share
+            backward = loss * world.size
+        else:
+            backward = loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_grad_norm_(decoder.parameters(), config.grad_clip)
-        optimizer.step()
+        scaler.scale(backward).backward()
+        scaler.unscale_(optimizer)
+        clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
         total_loss, total_ce, batches = total_loss + loss.item(), total_ce + ce.item(), batches + 1
         bar.set_postfix(loss=f"{total_loss / batches:.3f}")
+    total_loss, total_ce = distributed.all_sum(world, [total_loss, total_ce])
     seconds = time.perf_counter() - epoch_started
     return {
         "train_loss": total_loss / batches,
