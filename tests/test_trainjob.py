@@ -168,3 +168,33 @@ def test_the_rbac_role_allows_the_calls_the_task_makes():
     assert (rule["apiGroups"], rule["resources"]) == (["trainer.kubeflow.org"], ["trainjobs"])
     # run(): get (follow, find a previous attempt's), create, delete (a failed one, on retry)
     assert {"get", "create", "delete"} <= set(rule["verbs"])
+
+
+def compiled_pipeline() -> dict:
+    from imagelingo.orchestration import PIPELINE_YAML
+
+    return next(yaml.safe_load_all(PIPELINE_YAML.read_text()))
+
+
+def test_the_gpu_request_and_the_engine_are_chosen_per_run():
+    spec = compiled_pipeline()
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    # CPU unless a run asks: count 0 (a 0 limit of nvidia.com/gpu requests nothing)
+    assert parameters["accelerator_count"]["defaultValue"] == 0
+    assert parameters["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
+    assert parameters["train_engine"]["defaultValue"] == "task"
+    for stage in ("features", "train"):
+        resources = spec["deploymentSpec"]["executors"][f"exec-{stage}"]["container"]["resources"]
+        assert resources["accelerator"] == {
+            "resourceCount": "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}",
+            "resourceType": "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}",
+        }
+    train = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    for task_input, parameter in (
+        ("engine", "train_engine"),
+        ("nodes", "train_nodes"),
+        ("procs_per_node", "train_procs_per_node"),
+        ("gpus_per_node", "train_gpus_per_node"),
+    ):
+        assert train[task_input] == {"componentInputParameter": parameter}
+    assert train["image"]["runtimeValue"]["constant"].split("/")[-1].startswith("imagelingo:")
