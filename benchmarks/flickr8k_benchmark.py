@@ -3,9 +3,19 @@
     python benchmarks/flickr8k_benchmark.py ../shared/flickr8k        # or: make benchmark
 
 Each stage runs as its own `imagelingo` process (exactly what a user runs), so its wall time and
-peak memory (max RSS, from wait4) are its own. Appends the command, machine, date, BLEU-1..4 on
-the official test split (beam 3, the default, and beam 5), stage times, peak memory, feature
-extraction images/s and training captions/s to benchmarks/RESULTS.md.
+peak memory (max RSS, from wait4: the largest of the process and the Java programs it waited
+for, the PTB tokenizer and METEOR) are its own. Then the test split is scored at beam 1, 3 and 5
+for the cross-entropy model and, when training ran SCST (train.scst_epochs > 0: the final model
+in model/, the cross-entropy phase's best in model/cross_entropy/), for the SCST model too.
+Appends the command, machine, date, every metric of each evaluation (the COCO caption metrics
+BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and nltk BLEU-4 as earlier results reported it), stage
+times, peak memory, feature extraction images/s and training captions/s to benchmarks/RESULTS.md.
+
+A check on tiny data (minutes), written elsewhere than RESULTS.md:
+
+    python -c "from imagelingo.data.synthetic import generate_synthetic as g; g('/tmp/syn', 60)"
+    python benchmarks/flickr8k_benchmark.py /tmp/syn --workdir /tmp/bench --results /tmp/bench.md \
+        -p train.epochs=1 -p vocab.min_freq=1
 """
 
 from __future__ import annotations
@@ -22,6 +32,17 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+BEAMS = (1, 3, 5)
+DEFAULT_BEAM = 3  # params.yaml's evaluate.beam_width: the pipeline's evaluate
+# (metrics.json key, column) in the results table; spice joins when it ran
+COLUMNS = [
+    ("coco_bleu1", "BLEU-1"),
+    ("coco_bleu4", "BLEU-4"),
+    ("meteor", "METEOR"),
+    ("rouge_l", "ROUGE-L"),
+    ("cider", "CIDEr-D"),
+    ("bleu4", "BLEU-4 (nltk)"),
+]
 
 
 def run_stage(name: str, args: list[str], env: dict) -> dict:
@@ -81,6 +102,9 @@ def main() -> None:
     parser.add_argument("flickr8k_dir", type=Path)
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/out/flickr8k"))
     parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="markdown file the section is appended to"
+    )
+    parser.add_argument(
         "-p",
         "--param",
         action="append",
@@ -92,10 +116,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}
     params = [a for p in args.param for a in ("-p", p)]
-    d = {
-        name: work / name
-        for name in ("dataset", "vocab", "features", "model", "eval", "eval_beam5")
-    }
+    d = {name: work / name for name in ("dataset", "vocab", "features", "model")}
     started = dt.datetime.now(dt.UTC)
     stages = {
         "ingest": run_stage(
@@ -137,24 +158,52 @@ def main() -> None:
             ],
             env,
         ),
-        "evaluate": run_stage("evaluate", [*params, *evaluate_args(d, d["eval"])], env),
+    }
+    # The final model first, at the default beam: that evaluation is the pipeline's evaluate stage.
+    models = {"cross-entropy": d["model"]}
+    if (d["model"] / "cross_entropy").is_dir():  # SCST ran: model/ is its result
+        models = {"SCST": d["model"], "cross-entropy": d["model"] / "cross_entropy"}
+    evaluations = {}
+    for model_name, model_dir in models.items():
+        for beam in sorted(BEAMS, key=lambda b: b != DEFAULT_BEAM):
+            out = work / f"eval-{model_name}-beam{beam}"
+            name = f"evaluate {model_name} beam {beam}"
+            beam_args = evaluate_args({**d, "model": model_dir}, out, "--beam-width", str(beam))
+            evaluations[(model_name, beam)] = {
+                **run_stage(name, [*params, *beam_args], env),
+                "metrics": json.loads((out / "metrics.json").read_text()),
+            }
+    final = next(iter(models))
+    stages["evaluate"] = {
+        k: evaluations[(final, DEFAULT_BEAM)][k] for k in ("seconds", "peak_rss_mib")
     }
     total = sum(s["seconds"] for s in stages.values())
-    beam5_args = evaluate_args(d, d["eval_beam5"], "--beam-width", "5")
-    run_stage("evaluate beam 5", [*params, *beam5_args], env)
-    metrics = json.loads((d["eval"] / "metrics.json").read_text())
-    metrics5 = json.loads((d["eval_beam5"] / "metrics.json").read_text())
     features = json.loads((d["features"] / "metadata.json").read_text())
     trained = json.loads((d["model"] / "metadata.json").read_text())
     history = trained["history"]
-    captions_per_s = sum(h["captions_per_second"] for h in history) / len(history)
+    speeds = [h["captions_per_second"] for h in history if "captions_per_second" in h]
+    captions_per_s = sum(speeds) / max(len(speeds), 1)
 
-    bleu = " | ".join(f"{metrics[k]:.4f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4"))
-    bleu5 = " | ".join(f"{metrics5[k]:.4f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4"))
+    columns = COLUMNS + (
+        [("spice", "SPICE")] if all("spice" in e["metrics"] for e in evaluations.values()) else []
+    )
+    test_images = evaluations[(final, DEFAULT_BEAM)]["metrics"]["images"]
+    scores = "\n".join(
+        f"| {model_name} | {beam} | "
+        + " | ".join(f"{e['metrics'][key]:.4f}" for key, _ in columns)
+        + f" | {e['seconds']:.0f} | {e['peak_rss_mib']} |"
+        for model_name in models
+        for beam, e in sorted((b, evaluations[(model_name, b)]) for b in BEAMS)
+    )
     rows = "\n".join(
         f"| {name} | {s['seconds']:.0f} | {s['peak_rss_mib']} |" for name, s in stages.items()
     )
     command = shlex.join([Path(sys.executable).name, *sys.argv])
+    best = (
+        f"(greedy dev BLEU-4 {trained['best_val_bleu4']:.4f})"
+        if "best_val_bleu4" in trained
+        else ""
+    )
     section = f"""
 ## Flickr8k end to end, {started:%Y-%m-%d %H:%M} UTC
 
@@ -162,28 +211,31 @@ def main() -> None:
 - machine: {machine()}
 - code: {trained.get("code_version")}; encoder {features["encoder"]["name"]};
   params overrides: {args.param or "none (params.yaml defaults)"}
-- ingest -> evaluate wall time: **{total / 60:.1f} min**
+- ingest -> evaluate (beam {DEFAULT_BEAM}, {final} model) wall time: **{total / 60:.1f} min**
 
-| test split (1,000 images, 5 refs) | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 |
-|---|---|---|---|---|
-| beam 3 (default) | {bleu} |
-| beam 5 | {bleu5} |
+Test split ({test_images:,} images, all references). BLEU-1/4, METEOR, ROUGE-L and CIDEr-D (0-10)
+are the COCO caption metrics (pycocoevalcap, PTB tokens); BLEU-4 (nltk) is the score earlier
+sections report (our tokens).
+
+| model | beam | {" | ".join(label for _, label in columns)} | wall s | peak RSS MiB |
+|---|---|{"---|" * len(columns)}---|---|
+{scores}
 
 | stage | wall s | peak RSS MiB |
 |---|---|---|
 {rows}
 
 - feature extraction: {features["images_per_second"]} images/s
-- training: {captions_per_s:.0f} captions/s (mean over {len(history)} epochs), best epoch
-  {trained["best_epoch"]} (greedy dev BLEU-4 {trained["best_val_bleu4"]:.4f})
-- dev BLEU-4 per epoch: {", ".join(f"{h['val_bleu4']:.4f}" for h in history)}
+- training: {captions_per_s:.0f} captions/s (mean over {len(speeds)} epochs), best epoch
+  {trained.get("best_epoch")} {best}
+- dev BLEU-4 per epoch: {", ".join(f"{h['val_bleu4']:.4f}" for h in history if "val_bleu4" in h)}
 """
-    if not RESULTS.exists():
-        RESULTS.write_text(
+    if not args.results.exists():
+        args.results.write_text(
             "# Benchmark results\n\nMeasured numbers, newest last. Each section "
             "names the command that produced it.\n"
         )
-    with open(RESULTS, "a") as handle:
+    with open(args.results, "a") as handle:
         handle.write(section)
     print(section)
 

@@ -127,7 +127,7 @@ def imagelingo_pipeline(
     train_procs_per_node: int = 1,
     train_gpus_per_node: int = 0,
     beam_width: int = P["evaluate"]["beam_width"],
-    min_bleu4: float = P["evaluate"]["min_bleu4"],
+    min_score: float = P["evaluate"]["min_score"],
     deploy_target: str = "local",
     service_name: str = P["deploy"]["name"],
     namespace: str = P["deploy"]["namespace"],
@@ -178,11 +178,12 @@ def imagelingo_pipeline(
         features=grids.output,
         dataset=data.output,
         beam_width=beam_width,
-        # min_bleu4 is the gate below: a low score skips package and deploy, it does not fail
-        **constants("evaluate", "beam_width", "min_bleu4"),
+        # min_score is the gate below, on the evaluate's Output (its value of params.yaml's
+        # evaluate.gate_metric): a low score skips package and deploy, it does not fail the run
+        **constants("evaluate", "beam_width", "min_score"),
     )
     resources(scored, "2", "4Gi")
-    with dsl.If(scored.outputs["Output"] >= min_bleu4, name="quality-gate"):
+    with dsl.If(scored.outputs["Output"] >= min_score, name="quality-gate"):
         store = resources(package(model=fit.outputs["model"], **constants("package")), "2", "4Gi")
         release = deploy(
             model_store=store.output,

@@ -85,13 +85,13 @@ def test_evaluate_writes_metrics_and_a_report_with_images_and_attention(
 def test_quality_gate_fails_with_a_clear_message_and_keeps_the_metrics(
     pipeline_dirs, trained_model, tmp_path
 ):
-    with pytest.raises(QualityGateError, match=r"BLEU-4 0\.\d+ on test is below the minimum 0\.99"):
+    with pytest.raises(QualityGateError, match=r"bleu4 0\.\d+ on test is below the minimum 0\.99"):
         evaluate(
             trained_model,
             pipeline_dirs["features"],
             pipeline_dirs["dataset"],
             tmp_path,
-            EvaluateConfig(min_bleu4=0.99),
+            EvaluateConfig(min_score=0.99),
         )
     assert (tmp_path / "metrics.json").is_file()
 

@@ -70,7 +70,7 @@ COMMANDS = {
 }
 # Keys the pipeline reads outside their stage's component: the quality gate is the pipeline's
 # dsl.If on this parameter (a low score skips package and deploy instead of failing the run).
-PIPELINE_PARAMETER_ONLY = {"evaluate.min_bleu4": "min_bleu4"}
+PIPELINE_PARAMETER_ONLY = {"evaluate.min_score": "min_score"}
 KEYS = [(s, k) for s in SETTINGS if s in PARAMS for k in PARAMS[s]]
 
 

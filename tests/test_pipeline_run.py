@@ -104,7 +104,7 @@ def test_pipeline_bleu_equals_the_cli_stages_run_one_by_one(pipeline_run, tmp_pa
 
 def test_the_gate_stops_package_and_deploy_below_the_threshold(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IMAGELINGO_CACHE", str(tmp_path / "cache"))
-    arguments = [f"{k}={v}" for k, v in SMALL.items()] + ["min_bleu4=1.0", "epochs=1"]
+    arguments = [f"{k}={v}" for k, v in SMALL.items()] + ["min_score=1.0", "epochs=1"]
     args = [a for pair in arguments for a in ("--param", pair)]
     assert main(["run", "--pipeline-root", str(tmp_path / "kfp"), *args]) == 0
     summary = capsys.readouterr().out

@@ -89,7 +89,7 @@ def test_images_are_configurable_at_compile_time(tmp_path):
 def test_pipeline_parameters_and_artifact_types_are_as_documented():
     spec, _ = documents(PIPELINE_YAML)
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("source", "encoder", "epochs", "lr", "min_bleu4", "deploy_target"):
+    for name in ("source", "encoder", "epochs", "lr", "min_score", "deploy_target"):
         assert name in parameters
     assert parameters["canary_traffic_percent"]["defaultValue"] == -1
     outputs = {
@@ -115,7 +115,7 @@ def test_gate_retries_and_resources_are_in_the_spec():
     gate = tasks["condition-1"]
     assert gate["taskInfo"]["name"] == "quality-gate"
     condition = gate["triggerPolicy"]["condition"]
-    assert "evaluate" in condition and "min_bleu4" in condition
+    assert "evaluate" in condition and "min_score" in condition
     gated = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(gated) == {"package", "deploy"}
     for task in ("ingest",):

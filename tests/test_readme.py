@@ -202,7 +202,7 @@ def tiny_params() -> dict:
     params["features"]["num_workers"] = 0
     params["train"].update(epochs=1, patience=1, batch_size=32)
     params["evaluate"]["report_samples"] = 2
-    params["demo"] = {"ingest.synthetic_images": 40, "train.epochs": 1, "evaluate.min_bleu4": 0.0}
+    params["demo"] = {"ingest.synthetic_images": 40, "train.epochs": 1, "evaluate.min_score": 0.0}
     return params
 
 

@@ -1,14 +1,15 @@
 """The model registry against a real MLflow server on 127.0.0.1 (sqlite backend, local artifact
-root): evaluation registers a version with BLEU, data hash and commit; a deploy moves the
-`production` alias; `imagelingo models` lists them and prints the retrain gate."""
+root): evaluation registers a version with its test metrics, data hash and commit; a deploy moves
+the `production` alias; `imagelingo models` lists them and prints the retrain gate."""
 
 import pytest
+from mlflow import MlflowClient
 
 from imagelingo.artifacts import code_version
 from imagelingo.cli import main
 from imagelingo.deploy import deploy
 from imagelingo.evaluate import evaluate
-from imagelingo.registry import dataset_digest, versions
+from imagelingo.registry import MODEL_NAME, dataset_digest, versions
 from imagelingo.train import TrainConfig, train
 
 
@@ -52,3 +53,13 @@ def test_evaluate_registers_deploy_promotes_and_models_lists(
     assert main(["models", "--gate", "--margin", "0.01"]) == 0
     gate = float(capsys.readouterr().out.strip())
     assert gate == pytest.approx(registered["1"]["bleu4"] + 0.01, abs=1e-4)
+    # like with like: the gate on CIDEr-D is production's CIDEr-D + margin
+    assert registered["1"]["cider"] == pytest.approx(first["metrics"]["cider"], abs=1e-4)
+    assert main(["-p", "evaluate.gate_metric=cider", "models", "--gate", "--margin", "0.05"]) == 0
+    gate = float(capsys.readouterr().out.strip())
+    assert gate == pytest.approx(registered["1"]["cider"] + 0.05, abs=1e-4)
+    # a production version without the gate metric's tag (registered before it was measured)
+    # fails the gate with a message instead of comparing with nothing
+    MlflowClient().delete_model_version_tag(MODEL_NAME, "1", "test_cider")
+    assert main(["-p", "evaluate.gate_metric=cider", "models", "--gate"]) == 2
+    assert "production version 1 of imagelingo has no test_cider tag" in capsys.readouterr().err

@@ -12,15 +12,18 @@ def evaluate(
     beam_width: int,
     max_len: int,
     length_penalty: float,
+    gate_metric: str,
     report_samples: int,
     device: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
 ) -> float:
-    """BLEU-1..4 on the test split (shown in the KFP UI) and the HTML report; returns BLEU-4,
-    which the pipeline's dsl.If gates on. (A single return value: kfp.local resolves a
-    condition on `Output` but not on named outputs.) The registry version is in `evaluation`.
+    """The caption metrics of the test split (nltk BLEU-1..4 and the COCO metrics: BLEU-1..4,
+    METEOR, ROUGE-L, CIDEr-D; all shown in the KFP UI), captions.json and the HTML report;
+    returns the value of `gate_metric` (bleu4 | cider), which the pipeline's dsl.If gates on.
+    (A single return value: kfp.local resolves a condition on `Output` but not on named
+    outputs.) The registry version and captions.json are in `evaluation`.
     The gate itself is the pipeline's (a skipped deploy, not a failed run), so the evaluation
     here gates at 0 and always registers the model version."""
     import json
@@ -28,23 +31,26 @@ def evaluate(
     from pathlib import Path
 
     from imagelingo.evaluate import EvaluateConfig, evaluate
+    from imagelingo.metrics import METRICS
 
     config = EvaluateConfig(
         beam_width=beam_width,
         max_len=max_len,
         length_penalty=length_penalty,
-        min_bleu4=0.0,
+        gate_metric=gate_metric,
+        min_score=0.0,
         report_samples=report_samples,
         device=device,
     )
     record = evaluate(
         Path(model.path), Path(features.path), Path(dataset.path), Path(evaluation.path), config
     )
-    for name in ("bleu1", "bleu2", "bleu3", "bleu4"):
-        metrics.log_metric(name, record["metrics"][name])
+    for name in METRICS:
+        if name in record["metrics"]:  # spice only where it can run
+            metrics.log_metric(name, record["metrics"][name])
     # The scores as the Metrics artifact's file too: kfp.local's cache treats an output artifact
     # without a file as missing and would re-run (and re-register) an unchanged evaluation.
     Path(metrics.path).parent.mkdir(parents=True, exist_ok=True)
     Path(metrics.path).write_text(json.dumps(record["metrics"], indent=2) + "\n")
     shutil.copyfile(Path(evaluation.path) / "report.html", report.path)
-    return float(record["metrics"]["bleu4"])
+    return float(record["metrics"][gate_metric])

@@ -5,6 +5,7 @@
     imagelingo features --dataset runs/flickr8k/dataset --out runs/flickr8k/features
     imagelingo train    --dataset ... --vocab ... --features ... --out runs/flickr8k/model
     imagelingo evaluate --model ... --features ... --dataset ... --out runs/flickr8k/eval
+    imagelingo evaluate --results runs/flickr8k/eval/captions.json --dataset ...  # no model
     imagelingo package  --model runs/flickr8k/model --out runs/flickr8k/store
     imagelingo serve    runs/flickr8k/store [--runtime torchserve|kserve] [--port 8080]
     imagelingo caption  photo.jpg --url http://127.0.0.1:8080 [--protocol v1|v2]
@@ -74,8 +75,14 @@ def _evaluate_config(params: dict):
 
 
 def run_evaluate(args, params: dict) -> dict:
-    from imagelingo.evaluate import evaluate
+    from imagelingo.evaluate import evaluate, rescore
 
+    if args.results is not None:  # a results file: scored without the model
+        if args.model is not None or args.features is not None:
+            raise ImageLingoError("--results scores a captions file: give no --model/--features")
+        return rescore(args.results, args.dataset, args.out)
+    if None in (args.model, args.features, args.out):
+        raise ImageLingoError("give --model, --features and --out (or --results FILE)")
     config = _evaluate_config(params)
     return evaluate(args.model, args.features, args.dataset, args.out, config)
 
@@ -200,6 +207,7 @@ def run_demo(args, params: dict) -> dict:
     print(
         "test BLEU: "
         + "  ".join(f"{k.upper()} {metrics[k]:.3f}" for k in ("bleu1", "bleu2", "bleu3", "bleu4"))
+        + f"  (COCO: BLEU-4 {metrics['coco_bleu4']:.3f}  CIDEr-D {metrics['cider']:.3f})"
     )
     print("== package", flush=True)
     steps.out = work / "store"
@@ -273,21 +281,26 @@ def run_fingerprint(args, params: dict) -> dict:
 
 
 def run_models(args, params: dict) -> dict:
-    from imagelingo.registry import production_bleu4, versions
+    from imagelingo.evaluate import check_gate
+    from imagelingo.registry import production_score, versions
 
     if args.gate:
-        production = production_bleu4()
-        floor = _evaluate_config(params).min_bleu4
+        config = _evaluate_config(params)
+        production = production_score(check_gate(config))
         # no production model yet: the configured minimum is the gate
-        print(f"{floor if production is None else production + args.margin:.4f}")
+        print(f"{config.min_score if production is None else production + args.margin:.4f}")
         return {}
     rows = versions()
     if not rows:
         print("no registered versions of imagelingo")
-    print(f"{'version':>7}  {'BLEU-1':>6}  {'BLEU-4':>6}  {'commit':<20} {'data':<12}  production")
+    print(
+        f"{'version':>7}  {'BLEU-1':>6}  {'BLEU-4':>6}  {'CIDEr-D':>7}  {'commit':<20} "
+        f"{'data':<12}  production"
+    )
     for r in rows:
+        cider = f"{r['cider']:7.4f}" if "cider" in r else f"{'-':>7}"  # versions before CIDEr-D
         print(
-            f"{r['version']:>7}  {r.get('bleu1', 0):6.4f}  {r.get('bleu4', 0):6.4f}  "
+            f"{r['version']:>7}  {r.get('bleu1', 0):6.4f}  {r.get('bleu4', 0):6.4f}  {cider}  "
             f"{r['git_commit']:<20} {r['data_sha256']:<12}  {'*' if r['production'] else ''}"
         )
     return {}
@@ -375,11 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=run_train)
 
-    p = sub.add_parser("evaluate", help="BLEU-1..4 on the test split, report, quality gate")
-    for name in ("model", "features", "dataset", "out"):
-        p.add_argument(f"--{name}", type=Path, required=True)
+    p = sub.add_parser(
+        "evaluate",
+        help="test split: BLEU, METEOR, ROUGE-L, CIDEr-D, captions.json, report, quality gate",
+    )
+    for name in ("model", "features", "out"):
+        p.add_argument(f"--{name}", type=Path)
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument(
+        "--results",
+        type=Path,
+        help="score this captions.json (one {image, caption} per test image) without a model; "
+        "--out (optional) gets its metrics.json",
+    )
     p.add_argument("--beam-width", type=int)
-    p.add_argument("--min-bleu4", type=float, help="quality gate")
+    p.add_argument("--gate-metric", help="the quality gate's metric: bleu4 | cider")
+    p.add_argument("--min-score", type=float, help="quality gate: the minimum gate metric")
     p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(run=run_evaluate)
 
@@ -494,7 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=run_fingerprint)
 
     p = sub.add_parser("models", help="registered model versions, BLEU, which is in production")
-    p.add_argument("--gate", action="store_true", help="print production BLEU-4 + --margin")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="print production's evaluate.gate_metric + --margin (the retrain gate)",
+    )
     p.add_argument("--margin", type=float, default=0.0)
     p.set_defaults(run=run_models)
 
@@ -523,7 +551,8 @@ SHORTHAND = {
     "train": {"device": "train.device", "precision": "train.precision"},
     "evaluate": {
         "beam_width": "evaluate.beam_width",
-        "min_bleu4": "evaluate.min_bleu4",
+        "gate_metric": "evaluate.gate_metric",
+        "min_score": "evaluate.min_score",
         "device": "evaluate.device",
     },
     "caption": {"beam_width": "evaluate.beam_width", "device": "evaluate.device"},

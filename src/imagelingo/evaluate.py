@@ -1,20 +1,25 @@
-"""Stage 5, evaluate: beam search on the TEST split, BLEU-1..4, HTML report, quality gate."""
+"""Stage 5, evaluate: beam search on the TEST split, the caption metrics (imagelingo.metrics:
+nltk BLEU-1..4 and the COCO metrics BLEU, METEOR, ROUGE-L, CIDEr-D), captions.json, the HTML
+report, and the quality gate on params.yaml's evaluate.gate_metric.
+
+`rescore` scores a results file (captions.json: one {"image", "caption"} per test image) without
+the model: `imagelingo evaluate --results captions.json --dataset DIR`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 
 from imagelingo.artifacts import read_metadata, write_json_atomic, write_metadata
 from imagelingo.config import settings
-from imagelingo.data.dataset import load_records
-from imagelingo.data.text import tokenize
+from imagelingo.data.dataset import ImageRecord, load_records
 from imagelingo.devices import resolve_device
 from imagelingo.errors import ImageLingoError, QualityGateError
 from imagelingo.features import FeatureStore
 from imagelingo.inference.captioner import Captioner
-from imagelingo.metrics import BLEU_WEIGHTS, bleu_scores
+from imagelingo.metrics import GATE_METRICS, METRICS, caption_metrics
 from imagelingo.registry import register
 
 log = logging.getLogger(__name__)
@@ -27,7 +32,8 @@ class EvaluateConfig:
     beam_width: int
     max_len: int
     length_penalty: float
-    min_bleu4: float
+    gate_metric: str
+    min_score: float
     report_samples: int
     device: str  # auto | cpu | cuda: where beam search runs (evaluate and `imagelingo caption`)
 
@@ -41,12 +47,14 @@ def evaluate(
     split: str = "test",
     mlflow_tracking_uri: str | None = None,
 ) -> dict:
-    """Score the model on `split`; write metrics.json and report.html; enforce the quality gate."""
+    """Score the model on `split`; write metrics.json, captions.json and report.html; enforce the
+    quality gate."""
     from imagelingo.report import write_report
 
     config = config or EvaluateConfig()
     beam_width, max_len, length_penalty = config.beam_width, config.max_len, config.length_penalty
-    min_bleu4, report_samples = config.min_bleu4, config.report_samples
+    gate_metric, min_score = check_gate(config), config.min_score
+    report_samples = config.report_samples
     started = time.perf_counter()
     if beam_width < 1:
         raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")
@@ -60,10 +68,9 @@ def evaluate(
     records = load_records(dataset_dir, split)
     rows = [store.row[r.image] for r in records]
     captions = captioner.caption_features(store.lazy(rows), beam_width, max_len, length_penalty)
-    references = [[tokenize(c) for c in r.captions] for r in records]
-    scores = bleu_scores(references, [c.words for c in captions])
+    texts = [c.text for c in captions]
     metrics = {
-        **{k: round(v, 6) for k, v in scores.items()},
+        **score_captions(records, texts),
         "beam_width": beam_width,
         "images": len(records),
         "split": split,
@@ -72,6 +79,7 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / RESULTS_FILE, results(records, texts))
     write_report(
         out_dir / "report.html",
         dataset_dir,
@@ -79,7 +87,7 @@ def evaluate(
         captions[:report_samples],
         metrics,
     )
-    passed = scores["bleu4"] >= min_bleu4
+    passed = metrics[gate_metric] >= min_score
     _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
     model_version = register(model_dir, dataset_dir, metrics, mlflow_tracking_uri) if passed else ""
     record = write_metadata(
@@ -94,10 +102,11 @@ def evaluate(
             "beam_width": beam_width,
             "max_len": max_len,
             "length_penalty": length_penalty,
-            "min_bleu4": min_bleu4,
+            "gate_metric": gate_metric,
+            "min_score": min_score,
             "split": split,
         },
-        counts={"images": len(records), "references": sum(len(r) for r in references)},
+        counts={"images": len(records), "references": sum(len(r.captions) for r in records)},
         metrics=metrics,
         quality_gate_passed=passed,
         model_version=model_version,  # in the MLflow registry ("" when not registered)
@@ -105,10 +114,95 @@ def evaluate(
     )
     if not passed:
         raise QualityGateError(
-            f"quality gate failed: BLEU-4 {scores['bleu4']:.4f} on {split} is "
-            f"below the minimum {min_bleu4:.4f} (see {out_dir}/report.html)"
+            f"quality gate failed: {gate_metric} {metrics[gate_metric]:.4f} on {split} is below "
+            f"the minimum {min_score:.4f} (evaluate.gate_metric, evaluate.min_score; see "
+            f"{out_dir}/report.html)"
         )
     return record
+
+
+RESULTS_FILE = "captions.json"
+
+
+def check_gate(config: EvaluateConfig) -> str:
+    if config.gate_metric not in GATE_METRICS:
+        raise ImageLingoError(
+            f"evaluate.gate_metric {config.gate_metric!r}: expected one of "
+            + ", ".join(GATE_METRICS)
+        )
+    return config.gate_metric
+
+
+def score_captions(records: list[ImageRecord], captions: list[str]) -> dict:
+    """Every metric of imagelingo.metrics for one caption per record, in the records' order."""
+    return caption_metrics([r.captions for r in records], captions, [r.image for r in records])
+
+
+def results(records: list[ImageRecord], captions: list[str]) -> list[dict]:
+    """The results file: one {"image", "caption"} per scored image, in the split's order."""
+    return [{"image": r.image, "caption": c} for r, c in zip(records, captions, strict=True)]
+
+
+def rescore(
+    results_file: Path, dataset_dir: Path, out_dir: Path | None = None, split: str = "test"
+) -> dict:
+    """Score a results file (evaluate's captions.json, or any model's captions in that form)
+    against `split` of the dataset, with no model: the same numbers evaluate reported for the
+    same captions. Writes metrics.json to `out_dir` when given."""
+    records = load_records(dataset_dir, split)
+    captions = read_results(Path(results_file), records, split)
+    metrics = {
+        **score_captions(records, [captions[r.image] for r in records]),
+        "images": len(records),
+        "split": split,
+        "results": str(results_file),
+    }
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(out_dir) / "metrics.json", metrics)
+    return {"metrics": metrics}
+
+
+def read_results(path: Path, records: list[ImageRecord], split: str) -> dict[str, str]:
+    """image -> caption from a results file, checked: a JSON list of {"image", "caption"} with
+    one caption for every image of the split and none for another image."""
+    expected = '{"image": "<file name>", "caption": "<text>"}'
+    if not path.is_file():
+        raise ImageLingoError(f"results file {path} not found")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ImageLingoError(
+            f"{path}: not valid JSON ({exc}); expected a list of {expected}"
+        ) from None
+    if not isinstance(rows, list):
+        raise ImageLingoError(
+            f"{path}: expected a JSON list of {expected}, got a {type(rows).__name__}"
+        )
+    wanted = {r.image for r in records}
+    captions: dict[str, str] = {}
+    for number, row in enumerate(rows):
+        where = f"{path} record {number}"
+        if not (
+            isinstance(row, dict)
+            and set(row) == {"image", "caption"}
+            and isinstance(row["image"], str)
+            and isinstance(row["caption"], str)
+        ):
+            raise ImageLingoError(f"{where}: expected {expected}, got {json.dumps(row)[:200]}")
+        image = row["image"]
+        if image in captions:
+            raise ImageLingoError(f"{where}: a second caption for {image}; expected one per image")
+        if image not in wanted:
+            raise ImageLingoError(f"{where}: {image} is not an image of the {split} split")
+        captions[image] = row["caption"]
+    missing = [r.image for r in records if r.image not in captions]
+    if missing:
+        raise ImageLingoError(
+            f"{path}: no caption for {len(missing)} of the {len(records)} {split} images "
+            f"(e.g. {', '.join(missing[:3])}); expected one per image"
+        )
+    return captions
 
 
 def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: str | None) -> None:
@@ -117,6 +211,6 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: 
 
     run_id = read_metadata(model_dir).get("mlflow_run_id")
     with mlflow_run(tracking_uri, run_id=run_id, run_name="evaluate") as mlflow:
-        mlflow.log_metrics({f"test_{k}": metrics[k] for k in BLEU_WEIGHTS})
-        mlflow.log_artifact(str(out_dir / "report.html"), artifact_path="evaluation")
-        mlflow.log_artifact(str(out_dir / "metrics.json"), artifact_path="evaluation")
+        mlflow.log_metrics({f"test_{k}": metrics[k] for k in METRICS if k in metrics})
+        for name in ("report.html", "metrics.json", RESULTS_FILE):
+            mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")

@@ -1,9 +1,9 @@
 """The MLflow model registry: every evaluated model becomes a version of "imagelingo", tagged with
-its test BLEU, the data it was trained on and the code that trained it; a deploy moves the
-`production` alias to the version it deployed.
+its test metrics (test_bleu4, test_cider, ...: imagelingo.metrics), the data it was trained on and
+the code that trained it; a deploy moves the `production` alias to the version it deployed.
 
-    imagelingo models                      # versions, BLEU-4, which one is in production
-    imagelingo models --gate --margin 0.005  # production BLEU-4 + margin: the retrain gate
+    imagelingo models                      # versions, BLEU-4, CIDEr-D, which one is in production
+    imagelingo models --gate --margin 0.005  # production's gate metric + margin: the retrain gate
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 from imagelingo.artifacts import read_metadata
+from imagelingo.errors import ImageLingoError
+from imagelingo.metrics import METRICS
 from imagelingo.tracking import tracking_uri
 
 MODEL_NAME = "imagelingo"
 PRODUCTION = "production"
-BLEU = ("bleu1", "bleu2", "bleu3", "bleu4")
 
 
 def _client(uri: str | None = None):
@@ -59,7 +60,7 @@ def register(model_dir: Path, dataset_dir: Path, metrics: dict, uri: str | None 
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     ingested = read_metadata(dataset_dir)
-    tags = {f"test_{k}": f"{metrics[k]:.4f}" for k in BLEU}
+    tags = {f"test_{k}": f"{metrics[k]:.4f}" for k in METRICS if k in metrics}
     tags |= {
         "data_sha256": dataset_digest(dataset_dir),
         "data_dvc_md5": dvc_md5(ingested.get("inputs", {}).get("source", "")),
@@ -77,7 +78,8 @@ def set_production(version: str, uri: str | None = None) -> None:
 
 
 def versions(uri: str | None = None) -> list[dict]:
-    """Every version, newest first: number, BLEU-1..4, commit, data hash, production or not."""
+    """Every version, newest first: number, its test metrics (those it was tagged with), commit,
+    data hash, production or not."""
     from mlflow.exceptions import MlflowException
 
     client = _client(uri)
@@ -90,7 +92,7 @@ def versions(uri: str | None = None) -> list[dict]:
         rows.append(
             {
                 "version": str(v.version),
-                **{k: float(v.tags[f"test_{k}"]) for k in BLEU if f"test_{k}" in v.tags},
+                **{k: float(v.tags[f"test_{k}"]) for k in METRICS if f"test_{k}" in v.tags},
                 "git_commit": v.tags.get("git_commit", ""),
                 "data_sha256": v.tags.get("data_sha256", "")[:12],
                 "production": str(v.version) == str(production),
@@ -99,5 +101,17 @@ def versions(uri: str | None = None) -> list[dict]:
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
-def production_bleu4(uri: str | None = None) -> float | None:
-    return next((r.get("bleu4") for r in versions(uri) if r["production"]), None)
+def production_score(metric: str, uri: str | None = None) -> float | None:
+    """The production version's test `metric`; None when no version is in production."""
+    production = next((r for r in versions(uri) if r["production"]), None)
+    if production is None:
+        return None
+    if metric not in production:
+        # e.g. a version registered before CIDEr-D was measured: comparing with nothing would
+        # let any model through, so the gate refuses instead
+        raise ImageLingoError(
+            f"production version {production['version']} of {MODEL_NAME} has no test_{metric} "
+            "tag to gate on (registered before that metric was measured): gate on a metric it "
+            "has (-p evaluate.gate_metric=bleu4) until a version with one is in production"
+        )
+    return production[metric]

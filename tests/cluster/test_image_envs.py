@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from image_envs import build_env, run_component  # noqa: E402
 
 P = load_params()
-# evaluate's inputs from params.yaml; the gate (min_bleu4) is the pipeline's, not an input
-EVALUATE = {k: v for k, v in P["evaluate"].items() if k != "min_bleu4"}
+# evaluate's inputs from params.yaml; the gate's threshold (min_score) is the pipeline's
+EVALUATE = {k: v for k, v in P["evaluate"].items() if k != "min_score"}
 TIMINGS: dict[str, float] = {}
 
 
