@@ -20,10 +20,10 @@ CONFIG = TrainConfig(seed=3, epochs=3, batch_size=32, lr=1e-3, lr_decay=1.0, pat
 def _killed_in_epoch(monkeypatch, epoch_to_fail: int):
     real = train_module._train_epoch
 
-    def epoch(decoder, optimizer, samples, store, config, epoch):
+    def epoch(decoder, optimizer, samples, store, config, epoch, **where):  # device, world
         if epoch == epoch_to_fail:
             raise RuntimeError("pod evicted")  # what a killed pod looks like to the next attempt
-        return real(decoder, optimizer, samples, store, config, epoch)
+        return real(decoder, optimizer, samples, store, config, epoch, **where)
 
     monkeypatch.setattr(train_module, "_train_epoch", epoch)
 
@@ -66,7 +66,7 @@ def test_a_fresh_attempt_resumes_from_the_checkpoint_location(
     monkeypatch.setattr(
         train_module,
         "_train_epoch",
-        lambda *a: calls.append(a[-1]) or real(*a),
+        lambda *a, **where: calls.append(a[-1]) or real(*a, **where),
     )
     record = train(*args, tmp_path / "attempt-2", CONFIG, checkpoint_uri=location)
     assert calls == [3]  # epochs 1 and 2 came from the checkpoint

@@ -283,7 +283,15 @@ def train(
                 log.info("early stop: no better validation BLEU-4 for %d epochs", stale)
                 break
             metrics = _train_epoch(
-                model, optimizer, samples, train_store, config, epoch, device, world, scaler
+                model,
+                optimizer,
+                samples,
+                train_store,
+                config,
+                epoch,
+                device=device,
+                world=world,
+                scaler=scaler,
             )
             # rank 0 validates; the others wait for its score (early stopping is everyone's)
             metrics["val_bleu4"] = distributed.broadcast(
