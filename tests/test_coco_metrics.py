@@ -114,10 +114,14 @@ def rouge_l(references: list[list[str]], hypotheses: list[str], beta: float = 1.
 
 
 def test_the_ptb_tokenizer_lowercases_and_drops_punctuation():
-    assert ptb_tokenize(["A Dog, running!", "", 'Two "men" talk...']) == [
+    assert ptb_tokenize(
+        ["A Dog, running!", "", 'Two "men" talk...', "a\x0cpage\u2028break", ""]
+    ) == [
         "a dog running",
         "",
         "two men talk",
+        "a page break",  # one caption stays one line
+        "",
     ]
 
 

@@ -94,7 +94,9 @@ def ptb_tokenize(sentences: list[str]) -> list[str]:
     from pycocoevalcap.tokenizer import ptbtokenizer
 
     jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
-    text = "\n".join(s.replace("\n", " ").replace("\r", " ") for s in sentences)
+    # one line per sentence: any line or page break inside one (\r, \x0c, \u2028, ...) would make
+    # the tokenizer start a new line and shift every later sentence onto the wrong image
+    text = "\n".join(" ".join(s.split()) for s in sentences)
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
         handle.write(text.encode())
     try:
@@ -104,16 +106,13 @@ def ptb_tokenize(sentences: list[str]) -> list[str]:
     finally:
         os.remove(handle.name)
     lines = result.stdout.decode().split("\n")
-    if result.returncode != 0 or len(lines) < len(sentences):
+    if result.returncode != 0 or len(lines) != len(sentences):
         raise ImageLingoError(
             f"the PTB tokenizer ({jar.name}) failed (exit {result.returncode}, "
             f"{len(lines)} lines for {len(sentences)} captions): {result.stderr.decode()[-500:]}"
         )
     punctuation = set(ptbtokenizer.PUNCTUATIONS)
-    return [
-        " ".join(w for w in line.rstrip().split(" ") if w not in punctuation)
-        for line in lines[: len(sentences)]
-    ]
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation) for line in lines]
 
 
 def coco_scores(references: dict[str, list[str]], hypotheses: dict[str, str]) -> dict[str, float]:
