@@ -56,8 +56,10 @@ def test_equals_pycocoevalcap_with_the_references_as_corpus():
         [r[0] for r in REFERENCES],  # a reference itself
         [["the"], ["on"], [], ["a", "a", "a", "a", "a", "a", "a", "a", "a", "a"]],  # degenerate
         [r[-1][::-1] for r in REFERENCES],  # the words of a reference, reversed
+        # n-grams repeated beyond their count in the references: CIDEr-D clips them
+        [(r[0][:3] * 3) + r[1][:2] for r in REFERENCES],
     ],
-    ids=["a-reference", "degenerate", "reversed"],
+    ids=["a-reference", "degenerate", "reversed", "repeated"],
 )
 def test_equals_pycocoevalcap_on_edge_cases(candidates):
     expected_mean, expected = coco(REFERENCES, candidates)
