@@ -233,3 +233,15 @@ def test_rescoring_the_results_file_gives_the_evaluations_numbers(
     assert {k: rescored[k] for k in METRICS if k in record["metrics"]} == {
         k: record["metrics"][k] for k in METRICS if k in record["metrics"]
     }
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "d"], "give --model, --features and --out"),
+        (["--dataset", "d", "--results", "r.json", "--model", "m"], "give no --model/--features"),
+    ],
+)
+def test_evaluate_takes_a_model_or_a_results_file(argv, message, capsys):
+    assert main(["evaluate", *argv]) == 2
+    assert message in capsys.readouterr().err
