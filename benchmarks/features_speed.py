@@ -2,7 +2,7 @@
 
     python benchmarks/features_speed.py grid --dataset runs/f8k/dataset --images 800
     python benchmarks/features_speed.py compare --dataset runs/f8k/dataset --images 800 \
-        --a num_workers=2,torch_threads=0,channels_last=0,precision=fp32 --b ''
+        --a-source /tmp/features_before.py --b ''   # before vs params.yaml, alternating
 
 `grid` times the extraction loop (the library's image dataset, DataLoader and encoder, no writes)
 for DataLoader workers x torch threads x channels_last x bf16 autocast, in rounds that alternate
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from imagelingo.data.dataset import load_records
 from imagelingo.encoders import build_encoder
-from imagelingo.features import FeaturesConfig, _ImageFiles, extract_features
+from imagelingo.features import FeaturesConfig, _ImageFiles
 
 
 def subset(dataset: Path, images: int, where: Path) -> Path:
@@ -109,27 +109,43 @@ def grid(args) -> None:
         )
 
 
-def parse_settings(text: str) -> dict:
+def parse_settings(text: str, config_class=FeaturesConfig) -> dict:
     out = {}
     for item in filter(None, text.split(",")):
         key, value = item.split("=", 1)
-        field_type = {f.name: f.type for f in dataclasses.fields(FeaturesConfig)}[key]
+        field_type = {f.name: f.type for f in dataclasses.fields(config_class)}[key]
         out[key] = int(value) if field_type == "int" else value
     return out
+
+
+def features_module(source: Path | None):
+    """imagelingo.features, or another version of it (e.g. `git show REV:src/imagelingo/features.py`
+    saved to a file: the code before a change, timed in the same run as the change)."""
+    if source is None:
+        import imagelingo.features
+
+        return imagelingo.features
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"features_{abs(hash(source))}", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def compare(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = subset(args.dataset, args.images, Path(tmp))
+        modules = {"a": features_module(args.a_source), "b": features_module(args.b_source)}
         configs = {
-            "a": FeaturesConfig(**parse_settings(args.a)),
-            "b": FeaturesConfig(**parse_settings(args.b)),
+            k: modules[k].FeaturesConfig(**parse_settings(text, modules[k].FeaturesConfig))
+            for k, text in (("a", args.a), ("b", args.b))
         }
         speeds = {k: [] for k in configs}
         for round_ in range(args.rounds):
             for name in ("a", "b") if round_ % 2 == 0 else ("b", "a"):
                 out = Path(tmp, f"{name}{round_}")
-                record = extract_features(data, out, configs[name])
+                record = modules[name].extract_features(data, out, configs[name])
                 speeds[name].append(record["images_per_second"])
                 print(
                     f"round {round_} {name} {configs[name]}: "
@@ -138,7 +154,11 @@ def compare(args) -> None:
                 )
         for name, config in configs.items():
             runs = ", ".join(str(s) for s in speeds[name])
-            print(f"{name}: {config}: median {statistics.median(speeds[name])} images/s ({runs})")
+            source = getattr(args, f"{name}_source") or "imagelingo.features"
+            print(
+                f"{name}: {source} {config}: median {statistics.median(speeds[name])} images/s "
+                f"({runs}); load average now {os.getloadavg()}"
+            )
 
 
 def main() -> None:
@@ -159,6 +179,8 @@ def main() -> None:
     g.add_argument("--bf16", type=ints, default=[0])
     c.add_argument("--a", default="", help="key=value,... of params.yaml's features section")
     c.add_argument("--b", default="")
+    c.add_argument("--a-source", type=Path, help="a features.py to run a with (default: this one)")
+    c.add_argument("--b-source", type=Path)
     args = parser.parse_args()
     grid(args) if args.mode == "grid" else compare(args)
 

@@ -21,6 +21,7 @@ from components.evaluate.component import evaluate
 from components.features.component import features
 from components.images import TRAINING_IMAGE
 from components.ingest.component import ingest
+from components.merge.component import merge
 from components.package.component import package
 from components.train.component import train
 from components.vocab.component import vocab
@@ -48,6 +49,7 @@ TIMEOUTS = {
     "ingest": 2 * 3600,
     "vocab": 1800,
     "features": 4 * 3600,
+    "merge": 3600,
     "train": 12 * 3600,
     "evaluate": 4 * 3600,
     "package": 3600,
@@ -60,6 +62,10 @@ SHM = {"features": "2Gi", "train": "2Gi"}
 SCRATCH = {"ingest": "20Gi", "features": "10Gi", "train": "10Gi", "evaluate": "10Gi"}
 # Side effects (an InferenceService, the registry alias): never served from KFP's cache.
 NEVER_CACHED = ("deploy",)
+# Feature extraction runs as this many `features` tasks side by side (dsl.ParallelFor; kfp.local
+# runs them in threads here), each on a contiguous shard of every split; `merge` joins their
+# stores, in shard order, into the store one task would have written.
+FEATURE_SHARDS = 2
 # deploy's settings that are pipeline parameters (service_name, deploy_mode, serving_runtime by
 # their own names); the rest of params.yaml `deploy` are constants.
 DEPLOY_PARAMETERS = (
@@ -145,9 +151,18 @@ def imagelingo_pipeline(
     )
     resources(data, "1", "2Gi").set_retry(num_retries=3, backoff_duration="30s")
     words = resources(vocab(dataset=data.output, **constants("vocab")), "1", "1Gi")
-    grids = features(dataset=data.output, encoder=encoder, **constants("features", "encoder"))
     gpu = (accelerator_type, accelerator_count)
-    resources(grids, "4", "8Gi", gpu)
+    with dsl.ParallelFor(list(range(FEATURE_SHARDS))) as shard:
+        part = features(
+            dataset=data.output,
+            encoder=encoder,
+            shard=shard,
+            shards=FEATURE_SHARDS,
+            **constants("features", "encoder"),
+        )
+        resources(part, "4", "8Gi", gpu)
+    grids = merge(dataset=data.output, shards=dsl.Collected(part.outputs["features"]))
+    resources(grids, "1", "2Gi")
     fit = train(
         dataset=data.output,
         vocab=words.output,

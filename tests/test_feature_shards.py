@@ -91,3 +91,16 @@ def test_store_reads_rows_when_asked_without_loading_the_split(pipeline_dirs):
     np.testing.assert_array_equal(lazy[1:4].numpy(), loaded.tensor(rows[1:4]).numpy())
     with pytest.raises(IndexError, match="rows must be in"):
         store.tensor([len(store)])
+
+
+def test_cli_extracts_shards_and_merges_them(small_dataset, tmp_path):
+    from imagelingo.cli import main
+
+    shards = [tmp_path / "s0", tmp_path / "s1"]
+    for i, folder in enumerate(shards):
+        argv = ["-p", "features.num_workers=0", "features", "--dataset", str(small_dataset)]
+        assert main([*argv, "--out", str(folder), "--shard", f"{i}/2"]) == 0
+    merged = tmp_path / "merged"
+    argv = ["features-merge", "--dataset", str(small_dataset), "--out", str(merged), "--shards"]
+    assert main([*argv, *map(str, shards)]) == 0
+    assert len(FeatureStore(merged, "train")) == 7

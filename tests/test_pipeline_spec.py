@@ -112,11 +112,11 @@ def test_pipeline_parameters_and_artifact_types_are_as_documented():
 def test_gate_retries_and_resources_are_in_the_spec():
     spec, _ = documents(PIPELINE_YAML)
     tasks = spec["root"]["dag"]["tasks"]
-    gate = tasks["condition-1"]
+    gate = tasks[gate_task(spec)]
     assert gate["taskInfo"]["name"] == "quality-gate"
     condition = gate["triggerPolicy"]["condition"]
     assert "evaluate" in condition and "min_score" in condition
-    gated = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    gated = spec["components"][f"comp-{gate_task(spec)}"]["dag"]["tasks"]
     assert set(gated) == {"package", "deploy"}
     for task in ("ingest",):
         assert tasks[task]["retryPolicy"]["maxRetryCount"] == 3
@@ -125,9 +125,17 @@ def test_gate_retries_and_resources_are_in_the_spec():
     assert train["cpuRequest"] and train["memoryLimit"]
 
 
+def gate_task(spec: dict) -> str:
+    """The dsl.If group's task: condition-N, N counting the groups (the features ParallelFor)
+    compiled before it."""
+    tasks = spec["root"]["dag"]["tasks"]
+    return next(name for name, task in tasks.items() if task["taskInfo"]["name"] == "quality-gate")
+
+
 def all_tasks(spec: dict) -> dict:
-    gated = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    return {**spec["root"]["dag"]["tasks"], **gated}
+    """Every task by name: the root DAG's and those in sub-DAGs (the gate, the feature shards)."""
+    nested = [c["dag"]["tasks"] for c in spec["components"].values() if "dag" in c]
+    return {k: v for tasks in [spec["root"]["dag"]["tasks"], *nested] for k, v in tasks.items()}
 
 
 def test_caching_data_changes_rerun_ingest_and_deploy_is_never_cached():
@@ -207,7 +215,8 @@ def test_no_task_mounts_over_the_launchers_own_volumes():
             for mount in mounts
             if isinstance(mount, dict) and "mountPath" in mount
         ]
-        assert paths or name in ("exec-vocab", "exec-package", "exec-evaluate", "exec-deploy")
+        unmounted = ("exec-vocab", "exec-merge", "exec-package", "exec-evaluate", "exec-deploy")
+        assert paths or name in unmounted
         for path in paths:
             clash = [p for p in LAUNCHER_MOUNTS if path == p or path.startswith(p + "/")]
             assert not clash, f"{name} mounts {path} over the KFP launcher's {clash[0]}"

@@ -10,18 +10,28 @@ def features(
     encoder: str,
     batch_size: int,
     num_workers: int,
+    torch_threads: int,
     device: str,
+    shard: int,
+    shards: int,
     features: Output[Dataset],
 ):
-    """Every image through the pretrained encoder: fp16 region grids per split."""
+    """Shard `shard` of `shards` of the images through the pretrained encoder: fp16 region grids
+    per split (the pipeline runs the shards side by side, then `merge` joins them)."""
     from pathlib import Path
 
     from imagelingo.features import FeaturesConfig, extract_features
 
     config = FeaturesConfig(
-        encoder=encoder, batch_size=batch_size, num_workers=num_workers, device=device
+        encoder=encoder,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        torch_threads=torch_threads,
+        device=device,
     )
-    record = extract_features(Path(dataset.path), Path(features.path), config)
+    record = extract_features(
+        Path(dataset.path), Path(features.path), config, shard=(shard, shards)
+    )
     features.metadata.update(
         {"encoder": encoder, "images_per_second": record["images_per_second"] or 0.0}
     )

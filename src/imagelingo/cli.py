@@ -47,10 +47,17 @@ def run_vocab(args, params: dict) -> dict:
 
 
 def run_features(args, params: dict) -> dict:
-    from imagelingo.features import FeaturesConfig, extract_features
+    from imagelingo.features import FeaturesConfig, extract_features, parse_shard
 
     config = from_params(FeaturesConfig, params)
-    return extract_features(args.dataset, args.out, config, args.encoder_weights)
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else None
+    return extract_features(args.dataset, args.out, config, args.encoder_weights, shard)
+
+
+def run_features_merge(args, params: dict) -> dict:
+    from imagelingo.features import merge_features
+
+    return merge_features(args.dataset, args.shards, args.out)
 
 
 def run_train(args, params: dict) -> dict:
@@ -368,10 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="encode every image into the feature store")
     p.add_argument("--dataset", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--encoder", help="efficientnet_lite0 (default) | resnet50 | resnet101")
+    p.add_argument(
+        "--encoder", help="efficientnet_lite0 (default) | efficientnet_lite2 | resnet50 | resnet101"
+    )
     p.add_argument("--encoder-weights", type=Path, help="local weights file for the encoder")
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--shard", help="i/n: only shard i of n of the images (see features-merge)")
     p.set_defaults(run=run_features)
+
+    p = sub.add_parser("features-merge", help="join `features --shard i/n` stores into one")
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--shards", type=Path, nargs="+", required=True, help="shard 0..n-1 folders")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=run_features_merge)
 
     p = sub.add_parser("train", help="train the attention LSTM decoder")
     for name in ("dataset", "vocab", "features", "out"):

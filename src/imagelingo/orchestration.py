@@ -23,7 +23,7 @@ from imagelingo.config import REPO_ROOT
 from imagelingo.errors import ImageLingoError
 
 PIPELINE_YAML = REPO_ROOT / "pipelines" / "imagelingo_pipeline.yaml"
-STAGES = ("ingest", "vocab", "features", "train", "evaluate", "package", "deploy")
+STAGES = ("ingest", "vocab", "features", "merge", "train", "evaluate", "package", "deploy")
 
 
 def _source_tree() -> None:
@@ -150,6 +150,9 @@ def summarize(run_dir: Path, cached: set[str] = frozenset()) -> list[dict]:
     for stage in STAGES:
         task_dir = run_dir / stage
         metadata_files = sorted(task_dir.glob("*/metadata.json")) if task_dir.is_dir() else []
+        # a task inside dsl.ParallelFor (features): one folder per iteration, <loop>-iteration-i
+        looped = run_dir.glob(f"*-iteration-*/{stage}/*/metadata.json")
+        metadata_files = metadata_files or sorted(looped)
         if not metadata_files:
             status = "cached" if stage in cached else "skipped"
             rows.append({"stage": stage, "status": status, "seconds": "", "outputs": ""})
