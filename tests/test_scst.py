@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import imagelingo.scst as scst_module
+from imagelingo.artifacts import read_metadata
 from imagelingo.data.vocab import Vocab
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
@@ -92,6 +93,9 @@ def test_scst_extends_a_finished_ce_run_and_raises_dev_cider(ce_run, uninterrupt
     assert state["best_epoch"] >= 1 and record["best_val_bleu4"] > 0  # the CE phase's number
     # the CE model is kept beside the SCST one, unchanged
     assert_same_weights(out / "cross_entropy", ce_run)
+    kept = read_metadata(out / "cross_entropy")
+    assert kept["phase"] == "cross_entropy" and "mlflow_run_id" not in kept
+    assert kept["best_val_bleu4"] == record["best_val_bleu4"]
     with pytest.raises(AssertionError):
         assert_same_weights(out, ce_run)
 
@@ -168,3 +172,28 @@ def test_sampling_stops_counting_after_end_and_repeats_for_a_seed():
         done |= words[:, t] == vocab.end_id
         previous = words[:, t]
     assert torch.allclose(log_prob, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_retried_pod_resumes_scst_from_the_checkpoint_location(
+    pipeline_dirs, ce_run, uninterrupted, tmp_path, monkeypatch
+):
+    """An SCST phase killed in its epoch 2, then a fresh pod: an EMPTY output folder and the
+    same checkpoint_uri. It ends with the uninterrupted weights and gets the CE model back."""
+    location = str(tmp_path / "checkpoints" / "run-1")
+    args = (pipeline_dirs["dataset"], pipeline_dirs["vocab_file"], pipeline_dirs["features"])
+    real = scst_module._scst_epoch
+    with monkeypatch.context() as patch:
+
+        def killed_in_epoch_2(*a):
+            if a[-1] == 2:
+                raise RuntimeError("pod evicted")
+            return real(*a)
+
+        patch.setattr(scst_module, "_scst_epoch", killed_in_epoch_2)
+        with pytest.raises(RuntimeError, match="evicted"):
+            train(*args, extend(ce_run, tmp_path / "pod-1"), SCST, True, checkpoint_uri=location)
+    record = train(*args, tmp_path / "pod-2", SCST, checkpoint_uri=location)
+    assert learned(record["history"]) == learned(uninterrupted[1]["history"])
+    assert_same_weights(tmp_path / "pod-2", uninterrupted[0])
+    assert_same_weights(tmp_path / "pod-2" / "cross_entropy", ce_run)

@@ -117,11 +117,20 @@ def _greedy_dev_scores(
 
 
 def _keep_cross_entropy_model(
-    out_dir: Path, checkpoint_uri: str | None, s3_endpoint_url: str | None
+    out_dir: Path,
+    config,
+    progress: dict,
+    checkpoint_uri: str | None,
+    s3_endpoint_url: str | None,
+    started: bool = False,
 ) -> Path:
     """out_dir/cross_entropy/ holds the CE phase's best model before SCST overwrites out_dir's.
     Copied once (a rerun after a kill between SCST's first best weights and its first
-    checkpoint must not copy those), and mirrored under checkpoint_uri for a retried pod."""
+    checkpoint must not copy those), and mirrored under checkpoint_uri for a retried pod. Its
+    metadata.json names no MLflow run: evaluating it must not overwrite the SCST model's test
+    scores in the training run. Once SCST has `started`, out_dir's model is SCST's: the CE
+    model can then only come back from checkpoint_uri (a retried pod's empty out_dir)."""
+    from imagelingo.artifacts import write_metadata
     from imagelingo.storage import get_files, put_files
 
     ce_dir = out_dir / CROSS_ENTROPY_DIR
@@ -129,7 +138,9 @@ def _keep_cross_entropy_model(
     remote = f"{checkpoint_uri.rstrip('/')}/{CROSS_ENTROPY_DIR}" if checkpoint_uri else None
     if remote and not complete():
         get_files(remote, ce_dir, s3_endpoint_url)
-    if not complete():
+    if not complete() and started:
+        log.warning("%s: the cross-entropy model is missing and SCST has started", ce_dir)
+    elif not complete():
         missing = [n for n in MODEL_FILES if not (out_dir / n).is_file()]
         if missing:
             raise ImageLingoError(f"{out_dir}: no cross-entropy model to start SCST from {missing}")
@@ -138,10 +149,23 @@ def _keep_cross_entropy_model(
         tmp.mkdir()
         for name in MODEL_FILES:
             shutil.copyfile(out_dir / name, tmp / name)
+        write_metadata(
+            tmp,
+            "train",
+            inputs={},
+            params=asdict(config),
+            counts={"epochs_run": progress["epoch"]},
+            phase="cross_entropy",
+            best_epoch=progress["best_epoch"],
+            best_val_bleu4=progress["best_bleu4"],
+            history=progress["history"],
+        )
         shutil.rmtree(ce_dir, ignore_errors=True)
         os.replace(tmp, ce_dir)
         if remote:
-            put_files([ce_dir / n for n in MODEL_FILES], remote, s3_endpoint_url)
+            put_files(
+                [ce_dir / n for n in (*MODEL_FILES, "metadata.json")], remote, s3_endpoint_url
+            )
     return ce_dir
 
 
@@ -188,7 +212,9 @@ def run_scst(
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.scst_lr)
     state = progress.get("scst")
     if state is None:
-        ce_dir = _keep_cross_entropy_model(out_dir, checkpoint_uri, s3_endpoint_url)
+        ce_dir = _keep_cross_entropy_model(
+            out_dir, config, progress, checkpoint_uri, s3_endpoint_url
+        )
         decoder.load_state_dict(load_file(ce_dir / WEIGHTS_FILE))
         start = _greedy_dev_scores(
             decoder, vocab, dev_store, dev_rows, dev_refs, cider, config.val_max_len
@@ -206,6 +232,9 @@ def run_scst(
         mlflow.log_metrics(start, step=state["ce_epochs"])
         log.info("SCST starts from the CE model: val CIDEr-D %.4f", start["val_cider"])
     else:
+        _keep_cross_entropy_model(
+            out_dir, config, progress, checkpoint_uri, s3_endpoint_url, started=True
+        )
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         changed = {
             k: (checkpoint["config"].get(k), getattr(config, k))
