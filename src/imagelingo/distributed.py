@@ -51,6 +51,8 @@ def init(world: World, device: torch.device) -> None:
     """Join the process group (a no-op for one process)."""
     if world.distributed and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":  # nccl's collectives (broadcast_object_list, all_reduce) run
+            torch.cuda.set_device(device)  # on the current device: this rank's, not cuda:0
         dist.init_process_group(backend, rank=world.rank, world_size=world.size)
 
 
