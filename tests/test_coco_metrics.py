@@ -41,7 +41,7 @@ REFERENCES = [
 ]
 HYPOTHESES = [
     "a black dog runs on the grass",
-    "two children swim in a pool",
+    "two children two children swim in a pool",  # repeats: CIDEr-D's clipping (min) matters
     "a man rides a bicycle on the street",
 ]
 KEYS = ["dog.jpg", "pool.jpg", "bike.jpg"]
