@@ -124,6 +124,7 @@ def run_one(args) -> None:
     import torch
 
     store, make_store = Path(args.store).resolve(), store_class(args.reader)
+    vocab = Path(args.vocab).resolve()  # before the chdir below
     torch.set_num_threads(1)
     started = time.perf_counter()
     if args.mode == "scan":
@@ -152,7 +153,7 @@ def run_one(args) -> None:
             os.chdir(out)  # MLflow's default sqlite store lands here
             training.train(
                 dataset_dir=store / "dataset",
-                vocab_path=Path(args.vocab).resolve(),
+                vocab_path=vocab,
                 features_dir=store / "features",
                 out_dir=Path(out) / "model",
                 config=training.TrainConfig(epochs=1),

@@ -127,8 +127,10 @@ def features_module(source: Path | None):
         return imagelingo.features
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"features_{abs(hash(source))}", source)
+    name = f"features_{abs(hash(str(source)))}"
+    spec = importlib.util.spec_from_file_location(name, source)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

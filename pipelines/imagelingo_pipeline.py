@@ -97,6 +97,12 @@ def resources(task, cpu: str, memory: str, accelerator=None):
     if accelerator is not None:
         accelerator_type, accelerator_count = accelerator
         task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+        # kfp 2.17 passes a pipeline parameter into a ParallelFor's sub-DAG (the feature shards)
+        # only when a task there has it as a channel input; one used only in resources is left
+        # out and the loop fails ("Parent pipeline input argument ... not found").
+        # (`in` would compare channels with ==, which builds a dsl.If condition: test identity)
+        known = {id(c) for c in task.channel_inputs}
+        task._channel_inputs.extend(p for p in accelerator if id(p) not in known)
     for secret in SECRETS.get(stage, ()):
         kubernetes.use_secret_as_env(task, secret, SECRET_ENV[secret], optional=False)
     if MLFLOW_SECRET in SECRETS.get(stage, ()):

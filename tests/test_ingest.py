@@ -93,7 +93,8 @@ def test_split_image_without_captions_is_reported(raw_copy, tmp_path):
         (["ingest", "/no/such/dir", "--out", "OUT"], "not a directory"),
         (
             ["features", "--dataset", "DS", "--out", "OUT", "--encoder", "vgg99"],
-            "unknown encoder 'vgg99'; expected one of efficientnet_lite0, resnet50, resnet101",
+            "unknown encoder 'vgg99'; expected one of efficientnet_lite0, efficientnet_lite2, "
+            "resnet50, resnet101",
         ),
     ],
 )
