@@ -5,7 +5,9 @@ Both runs draw the same global batches (same seed, same batch_size); under torch
 and images, so the all-reduced gradient is the single process's up to float summation order.
 Dropout is off here: with it on, each rank draws its own masks and the curves only agree
 statistically. Measured on the synthetic data (2 epochs, 2026-11-26): train_loss 3.46439728 vs
-3.46439724 and 2.46963649 vs 2.46963642, a relative difference of about 3e-8 (TOLERANCE: 1e-6).
+3.46439724 and 2.46963649 vs 2.46963642, a relative difference of about 3e-8 (TOLERANCE: 1e-6),
+and the same dev BLEU-4 after each epoch. With the default dropout 0.5 the same comparison gave
+3.55108 vs 3.55133 and 2.61098 vs 2.65557 (1.7% apart by epoch 2): other masks, other steps.
 """
 
 from __future__ import annotations
