@@ -89,7 +89,8 @@ def evaluate(
     )
     passed = metrics[gate_metric] >= min_score
     _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
-    model_version = register(model_dir, dataset_dir, metrics, mlflow_tracking_uri) if passed else ""
+    scores = {k: metrics[k] for k in METRICS if k in metrics}
+    model_version = register(model_dir, dataset_dir, scores, mlflow_tracking_uri) if passed else ""
     record = write_metadata(
         out_dir,
         "evaluate",

@@ -11,8 +11,7 @@
   the scored split). `spice` only where SPICE can run offline (its Stanford CoreNLP 3.6.0 jars are
   present); otherwise it is skipped with one log line. All on a 0-1 scale except CIDEr-D (0-10).
 
-The tokenizer and METEOR are Java programs: Java 8+ must be on PATH. The module imports nothing
-heavy at the top: the registry (in the deploy image, without nltk) reads its metric names.
+The tokenizer and METEOR are Java programs: Java 8+ must be on PATH.
 """
 
 from __future__ import annotations
@@ -28,6 +27,8 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+
+from nltk.translate.bleu_score import corpus_bleu
 
 from imagelingo.errors import ImageLingoError
 
@@ -63,8 +64,6 @@ LABELS = {
 
 def bleu_scores(references: list[list[list[str]]], hypotheses: list[list[str]]) -> dict[str, float]:
     """Corpus BLEU-1..4 on a 0-1 scale; each hypothesis is scored against all its references."""
-    from nltk.translate.bleu_score import corpus_bleu  # here: the deploy image (registry) has none
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference sets for {len(hypotheses)} hypotheses")
     with warnings.catch_warnings():

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from imagelingo.artifacts import read_metadata
 from imagelingo.errors import ImageLingoError
-from imagelingo.metrics import METRICS
 from imagelingo.tracking import tracking_uri
 
 MODEL_NAME = "imagelingo"
 PRODUCTION = "production"
+SCORE_TAG = "test_"  # test_<metric>: one tag per test metric (imagelingo.metrics, not imported:
+# the deploy image, which reads the registry, has none of the metrics' packages)
 
 
 def _client(uri: str | None = None):
@@ -44,9 +45,10 @@ def dvc_md5(source: str) -> str:
     return str(yaml.safe_load(pointer.read_text())["outs"][0].get("md5", ""))
 
 
-def register(model_dir: Path, dataset_dir: Path, metrics: dict, uri: str | None = None) -> str:
-    """A new version of MODEL_NAME from the training run's model files; returns its number, or
-    "" when the model was trained without an MLflow run."""
+def register(model_dir: Path, dataset_dir: Path, scores: dict, uri: str | None = None) -> str:
+    """A new version of MODEL_NAME from the training run's model files, tagged with its test
+    `scores` (metric name -> value); returns its number, or "" when the model was trained
+    without an MLflow run."""
     from mlflow.exceptions import MlflowException
 
     trained = read_metadata(model_dir)
@@ -60,7 +62,7 @@ def register(model_dir: Path, dataset_dir: Path, metrics: dict, uri: str | None 
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     ingested = read_metadata(dataset_dir)
-    tags = {f"test_{k}": f"{metrics[k]:.4f}" for k in METRICS if k in metrics}
+    tags = {f"{SCORE_TAG}{name}": f"{value:.4f}" for name, value in scores.items()}
     tags |= {
         "data_sha256": dataset_digest(dataset_dir),
         "data_dvc_md5": dvc_md5(ingested.get("inputs", {}).get("source", "")),
@@ -92,7 +94,11 @@ def versions(uri: str | None = None) -> list[dict]:
         rows.append(
             {
                 "version": str(v.version),
-                **{k: float(v.tags[f"test_{k}"]) for k in METRICS if f"test_{k}" in v.tags},
+                **{
+                    tag[len(SCORE_TAG) :]: float(value)
+                    for tag, value in v.tags.items()
+                    if tag.startswith(SCORE_TAG)
+                },
                 "git_commit": v.tags.get("git_commit", ""),
                 "data_sha256": v.tags.get("data_sha256", "")[:12],
                 "production": str(v.version) == str(production),
