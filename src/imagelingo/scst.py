@@ -104,9 +104,9 @@ def _greedy_dev_scores(
 ) -> dict:
     """val_cider (CIDEr-D with the train document frequencies) and val_bleu4 of greedy dev."""
     decoder.eval()
-    device = next(decoder.parameters()).device
+    # dev read a chunk at a time (store.lazy); beam search moves each to the decoder's device
     captions = Captioner(decoder, vocab, store.spec).caption_features(
-        store.tensor(rows).to(device), beam_width=1, max_len=max_len, batch_size=500
+        store.lazy(rows), beam_width=1, max_len=max_len, batch_size=500
     )
     decoder.train()
     words = [c.words for c in captions]
