@@ -118,6 +118,7 @@ def trained(envs, mlflow_server, tmp_path_factory):
         (
             "ingest",
             lambda o: {
+                **P["ingest"],
                 "source": str(source),
                 "data_fingerprint": "dir:test",
                 "synthetic_images": 60,
@@ -128,10 +129,12 @@ def trained(envs, mlflow_server, tmp_path_factory):
         (
             "features",
             lambda o: {
+                **P["features"],
                 "dataset": o["ingest"]["dataset"],
-                "encoder": P["features"]["encoder"],
                 "batch_size": 16,
                 "num_workers": 2,
+                "shard": 0,  # one shard of one: the whole store, as merge would write it
+                "shards": 1,
             },
         ),
         (
@@ -148,6 +151,12 @@ def trained(envs, mlflow_server, tmp_path_factory):
                 "lr_decay": 1.0,
                 "patience": 1,
                 "checkpoint_root": str(root / "checkpoints"),
+                # the pipeline's defaults: this pod trains (no Kubeflow Trainer TrainJob)
+                "engine": "task",
+                "nodes": 1,
+                "procs_per_node": 1,
+                "gpus_per_node": 0,
+                "image": "",
             },
         ),
         (
