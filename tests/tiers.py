@@ -29,6 +29,7 @@ SLOW_FIXTURES = {
     "server": "TorchServe or the kserve predictor (test_serving_http.py)",
     "limited_echo_server": "uvicorn on 127.0.0.1 (test_serving_limits.py)",
     "weekly": "the pipeline through kfp.local, which trains (test_pipeline_run.py)",
+    "ce_run": "trains a decoder to start SCST from (test_scst.py)",
     "project": "where test_readme.py runs the README: make demo trains, imagelingo serve serves",
 }
 
