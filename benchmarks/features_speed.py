@@ -86,7 +86,9 @@ def grid(args) -> None:
             speeds[i].append(speed)
             outputs[i] = grids[:64].float()
             print(f"round {round_} {v}: {speed:.1f} images/s", flush=True)
-    fp32 = [i for i, v in enumerate(variants) if not v["bf16"] and not v["channels_last"]]
+    # the reference: plain fp32 if it ran, else the first variant without bf16 (or the first)
+    plain = [i for i, v in enumerate(variants) if not v["bf16"] and not v["channels_last"]]
+    fp32 = plain or [i for i, v in enumerate(variants) if not v["bf16"]] or [0]
     reference = outputs[fp32[0]]
     print(
         f"\n{args.encoder}, {args.images} images, batch {args.batch_size}, "

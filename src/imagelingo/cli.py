@@ -190,6 +190,9 @@ def run_demo(args, params: dict) -> dict:
     work = Path(args.workdir)
     steps = argparse.Namespace(
         source="synthetic",
+        images=None,  # the generated scenes' own folder
+        shard=None,  # every image in one extraction
+        results=None,  # evaluate scores the model, not a results file
         cache=args.cache,
         s3_endpoint_url=None,
         strict=True,

@@ -125,6 +125,10 @@ def run_local(pipeline_root: Path, arguments: dict[str, Any], cache: bool = Fals
     started = time.perf_counter()
     hits = _CacheHits()
     root_logger = logging.getLogger()
+    # kfp.local swaps the root logger's handlers around each task and puts back what it saw:
+    # tasks of a ParallelFor run in threads, so one can put back another's stdout handler,
+    # which then outlives the run (and its stream). Restore our own snapshot afterwards.
+    handlers = root_logger.handlers[:]
     root_logger.addHandler(hits)
     level = root_logger.level
     root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
@@ -133,7 +137,7 @@ def run_local(pipeline_root: Path, arguments: dict[str, Any], cache: bool = Fals
     except RuntimeError as exc:
         raise ImageLingoError(f"pipeline run failed: {exc}") from exc
     finally:
-        root_logger.removeHandler(hits)
+        root_logger.handlers[:] = handlers
         root_logger.setLevel(level)
     runs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     runs = [r for r in runs if not r.name.startswith(".")]

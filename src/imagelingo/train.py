@@ -433,7 +433,8 @@ def _train_epoch(
         features = store.tensor(rows).to(device, non_blocking=True)
         with autocast(device, config.precision):
             scores, targets, attention_total = model(features, captions.to(device), lengths)
-            loss, ce = caption_loss(scores, targets, attention_total, config.alpha_c)
+        # the loss in fp32 outside autocast: log-softmax over the vocabulary in bf16 loses digits
+        loss, ce = caption_loss(scores.float(), targets, attention_total.float(), config.alpha_c)
         if world.distributed:
             # this rank's part of the global batch's loss; DDP averages gradients over ranks,
             # so x world size makes them the global batch's gradients
