@@ -97,7 +97,7 @@ def pipeline_dirs(tmp_path_factory, synthetic_source) -> dict[str, Path]:
 def trained_model(pipeline_dirs, tmp_path_factory) -> Path:
     """A decoder trained briefly (6 short epochs, about 20 s) on the synthetic scenes."""
     out = tmp_path_factory.mktemp("model")
-    brief = TrainConfig(epochs=6, batch_size=32, lr=1e-3, lr_decay=1.0, patience=6)
+    brief = TrainConfig(epochs=6, batch_size=32, lr=1e-3, lr_decay=1.0, patience=6, scst_epochs=0)
     train(
         pipeline_dirs["dataset"], pipeline_dirs["vocab_file"], pipeline_dirs["features"], out, brief
     )

@@ -14,7 +14,9 @@ from imagelingo.storage import fingerprint
 from imagelingo.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow  # every test trains or starts moto's S3 server
-CONFIG = TrainConfig(seed=3, epochs=3, batch_size=32, lr=1e-3, lr_decay=1.0, patience=3)
+CONFIG = TrainConfig(
+    seed=3, epochs=3, batch_size=32, lr=1e-3, lr_decay=1.0, patience=3, scst_epochs=0
+)
 
 
 def _killed_in_epoch(monkeypatch, epoch_to_fail: int):
@@ -80,7 +82,7 @@ def test_a_fresh_attempt_resumes_from_the_checkpoint_location(
 
 def test_no_checkpoint_yet_starts_from_scratch(pipeline_dirs, tmp_path):
     args = (pipeline_dirs["dataset"], pipeline_dirs["vocab_file"], pipeline_dirs["features"])
-    one = TrainConfig(seed=3, epochs=1, batch_size=32, lr_decay=1.0)
+    one = TrainConfig(seed=3, epochs=1, batch_size=32, lr_decay=1.0, scst_epochs=0)
     record = train(*args, tmp_path / "m", one, checkpoint_uri=str(tmp_path / "empty"))
     assert [h["epoch"] for h in record["history"]] == [1]
     assert (tmp_path / "empty" / "checkpoint.pt").is_file()

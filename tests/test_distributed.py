@@ -8,6 +8,7 @@ statistically. Measured on the synthetic data (2 epochs, 2026-11-26): train_loss
 3.46439724 and 2.46963649 vs 2.46963642, a relative difference of about 3e-8 (TOLERANCE: 1e-6),
 and the same dev BLEU-4 after each epoch. With the default dropout 0.5 the same comparison gave
 3.55108 vs 3.55133 and 2.61098 vs 2.65557 (1.7% apart by epoch 2): other masks, other steps.
+The SCST phase after CE runs in rank 0 alone (the processes part first): one SCST epoch here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SETTINGS = {
     # fp32: the sums of the two ranks' bf16 matmuls round differently from one process's
     # (measured 3.464488 vs 3.464586 at epoch 1, 3e-5 apart), which says nothing about DDP
     "precision": "fp32",
+    "scst_epochs": 1,  # rank 0 alone, after the processes part
 }
 TOLERANCE = 1e-6  # relative, per epoch (measured: ~3e-8)
 
@@ -83,14 +85,19 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(pipeline_dirs, 
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "metadata.json").read_text())
 
-    assert [h["epoch"] for h in ddp["history"]] == [1, 2]
-    for one, two in zip(single["history"], ddp["history"], strict=True):
+    assert [(h["epoch"], h.get("phase", "ce")) for h in ddp["history"]] == [
+        (1, "ce"),
+        (2, "ce"),
+        (3, "scst"),
+    ]
+    for one, two in zip(single["history"][:2], ddp["history"][:2], strict=True):
         for key in ("train_loss", "train_ce"):
             assert two[key] == pytest.approx(one[key], rel=TOLERANCE), (key, one, two)
     # rank 0 alone wrote the model directory and the checkpoint; nothing else is there
     written = sorted(p.name for p in (tmp_path / "ddp").iterdir())
     assert written == sorted(
-        ["checkpoint.pt", "config.json", "decoder.safetensors", "metadata.json", "vocab.json"]
+        ["checkpoint.pt", "config.json", "cross_entropy", "decoder.safetensors"]
+        + ["metadata.json", "vocab.json"]
     )
 
 

@@ -28,7 +28,7 @@ def test_evaluate_registers_deploy_promotes_and_models_lists(
         pipeline_dirs["vocab_file"],
         pipeline_dirs["features"],
         model,
-        TrainConfig(epochs=1, batch_size=32),
+        TrainConfig(epochs=1, batch_size=32, scst_epochs=0),
     )
     first = evaluate(model, pipeline_dirs["features"], pipeline_dirs["dataset"], tmp_path / "e1")
     second = evaluate(model, pipeline_dirs["features"], pipeline_dirs["dataset"], tmp_path / "e2")

@@ -20,6 +20,7 @@ QUICK = TrainConfig(
     context_dim=64,
     lr=2e-3,
     patience=5,
+    scst_epochs=0,  # the CE phase alone: test_scst.py trains the SCST one
 )
 
 

@@ -59,3 +59,20 @@ def autocast(device: torch.device, precision: str):
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling for fp16 (its gradients underflow without it); a no-op otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def scaled_step(
+    loss: torch.Tensor,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+) -> None:
+    """One optimizer step from `loss`: backward (scaled for fp16), the gradient norm clipped on
+    the true gradients, then the step (skipped by the scaler when fp16 gradients overflowed)."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()

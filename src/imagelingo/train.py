@@ -14,8 +14,6 @@ training never shares it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import time
@@ -23,7 +21,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from imagelingo import distributed
@@ -32,13 +29,20 @@ from imagelingo.config import settings
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
-from imagelingo.devices import autocast, check_precision, grad_scaler, resolve_device
+from imagelingo.devices import (
+    autocast,
+    check_precision,
+    grad_scaler,
+    resolve_device,
+    scaled_step,
+)
 from imagelingo.errors import ImageLingoError
 from imagelingo.features import FeatureStore
-from imagelingo.inference.captioner import Captioner, save_model_dir
+from imagelingo.inference.captioner import MODEL_FILES, Captioner, save_model_dir
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
 from imagelingo.loss import caption_loss
 from imagelingo.metrics import bleu_scores
+from imagelingo.resume import changed_settings, inputs_digest
 from imagelingo.scst import run_scst, scst_metadata
 from imagelingo.tracking import mlflow_run
 
@@ -114,52 +118,47 @@ def validation_bleu4(
     return bleu_scores(references, [c.words for c in captions])["bleu4"]
 
 
-# Settings a resumed run may change: the epoch budget (to extend it) and the device.
-RESUMABLE_CHANGES = ("epochs", "device")
-
-
-def _changed_settings(saved: dict, current: dict) -> str:
-    """Settings that differ, except RESUMABLE_CHANGES and the scst_* settings: free until the SCST
-    phase starts (a finished CE run may be extended by one), imagelingo.scst checks them after.
-    A setting newer than the checkpoint (absent from its config) counts as its default, which
-    is what the code that wrote it did."""
-    defaults = asdict(TrainConfig())
-    return ", ".join(
-        f"{k}: {saved.get(k)} -> {v}"
-        for k, v in current.items()
-        if k not in RESUMABLE_CHANGES
-        and not k.startswith("scst_")
-        and saved.get(k, defaults.get(k)) != v
-    )
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
+def persist_epoch(
+    out_dir: Path,
+    config: TrainConfig,
+    progress: dict,
+    decoder: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    checkpoint_uri: str | None,
+    s3_endpoint_url: str | None,
+) -> None:
+    """End of an epoch (either phase): write the checkpoint, then mirror the best weights and it
+    under checkpoint_uri for a retried pod, the weights first: the checkpoint names their epoch."""
+    checkpoint_path = Path(out_dir) / CHECKPOINT
+    _save_checkpoint(
+        checkpoint_path,
+        {
+            "config": asdict(config),
+            "progress": progress,
+            "decoder": decoder.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        },
+    )
+    if checkpoint_uri:
+        from imagelingo.storage import put_files
+
+        files = [Path(out_dir) / n for n in MODEL_FILES if (Path(out_dir) / n).is_file()]
+        put_files([*files, checkpoint_path], checkpoint_uri, s3_endpoint_url)
+
+
 def checkpoint_location(
     root: str, dataset_dir: Path, vocab_path: Path, features_dir: Path, config: TrainConfig
 ) -> str:
-    """`root`/<key>, the key a digest of what this training reads: the captions, the vocabulary,
-    the feature store's metadata and every setting but RESUMABLE_CHANGES (the epoch budget, which
-    a resumed run may extend, as with --resume, and the device). Stable across retries of a task,
-    different for other inputs."""
-    digest = hashlib.sha256()
-    for path in (
-        Path(dataset_dir) / "captions.jsonl",
-        Path(vocab_path),
-        Path(features_dir) / "metadata.json",
-    ):
-        digest.update(path.read_bytes() if path.is_file() else b"")
-        digest.update(b"\0")
-    settings = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return f"{root.rstrip('/')}/{digest.hexdigest()[:16]}"
-
-
-MODEL_FILES = ("decoder.safetensors", "config.json", "vocab.json")
+    """`root`/<key>, the key resume.inputs_digest of what this training reads (the epoch budget
+    and the device left out: a retry may extend the one and move to another)."""
+    key = inputs_digest(dataset_dir, vocab_path, features_dir, asdict(config))
+    return f"{root.rstrip('/')}/{key}"
 
 
 def decoder_config(config: TrainConfig, vocab_size: int, feature_dim: int) -> DecoderConfig:
@@ -198,11 +197,6 @@ def train(
     device = resolve_device(config.device, world.local_rank if world.distributed else None)
     check_precision(config.precision, device)
     distributed.check_batch_size(world, config.batch_size)
-    if world.distributed and config.scst_epochs:
-        raise ImageLingoError(
-            f"train.scst_epochs {config.scst_epochs}: the SCST phase runs in one process; "
-            "train the CE phase under torchrun, then `imagelingo train --resume` without it"
-        )
     distributed.init(world, device)
     out_dir = Path(out_dir)
     if world.main:
@@ -233,7 +227,7 @@ def train(
     checkpoint_path, checkpoint = out_dir / CHECKPOINT, None
     if world.main and resume and checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        changed = _changed_settings(checkpoint["config"], asdict(config))
+        changed = changed_settings(checkpoint["config"], asdict(config), asdict(TrainConfig()))
         if changed:
             raise ImageLingoError(
                 f"{checkpoint_path} was written with different settings "
@@ -307,18 +301,9 @@ def train(
                     save_model_dir(out_dir, decoder, vocab, train_store.spec)
             progress["epoch"] = epoch
             if world.main:
-                _save_checkpoint(
-                    checkpoint_path,
-                    {
-                        "config": asdict(config),
-                        "progress": progress,
-                        "decoder": decoder.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                    },
+                persist_epoch(
+                    out_dir, config, progress, decoder, optimizer, checkpoint_uri, s3_endpoint_url
                 )
-            if checkpoint_uri and world.main:  # the best weights first: the checkpoint names them
-                files = [out_dir / n for n in MODEL_FILES if (out_dir / n).is_file()]
-                put_files([*files, checkpoint_path], checkpoint_uri, s3_endpoint_url)
             mlflow.log_metrics(metrics, step=epoch)
             log.info(
                 "epoch %d: loss %.3f, val BLEU-4 %.4f, %.0f captions/s",
@@ -328,6 +313,10 @@ def train(
                 metrics["captions_per_second"],
             )
         if config.scst_epochs:
+            # SCST runs in one process (its sampling loop is no DDP forward pass): under torchrun
+            # the processes part after CE, which left them in step, and rank 0 carries on alone
+            distributed.finish(world)
+        if config.scst_epochs and world.main:
             run_scst(
                 decoder,
                 vocab,
@@ -444,12 +433,7 @@ def _train_epoch(
             backward = loss * world.size
         else:
             backward = loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(backward).backward()
-        scaler.unscale_(optimizer)
-        clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        scaled_step(backward, model, optimizer, scaler, config.grad_clip)
         total_loss, total_ce, batches = total_loss + loss.item(), total_ce + ce.item(), batches + 1
         bar.set_postfix(loss=f"{total_loss / batches:.3f}")
     total_loss, total_ce = distributed.all_sum(world, [total_loss, total_ce])

@@ -10,8 +10,8 @@ address and port; /work/shared/cluster-reference/README.md, Kubeflow Trainer fac
 job is a command and a size; v1 would need a Master/Worker split and its WORLD_SIZE counts pods.
 
 The pods see none of the KFP artifacts, so data moves through S3 (the bucket the pipeline already
-uses for `checkpoint_root`), under <checkpoint_root>/<key>/ (the key digests the inputs and
-settings, like train.checkpoint_location: a retried task finds its job and checkpoint again):
+uses for `checkpoint_root`), under <checkpoint_root>/<key>/ (the key is resume.inputs_digest of
+the inputs and settings, as in train.checkpoint_location: a retried task finds its job again):
 
     inputs/dataset/ inputs/vocab/ inputs/features/   uploaded by the task before the job
     model/                                           train's checkpoint_uri: rank 0 mirrors the
@@ -30,8 +30,6 @@ image, pullable from the nodes.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import shlex
 import time
@@ -39,6 +37,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from imagelingo.errors import ImageLingoError
+from imagelingo.resume import inputs_digest
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +45,6 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime v2.3.0 installs
 WORKDIR = "/tmp/imagelingo"  # in each pod: inputs, then the local model directory
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
-
-
-def job_key(dataset_dir: Path, vocab_path: Path, features_dir: Path, settings: dict) -> str:
-    """A digest of what the training reads (like train.checkpoint_location, without torch: the
-    task that submits need not import it)."""
-    digest = hashlib.sha256()
-    for path in (
-        Path(dataset_dir) / "captions.jsonl",
-        Path(vocab_path),
-        Path(features_dir) / "metadata.json",
-    ):
-        digest.update(path.read_bytes() if path.is_file() else b"")
-        digest.update(b"\0")
-    kept = {k: v for k, v in settings.items() if k not in ("epochs", "device")}
-    digest.update(json.dumps(kept, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
 
 
 def pod_command(inputs_uri: str, model_uri: str, settings: dict) -> list[str]:
@@ -275,7 +258,7 @@ def train_on_kubeflow(
             f"train_engine trainjob needs checkpoint_root on S3 (s3://bucket/prefix), got "
             f"{checkpoint_root!r}: the job's pods read their inputs and write the model there"
         )
-    key = job_key(dataset_dir, Path(vocab_dir) / "vocab.json", features_dir, settings)
+    key = inputs_digest(dataset_dir, Path(vocab_dir) / "vocab.json", features_dir, settings)
     base = f"{checkpoint_root.rstrip('/')}/trainjob-{key}"
     inputs_uri, model_uri = f"{base}/inputs", f"{base}/model"
     namespace = namespace or os.environ.get(CLUSTER_MARKER) or _pod_namespace()
