@@ -198,3 +198,51 @@ def test_the_gpu_request_and_the_engine_are_chosen_per_run():
     ):
         assert train[task_input] == {"componentInputParameter": parameter}
     assert train["image"]["runtimeValue"]["constant"].split("/")[-1].startswith("imagelingo:")
+
+
+def test_the_task_copies_back_the_model_and_the_cross_entropy_model_beside_it(s3_server, tmp_path):
+    """What rank 0 of the job left under <key>/model/ (after SCST: the SCST model, and the CE
+    model it started from in cross_entropy/) is what the task's Model artifact holds."""
+    import json
+
+    import boto3
+
+    from imagelingo.resume import inputs_digest
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket="ckpt")
+    dataset, vocab, features = (tmp_path / d for d in ("dataset", "vocab", "features"))
+    for folder, name in ((dataset, "captions.jsonl"), (vocab, "vocab.json"), (features, "x")):
+        folder.mkdir()
+        (folder / name).write_text("{}\n")
+    key = inputs_digest(dataset, vocab / "vocab.json", features, SETTINGS)
+    model = f"root/trainjob-{key}/model"
+    files = ("decoder.safetensors", "config.json", "vocab.json")
+    for name in (*files, "metadata.json"):
+        body = json.dumps({"stage": "train", "phase": "scst"}) if name == "metadata.json" else name
+        s3.put_object(Bucket="ckpt", Key=f"{model}/{name}", Body=body.encode())
+    for name in files:
+        s3.put_object(
+            Bucket="ckpt", Key=f"{model}/cross_entropy/{name}", Body=b"ce " + name.encode()
+        )
+    api = StubApi([None, state(("Complete", {}))])
+
+    out = tmp_path / "out"
+    record, uri = train_on_kubeflow(
+        dataset,
+        vocab,
+        features,
+        out,
+        SETTINGS,
+        "s3://ckpt/root",
+        "i",
+        namespace="ns",
+        api=api,
+        poll_s=0,
+    )
+    assert uri == f"s3://ckpt/{model}" and record["phase"] == "scst"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*files, "metadata.json", "cross_entropy"]
+    )
+    assert (out / "cross_entropy" / "config.json").read_text() == "ce config.json"
+    assert s3.list_objects_v2(Bucket="ckpt", Prefix=f"root/trainjob-{key}/inputs/")["KeyCount"] == 3

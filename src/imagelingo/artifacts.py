@@ -16,6 +16,7 @@ from typing import Any
 from imagelingo import __version__
 
 METADATA_FILE = "metadata.json"
+CROSS_ENTROPY_DIR = "cross_entropy"  # in a model dir after SCST: the CE model it started from
 
 
 def code_version() -> str:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from imagelingo.artifacts import CROSS_ENTROPY_DIR
 from imagelingo.cider import CiderD
 from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
@@ -40,7 +41,6 @@ from imagelingo.inference.decoder import CaptionDecoder
 from imagelingo.metrics import bleu_scores
 
 log = logging.getLogger(__name__)
-CROSS_ENTROPY_DIR = "cross_entropy"  # the CE phase's best model, kept beside the SCST one
 SCST_SETTINGS = ("scst_epochs", "scst_lr", "scst_samples", "scst_batch_size")
 
 

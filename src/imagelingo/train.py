@@ -2,7 +2,8 @@
 
 Teacher forcing with doubly stochastic attention, dropout and gradient clipping; early stopping on
 validation BLEU-4 from real (greedy) decoding of the dev split; an atomic checkpoint every epoch
-that `resume=True` continues from; deterministic for a given seed; tracked in MLflow.
+that `resume=True` continues from; deterministic for a given seed; tracked in MLflow. Then, unless
+train.scst_epochs is 0, the self-critical phase (imagelingo.scst) from the best CE weights.
 
 `checkpoint_uri` (a folder or an s3:// prefix) keeps a copy of the checkpoint and the best weights
 outside the output folder, refreshed every epoch: a retried pipeline pod starts with an empty

@@ -249,7 +249,7 @@ def train_on_kubeflow(
     model's S3 prefix)."""
     import os
 
-    from imagelingo.artifacts import read_metadata
+    from imagelingo.artifacts import CROSS_ENTROPY_DIR, read_metadata
     from imagelingo.storage import get_files
     from imagelingo.tracking import CLUSTER_MARKER
 
@@ -283,6 +283,8 @@ def train_on_kubeflow(
     missing = {"decoder.safetensors", "config.json", "vocab.json", "metadata.json"} - set(copied)
     if missing:
         raise ImageLingoError(f"{model_uri}: the TrainJob finished without {sorted(missing)}")
+    # after SCST, the cross-entropy model it started from (nothing there when SCST was off)
+    get_files(f"{model_uri}/{CROSS_ENTROPY_DIR}", Path(out_dir) / CROSS_ENTROPY_DIR)
     return read_metadata(out_dir), model_uri
 
 
