@@ -159,6 +159,9 @@ def test_karpathy_entries_left_out_are_counted_and_named(raw, tmp_path, caplog):
         "image file missing": 1,
     }
     assert record["counts"]["skipped_caption_lines"] == {"empty caption": 1}
+    assert record["skipped_lines"] == [
+        {"line": f"{json_path} images[1].sentences[0]", "reason": "empty caption"}
+    ]
     reasons = {s["image"]: s["reason"] for s in record["skipped"]}
     assert reasons[first] == f"listed again (images[0] and images[{IMAGES}])"
     assert reasons[second] == "no captions (images[1])"
@@ -247,6 +250,7 @@ def test_coco_rows_and_images_left_out_are_counted_and_named(raw, tmp_path):
         "no captions": 1,
     }
     assert record["counts"]["skipped_caption_lines"] == {"empty caption": 1}
+    assert record["skipped_lines"] == [{"line": f"{val} annotations[0]", "reason": "empty caption"}]
     reasons = {s["image"]: s["reason"] for s in record["skipped"]}
     last = len(data["annotations"]) - 1
     assert (
@@ -331,6 +335,7 @@ def test_captions_file_with_images_elsewhere_takes_the_images_option(raw, tmp_pa
 
 def test_table_rows_left_out_are_counted_and_named(raw, tmp_path):
     path = write_tabular(raw, tmp_path / "table", ".csv")
+    written = len(path.read_text(encoding="utf-8").splitlines())
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("ghost.jpg,A ghost .,train\n")  # no such image file
         handle.write("silent.jpg,,test\n")  # only an empty caption
@@ -338,6 +343,10 @@ def test_table_rows_left_out_are_counted_and_named(raw, tmp_path):
     record = run(path, tmp_path)
     assert record["counts"]["skipped_by_reason"] == {"image file missing": 1, "no captions": 1}
     assert record["counts"]["skipped_caption_lines"] == {"empty caption": 2}
+    assert [p["line"] for p in record["skipped_lines"]] == [
+        f"{path} line {written + 2}",  # silent.jpg's, then the last one's
+        f"{path} line {written + 3}",
+    ]
     assert {s["image"] for s in record["skipped"]} == {"ghost.jpg", "silent.jpg"}
     assert sum(record["counts"]["images"].values()) == IMAGES
 

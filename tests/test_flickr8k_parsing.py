@@ -39,10 +39,13 @@ def test_line_without_separator_is_an_error_naming_file_and_line(tmp_path):
         parse_token_file(path)
 
 
-def test_empty_caption_is_skipped_and_counted(tmp_path):
+def test_empty_caption_is_skipped_counted_and_named(tmp_path):
     tokens = parse_token_file(write(tmp_path / "t.txt", "a.jpg#0\t\na.jpg#1\tA dog .\n"))
     assert tokens.captions == {"a.jpg": ["A dog ."]}
     assert tokens.skipped_lines == {"empty caption": 1}
+    assert tokens.skipped_line_places == [
+        {"line": f"{tmp_path / 't.txt'} line 1", "reason": "empty caption"}
+    ]
 
 
 def test_missing_split_file_is_an_error_naming_it(tmp_path):

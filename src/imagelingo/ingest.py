@@ -91,16 +91,20 @@ def _reason_kind(reason: str) -> str:
     return reason.split(" (")[0].split(":")[0]
 
 
-def _report_skipped(skipped: list[dict[str, str]], out_dir: Path) -> None:
-    """One warning line per reason, naming the first images; metadata.json lists them all."""
+def _report_skipped(
+    skipped: list[dict[str, str]], out_dir: Path, key: str = "image", what: str = "image(s)"
+) -> None:
+    """One warning line per reason, naming the first items (`key` of each: an image, or a
+    caption line); metadata.json lists them all."""
     by_reason: dict[str, list[str]] = {}
     for item in skipped:
-        by_reason.setdefault(_reason_kind(item["reason"]), []).append(item["image"])
+        by_reason.setdefault(_reason_kind(item["reason"]), []).append(item[key])
     for reason, names in by_reason.items():
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         log.warning(
-            "skipped %d image(s), %s: %s%s (all listed in %s/metadata.json)",
+            "skipped %d %s, %s: %s%s (all listed in %s/metadata.json)",
             len(names),
+            what,
             reason,
             ", ".join(names[:5]),
             more,
@@ -163,6 +167,7 @@ def ingest(
                 raise ImageLingoError(f"{item.path}: {problem}")
 
     _report_skipped(skipped, out_dir)
+    _report_skipped(listing.skipped_line_places, out_dir, key="line", what="caption line(s)")
     for split in SPLITS:
         if not any(r.split == split for r in records):
             left_out = Counter(_reason_kind(i["reason"]) for i in skipped)
@@ -192,5 +197,6 @@ def ingest(
         params=dataclasses.asdict(config),
         counts=counts,
         skipped=skipped,
+        skipped_lines=listing.skipped_line_places,
         seconds=round(time.perf_counter() - started, 2),
     )

@@ -104,7 +104,7 @@ def _captions_by_image(path: Path, listing: Listing) -> dict[str, list[str]]:
                 f"caption for an image_id not in images[] (annotations[{index}])",
             )
         elif not row["caption"].strip():
-            listing.skipped_lines["empty caption"] += 1
+            listing.skip_line(where, "empty caption")
         else:
             captions[names[row["image_id"]]].append(row["caption"].strip())
     return captions

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from imagelingo.data.listing import Listing, SourceImage
+from imagelingo.data.listing import Listing, SkippedLines, SourceImage
 from imagelingo.errors import ImageLingoError
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -41,12 +41,11 @@ _CAPTION_LINE = re.compile(r"^(?P<image>\S+?)#(?P<n>\d+)(?P<sep>\t| +)(?P<captio
 
 
 @dataclass
-class TokenFile:
-    """Captions per image id, plus what parsing had to repair."""
+class TokenFile(SkippedLines):
+    """Captions per image id, plus what parsing had to repair or leave out."""
 
     captions: dict[str, list[str]] = field(default_factory=dict)
     repaired: Counter = field(default_factory=Counter)
-    skipped_lines: Counter = field(default_factory=Counter)
 
 
 def parse_token_file(path: Path) -> TokenFile:
@@ -67,7 +66,7 @@ def parse_token_file(path: Path) -> TokenFile:
                 result.repaired["space instead of TAB after caption id"] += 1
             caption = match["caption"].strip()
             if not caption:
-                result.skipped_lines["empty caption"] += 1
+                result.skip_line(f"{path} line {line_no}", "empty caption")
                 continue
             result.captions.setdefault(match["image"], []).append(caption)
     return result
@@ -115,7 +114,11 @@ def read_listing(root: Path) -> Listing:
     layout = locate_layout(root)
     tokens = parse_token_file(layout.token_file)
     splits = {s: parse_split_file(p) for s, p in layout.split_files.items()}
-    listing = Listing(skipped_lines=tokens.skipped_lines, repaired=tokens.repaired)
+    listing = Listing(
+        skipped_lines=tokens.skipped_lines,
+        skipped_line_places=tokens.skipped_line_places,
+        repaired=tokens.repaired,
+    )
     seen: set[str] = set()
     for split, names in splits.items():
         for name in names:

@@ -77,7 +77,7 @@ def read_listing(path: Path, image_dir: Path, restval_split: str = "train") -> L
             if raw.strip():
                 captions.append(raw.strip())
             else:
-                listing.skipped_lines["empty caption"] += 1
+                listing.skip_line(f"{where}.sentences[{n}]", "empty caption")
         target = SPLIT_NAMES.get(split, restval_split)
         if name in seen:
             listing.skip(name, f"listed again (images[{seen[name]}] and images[{index}])")

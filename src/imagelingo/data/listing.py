@@ -24,10 +24,21 @@ class SourceImage:
 
 
 @dataclass
-class Listing:
+class SkippedLines:
+    """Caption rows a reader left out: counted by reason, and each named by where it is."""
+
+    skipped_lines: Counter = field(default_factory=Counter)  # by reason
+    skipped_line_places: list[dict[str, str]] = field(default_factory=list)  # {"line", "reason"}
+
+    def skip_line(self, where: str, reason: str) -> None:
+        self.skipped_lines[reason] += 1
+        self.skipped_line_places.append({"line": where, "reason": reason})
+
+
+@dataclass
+class Listing(SkippedLines):
     images: list[SourceImage] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"image", "reason"}
-    skipped_lines: Counter = field(default_factory=Counter)  # caption rows left out, by reason
     repaired: Counter = field(default_factory=Counter)  # caption rows fixed up, by what
 
     def skip(self, image: str, reason: str) -> None:

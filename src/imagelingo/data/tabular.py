@@ -90,7 +90,7 @@ def read_listing(path: Path, image_dir: Path, dev_fraction: float, test_fraction
             if caption:
                 captions[name].append(caption)
             else:
-                listing.skipped_lines["empty caption"] += 1
+                listing.skip_line(where, "empty caption")
     except UnicodeDecodeError as exc:
         raise ImageLingoError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     for name, texts in captions.items():
