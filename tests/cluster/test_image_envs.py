@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,12 @@ def envs(tmp_path_factory):
         built = {t: f.result() for t, f in futures.items()}
     for target, env in built.items():
         TIMINGS[f"build {target} env"] = env.seconds
-    return built
+    yield built
+    # The training venv alone is ~7 GB (PyPI's torch is the CUDA build); drop the venvs as soon as
+    # the module is done, pass or fail, so the runtime rehearsal that CI runs next has the disk.
+    # What a failure leaves to read (scratch, the image's WORKDIR) stays.
+    for env in built.values():
+        shutil.rmtree(env.venv, ignore_errors=True)
 
 
 def test_each_image_installs_only_its_list_and_the_package(envs):
