@@ -17,7 +17,7 @@ from imagelingo import metrics
 from imagelingo.cli import main
 from imagelingo.data.dataset import ImageRecord, load_records
 from imagelingo.errors import ImageLingoError
-from imagelingo.evaluate import RESULTS_FILE, evaluate, read_results
+from imagelingo.evaluate import RESULTS_FILE, evaluate, read_results, rescore
 from imagelingo.metrics import COCO_METRICS, METRICS, caption_metrics, ptb_tokenize
 
 # Lower-case, punctuation-free, so the PTB tokens are the words split on spaces; every caption
@@ -245,3 +245,20 @@ def test_rescoring_the_results_file_gives_the_evaluations_numbers(
 def test_evaluate_takes_a_model_or_a_results_file(argv, message, capsys):
     assert main(["evaluate", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_dev_is_scored_to_choose_decoding_and_is_neither_logged_nor_registered(
+    pipeline_dirs, trained_model, tmp_path
+):
+    dataset, out = pipeline_dirs["dataset"], tmp_path / "dev"
+    argv = ["--model", str(trained_model), "--features", str(pipeline_dirs["features"])]
+    assert main(["evaluate", *argv, "--dataset", str(dataset), "--out", str(out), "--split",
+                 "dev", "--length-penalty", "0.5"]) == 0  # fmt: skip
+    record = json.loads((out / "metadata.json").read_text())
+    dev_images = [r.image for r in load_records(dataset, "dev")]
+    assert record["metrics"]["split"] == "dev" and record["metrics"]["images"] == len(dev_images)
+    assert record["params"]["length_penalty"] == 0.5
+    assert record["model_version"] == ""  # a dev score never becomes a registry version
+    assert [r["image"] for r in json.loads((out / RESULTS_FILE).read_text())] == dev_images
+    rescored = rescore(out / RESULTS_FILE, dataset, split="dev")["metrics"]
+    assert rescored["cider"] == record["metrics"]["cider"]

@@ -87,11 +87,11 @@ def run_evaluate(args, params: dict) -> dict:
     if args.results is not None:  # a results file: scored without the model
         if args.model is not None or args.features is not None:
             raise ImageLingoError("--results scores a captions file: give no --model/--features")
-        return rescore(args.results, args.dataset, args.out)
+        return rescore(args.results, args.dataset, args.out, split=args.split)
     if None in (args.model, args.features, args.out):
         raise ImageLingoError("give --model, --features and --out (or --results FILE)")
     config = _evaluate_config(params)
-    return evaluate(args.model, args.features, args.dataset, args.out, config)
+    return evaluate(args.model, args.features, args.dataset, args.out, config, split=args.split)
 
 
 def run_caption(args, params: dict) -> dict:
@@ -420,7 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="score this captions.json (one {image, caption} per test image) without a model; "
         "--out (optional) gets its metrics.json",
     )
+    p.add_argument(
+        "--split",
+        choices=("test", "dev"),
+        default="test",
+        help="the split scored (default test); dev chooses decoding settings without touching "
+        "test, and is neither logged to MLflow nor registered",
+    )
     p.add_argument("--beam-width", type=int)
+    p.add_argument("--length-penalty", type=float, help="0: total log-prob; 1: mean per word")
     p.add_argument("--gate-metric", help="the quality gate's metric: bleu4 | cider")
     p.add_argument("--min-score", type=float, help="quality gate: the minimum gate metric")
     p.add_argument("--device", help=DEVICE_HELP)
@@ -570,6 +578,7 @@ SHORTHAND = {
     "train": {"device": "train.device", "precision": "train.precision"},
     "evaluate": {
         "beam_width": "evaluate.beam_width",
+        "length_penalty": "evaluate.length_penalty",
         "gate_metric": "evaluate.gate_metric",
         "min_score": "evaluate.min_score",
         "device": "evaluate.device",

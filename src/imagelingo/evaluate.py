@@ -1,6 +1,7 @@
 """Stage 5, evaluate: beam search on the TEST split, the caption metrics (imagelingo.metrics:
 nltk BLEU-1..4 and the COCO metrics BLEU, METEOR, ROUGE-L, CIDEr-D), captions.json, the HTML
-report, and the quality gate on params.yaml's evaluate.gate_metric.
+report, and the quality gate on params.yaml's evaluate.gate_metric. The dev split can be scored
+instead (`--split dev`) to choose decoding settings without looking at test.
 
 `rescore` scores a results file (captions.json: one {"image", "caption"} per test image) without
 the model: `imagelingo evaluate --results captions.json --dataset DIR`."""
@@ -88,9 +89,17 @@ def evaluate(
         metrics,
     )
     passed = metrics[gate_metric] >= min_score
-    _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
-    scores = {k: metrics[k] for k in METRICS if k in metrics}
-    model_version = register(model_dir, dataset_dir, scores, mlflow_tracking_uri) if passed else ""
+    model_version = ""
+    if split == "test":
+        _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
+        scores = {k: metrics[k] for k in METRICS if k in metrics}
+        model_version = (
+            register(model_dir, dataset_dir, scores, mlflow_tracking_uri) if passed else ""
+        )
+    else:
+        # Scoring dev is for choosing decoding settings (beam width, length penalty) without
+        # looking at test; it must not become the run's test metrics or register a version.
+        log.info("%s split scored: not logged to MLflow, not registered", split)
     record = write_metadata(
         out_dir,
         "evaluate",
