@@ -22,13 +22,12 @@ from pathlib import Path
 
 import torch
 
-from imagelingo.cider import CiderD
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
 from imagelingo.devices import grad_scaler
 from imagelingo.features import FeatureStore
 from imagelingo.inference.captioner import Captioner
-from imagelingo.scst import scst_step
+from imagelingo.scst import reward_cider, scst_step
 from imagelingo.train import TrainConfig
 
 
@@ -44,7 +43,7 @@ def main() -> None:
     records = load_records(args.dataset, "train")
     refs = [[tokenize(c) for c in r.captions] for r in records]
     started = time.perf_counter()
-    cider = CiderD(refs)
+    cider, vectors_of = reward_cider(refs)
     setup = time.perf_counter() - started
     runs = {}
     for precision in args.precision.split(","):
@@ -58,7 +57,7 @@ def main() -> None:
     for b in range(args.batches):
         images = range(b * size, (b + 1) * size)
         features = store.tensor([store.row[records[i].image] for i in images])
-        vectors = [cider.references(refs[i]) for i in images]
+        vectors = [vectors_of[i] for i in images]
         for config, decoder, optimizer, scaler, seconds in runs.values():
             torch.manual_seed(config.seed + b)
             t0 = time.perf_counter()

@@ -12,10 +12,12 @@ from safetensors.torch import load_file
 
 import imagelingo.scst as scst_module
 from imagelingo.artifacts import read_metadata
+from imagelingo.cider import CiderD
+from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
-from imagelingo.scst import sample_captions, self_critical_loss
+from imagelingo.scst import reward_cider, sample_captions, self_critical_loss, with_end
 from imagelingo.train import CHECKPOINT, TrainConfig, train
 
 # A small decoder, briefly trained with cross-entropy; SCST then runs a few short epochs.
@@ -142,6 +144,29 @@ def test_the_baseline_is_the_mean_reward_of_the_image_s_other_samples():
     assert advantage.tolist() == [1.0 - 2.5, 2.0 - 2.0, 3.0 - 1.5, -3.0, -3.0, 6.0]
     loss.backward()
     assert log_prob.grad.tolist() == pytest.approx((-advantage / 6).tolist())
+
+
+def test_the_reward_counts_the_sentence_end_so_a_caption_cut_mid_phrase_earns_less():
+    corpus = [
+        ["a dog runs on the grass", "a brown dog is running on the grass", "a dog runs on grass"],
+        ["a man stands in front of a building", "a man is standing in front of a red building"],
+        ["two children play in the water", "kids are splashing in the water"],
+    ]
+    refs = [[tokenize(c) for c in captions] for captions in corpus]
+    plain, (reward, vectors) = CiderD(refs), reward_cider(refs)
+    assert vectors[0] and len(vectors) == 3
+    for image, whole, cut in [
+        (0, "a dog runs on the grass", "a dog runs on the"),
+        (1, "a man is standing in front of a building", "a man is standing in front of a"),
+    ]:
+        whole, cut = tokenize(whole), tokenize(cut)
+        plain_refs = plain.references(refs[image])
+        plain_gap = plain.score(whole, plain_refs) - plain.score(cut, plain_refs)
+        reward_gap = reward.score(with_end(whole), vectors[image]) - reward.score(
+            with_end(cut), vectors[image]
+        )
+        # measured when written: plain CIDEr-D 0.79 and 0.62 apart, with the end word 1.89 and 1.24
+        assert plain_gap > 0 and reward_gap > 1.5 * plain_gap
 
 
 def test_sampling_stops_counting_after_end_and_repeats_for_a_seed():
