@@ -193,6 +193,7 @@ def run_demo(args, params: dict) -> dict:
         images=None,  # the generated scenes' own folder
         shard=None,  # every image in one extraction
         results=None,  # evaluate scores the model, not a results file
+        split="test",  # the demo's evaluation is the test one (MLflow, the registry)
         cache=args.cache,
         s3_endpoint_url=None,
         strict=True,
