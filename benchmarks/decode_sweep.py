@@ -17,9 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from imagelingo.data.dataset import load_records
-from imagelingo.evaluate import EvaluateConfig, score_captions
-from imagelingo.features import FeatureStore
+from imagelingo.evaluate import EvaluateConfig, score_captions, split_features
 from imagelingo.inference.captioner import Captioner
 
 
@@ -37,9 +35,9 @@ def main() -> None:
     parser.add_argument("--length-penalties", default="0,0.5,1", help="comma-separated")
     args = parser.parse_args()
     captioner = Captioner.load(args.model)
-    store = FeatureStore(args.features, args.split)
-    records = load_records(args.dataset, args.split)
-    features = store.lazy([store.row[r.image] for r in records])
+    records, features = split_features(
+        captioner, args.model, args.features, args.dataset, args.split
+    )
     max_len = EvaluateConfig().max_len
     rows = []
     for beam in (int(b) for b in floats(args.beams)):

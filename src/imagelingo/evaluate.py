@@ -18,7 +18,7 @@ from imagelingo.config import settings
 from imagelingo.data.dataset import ImageRecord, load_records
 from imagelingo.devices import resolve_device
 from imagelingo.errors import ImageLingoError, QualityGateError
-from imagelingo.features import FeatureStore
+from imagelingo.features import FeatureStore, LazyRows
 from imagelingo.inference.captioner import Captioner
 from imagelingo.metrics import GATE_METRICS, METRICS, caption_metrics
 from imagelingo.registry import register
@@ -60,15 +60,8 @@ def evaluate(
     if beam_width < 1:
         raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")
     captioner = Captioner.load(model_dir).to(resolve_device(config.device))
-    store = FeatureStore(features_dir, split)
-    if store.spec != captioner.spec:
-        raise ImageLingoError(
-            f"{features_dir} was made with encoder {store.spec.name}, but "
-            f"{model_dir} was trained on {captioner.spec.name} features"
-        )
-    records = load_records(dataset_dir, split)
-    rows = [store.row[r.image] for r in records]
-    captions = captioner.caption_features(store.lazy(rows), beam_width, max_len, length_penalty)
+    records, features = split_features(captioner, model_dir, features_dir, dataset_dir, split)
+    captions = captioner.caption_features(features, beam_width, max_len, length_penalty)
     texts = [c.text for c in captions]
     metrics = {
         **score_captions(records, texts),
@@ -132,6 +125,21 @@ def evaluate(
 
 
 RESULTS_FILE = "captions.json"
+
+
+def split_features(
+    captioner: Captioner, model_dir: Path, features_dir: Path, dataset_dir: Path, split: str
+) -> tuple[list[ImageRecord], LazyRows]:
+    """The split's records and their feature rows (read a chunk at a time), checked to come from
+    the encoder the model was trained on."""
+    store = FeatureStore(features_dir, split)
+    if store.spec != captioner.spec:
+        raise ImageLingoError(
+            f"{features_dir} was made with encoder {store.spec.name}, but "
+            f"{model_dir} was trained on {captioner.spec.name} features"
+        )
+    records = load_records(dataset_dir, split)
+    return records, store.lazy([store.row[r.image] for r in records])
 
 
 def check_gate(config: EvaluateConfig) -> str:
