@@ -51,12 +51,19 @@ def ngrams(words: list[str], n: int) -> Counter:
     return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
-def cider_d(references: list[list[str]], hypotheses: list[str], sigma: float = 6.0) -> float:
+def cider_d(references: list[list[str]], hypotheses: list[str]) -> float:
+    scores = cider_d_per_image(references, hypotheses)
+    return sum(scores) / len(scores)
+
+
+def cider_d_per_image(
+    references: list[list[str]], hypotheses: list[str], sigma: float = 6.0
+) -> list[float]:
     """CIDEr-D (Vedantam et al. 2015; the coco-caption variant): per n-gram order 1..4, tf-idf
     vectors with tf the raw count and idf log(images / images whose references hold the
     n-gram); a candidate's similarity to a reference is sum(min(c, r) * r) / (|c| |r|) times
-    exp(-(length difference)^2 / (2 sigma^2)); mean over references, mean over orders, x10,
-    mean over images."""
+    exp(-(length difference)^2 / (2 sigma^2)); mean over references, mean over orders, x10:
+    each image's score (the corpus score is their mean)."""
     images = len(references)
     df = Counter(
         gram
@@ -69,7 +76,7 @@ def cider_d(references: list[list[str]], hypotheses: list[str], sigma: float = 6
             g: c * (math.log(images) - math.log(max(1, df[g]))) for g, c in ngrams(words, n).items()
         }
 
-    total = 0.0
+    per_image = []
     for refs, hypothesis in zip(references, hypotheses, strict=True):
         words = hypothesis.split()
         orders = []
@@ -86,8 +93,8 @@ def cider_d(references: list[list[str]], hypotheses: list[str], sigma: float = 6
                 penalty = math.exp(-((len(words) - len(ref_words)) ** 2) / (2 * sigma**2))
                 similarities.append((dot / norms if norms else 0.0) * penalty)
             orders.append(sum(similarities) / len(similarities))
-        total += 10 * sum(orders) / len(orders)
-    return total / images
+        per_image.append(10 * sum(orders) / len(orders))
+    return per_image
 
 
 def rouge_l(references: list[list[str]], hypotheses: list[str], beta: float = 1.2) -> float:
@@ -158,6 +165,15 @@ def test_scores_match_independent_computations():
     assert scores["cider"] == pytest.approx(cider_d(REFERENCES, HYPOTHESES), abs=2e-6)
     assert 0.2 < scores["meteor"] < 1.0
     assert 0.0 < scores["coco_bleu4"] < scores["coco_bleu1"] < 1.0  # a real, non-trivial case
+
+
+def test_cider_per_image_matches_the_definition_image_by_image():
+    # what benchmarks/compare_results.py bootstraps: each image's CIDEr-D, the idf from all
+    per_image = metrics.cider_per_image(
+        dict(zip(KEYS, REFERENCES, strict=True)), dict(zip(KEYS, HYPOTHESES, strict=True))
+    )
+    assert per_image == pytest.approx(cider_d_per_image(REFERENCES, HYPOTHESES), abs=2e-6)
+    assert len(set(per_image)) == 3  # three different scores: the order is checked too
 
 
 def test_missing_java_is_an_error_that_says_what_is_needed(tmp_path, monkeypatch):

@@ -122,6 +122,21 @@ def coco_scores(references: dict[str, list[str]], hypotheses: dict[str, str]) ->
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
+    gts, res = _ptb_inputs(references, hypotheses)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"coco_bleu{n}": float(b) for n, b in enumerate(bleu, start=1)}
+    scores["meteor"] = _meteor(gts, res)
+    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    spice = _spice(gts, res)
+    if spice is not None:
+        scores["spice"] = spice
+    return scores
+
+
+def _ptb_inputs(references: dict[str, list[str]], hypotheses: dict[str, str]) -> tuple[dict, dict]:
+    """pycocoevalcap's (gts, res): the PTB tokens of every reference and hypothesis, by key, in
+    one tokenizer run."""
     if list(references) != list(hypotheses):
         raise ValueError("references and hypotheses must have the same keys in the same order")
     if any(not refs for refs in references.values()):
@@ -132,17 +147,16 @@ def coco_scores(references: dict[str, list[str]], hypotheses: dict[str, str]) ->
     gts, offset = {}, 0
     for key, count in zip(keys, counts, strict=True):
         gts[key], offset = tokens[offset : offset + count], offset + count
-    res = {key: [tokens[offset + i]] for i, key in enumerate(keys)}
+    return gts, {key: [tokens[offset + i]] for i, key in enumerate(keys)}
 
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    scores = {f"coco_bleu{n}": float(b) for n, b in enumerate(bleu, start=1)}
-    scores["meteor"] = _meteor(gts, res)
-    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
-    scores["cider"] = float(Cider().compute_score(gts, res)[0])
-    spice = _spice(gts, res)
-    if spice is not None:
-        scores["spice"] = spice
-    return scores
+
+def cider_per_image(references: dict[str, list[str]], hypotheses: dict[str, str]) -> list[float]:
+    """Each image's CIDEr-D, in the keys' order (the idf from all of `references`, as in
+    coco_scores): their mean is coco_scores' `cider`. For a bootstrap over images."""
+    from pycocoevalcap.cider.cider import Cider
+
+    gts, res = _ptb_inputs(references, hypotheses)
+    return [float(x) for x in Cider().compute_score(gts, res)[1]]
 
 
 @functools.lru_cache(maxsize=1)
