@@ -6,7 +6,14 @@ import contextlib
 import pytest
 import torch
 
-from imagelingo.devices import autocast, check_precision, grad_scaler, resolve_device
+from imagelingo import devices, train
+from imagelingo.devices import (
+    autocast,
+    check_precision,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+)
 from imagelingo.distributed import World, rows_of, world_from_env
 from imagelingo.errors import ImageLingoError
 
@@ -29,6 +36,30 @@ def test_unknown_devices_and_precisions_are_refused():
     with pytest.raises(ImageLingoError, match="fp16 needs a CUDA device"):
         check_precision("fp16", torch.device("cpu"))
     check_precision("bf16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
+    monkeypatch.setattr(devices, "native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"  # an explicit one stays as asked
+    assert resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_a_run_asked_for_auto_resumes_in_the_precision_it_started_in(monkeypatch):
+    # a retried pod on a node without native bf16 continues the bf16 run it resumes
+    monkeypatch.setattr(devices, "native_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    config = train.TrainConfig(precision="fp32")  # auto, resolved on this node
+    resumed = train._resumed_precision(config, "auto", {"config": {"precision": "bf16"}}, cpu)
+    assert resumed.precision == "bf16"
+    # written before train.precision existed: fp32
+    assert train._resumed_precision(config, "auto", {"config": {}}, cpu).precision == "fp32"
+    # asked for explicitly: kept, and train's settings check refuses a mismatch
+    assert (
+        train._resumed_precision(config, "fp32", {"config": {"precision": "bf16"}}, cpu) == config
+    )
 
 
 def test_fp32_is_no_autocast_and_no_loss_scaling():

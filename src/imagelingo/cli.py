@@ -404,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), help="autocast of the forward pass"
+        "--precision",
+        help="autocast of the forward pass: auto (bf16 where the CPU or GPU computes it natively, "
+        "else fp32), fp32, bf16 or fp16 (CUDA only)",
     )
     p.set_defaults(run=run_train)
 

@@ -1,10 +1,12 @@
-"""Where the stages compute: `device` (auto | cpu | cuda | cuda:N) and `precision` (fp32 | bf16 |
-fp16) as params.yaml names them, resolved once per stage.
+"""Where the stages compute: `device` (auto | cpu | cuda | cuda:N) and `precision` (auto | fp32 |
+bf16 | fp16) as params.yaml names them, resolved once per stage.
 
 auto is cuda when torch sees a GPU, else cpu: the CPU path is the one every test and benchmark
 runs, and a CPU run with the default fp32 does exactly what it did before devices existed.
 Mixed precision is autocast around the forward pass (the weights and the optimizer stay fp32):
-bf16 needs no loss scaling; fp16 needs a GradScaler and is CUDA only.
+bf16 needs no loss scaling; fp16 needs a GradScaler and is CUDA only. Precision auto is bf16
+where the hardware computes it natively (a CPU with AVX-512 BF16 or AMX, a GPU from Ampere on),
+else fp32: emulated bf16 on an older CPU is slower than fp32, not faster.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import contextlib
 import torch
 
 from imagelingo.errors import ImageLingoError
+from imagelingo.inference.captioner import native_bf16
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
@@ -46,6 +49,16 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ImageLingoError(
             f"precision fp16 needs a CUDA device (it is {device}); use bf16 or fp32 on CPU"
         )
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """params.yaml's `precision`, checked, with auto made concrete for `device`."""
+    check_precision(precision, device)
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if native_bf16() else "fp32"
 
 
 def autocast(device: torch.device, precision: str):

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -32,9 +32,9 @@ from imagelingo.data.text import tokenize
 from imagelingo.data.vocab import Vocab
 from imagelingo.devices import (
     autocast,
-    check_precision,
     grad_scaler,
     resolve_device,
+    resolve_precision,
     scaled_step,
 )
 from imagelingo.errors import ImageLingoError
@@ -43,7 +43,7 @@ from imagelingo.inference.captioner import MODEL_FILES, Captioner, save_model_di
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
 from imagelingo.loss import caption_loss
 from imagelingo.metrics import bleu_scores
-from imagelingo.resume import changed_settings, inputs_digest
+from imagelingo.resume import BEFORE_THE_SETTING, changed_settings, inputs_digest
 from imagelingo.scst import run_scst, scst_metadata
 from imagelingo.tracking import mlflow_run
 
@@ -76,6 +76,17 @@ class TrainConfig:
     scst_lr: float
     scst_samples: int
     scst_batch_size: int
+
+
+def _resumed_precision(
+    config: TrainConfig, requested: str, checkpoint: dict, device
+) -> TrainConfig:
+    """A run asked for precision auto resumes in the precision it started in (a retried pod may
+    land on another kind of node); an explicit precision stays, and must match the checkpoint."""
+    if requested != "auto":
+        return config
+    saved = checkpoint["config"].get("precision", BEFORE_THE_SETTING["precision"])
+    return replace(config, precision=resolve_precision(saved, device))
 
 
 def _encode_captions(
@@ -196,7 +207,8 @@ def train(
     # and writes anything (imagelingo.distributed).
     world = distributed.world_from_env()
     device = resolve_device(config.device, world.local_rank if world.distributed else None)
-    check_precision(config.precision, device)
+    requested = config.precision
+    config = replace(config, precision=resolve_precision(config.precision, device))
     distributed.check_batch_size(world, config.batch_size)
     distributed.init(world, device)
     out_dir = Path(out_dir)
@@ -217,7 +229,6 @@ def train(
     decoder = CaptionDecoder(decoder_config(config, len(vocab), train_store.spec.feature_dim))
     decoder.to(device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr)
-    scaler = grad_scaler(device, config.precision)
     progress = {
         "epoch": 0,
         "best_bleu4": -1.0,
@@ -228,6 +239,7 @@ def train(
     checkpoint_path, checkpoint = out_dir / CHECKPOINT, None
     if world.main and resume and checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        config = _resumed_precision(config, requested, checkpoint, device)
         changed = changed_settings(checkpoint["config"], asdict(config), asdict(TrainConfig()))
         if changed:
             raise ImageLingoError(
@@ -238,12 +250,16 @@ def train(
         log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
     checkpoint = distributed.broadcast(world, checkpoint)  # every rank resumes from rank 0's
     if checkpoint is not None:
+        config = _resumed_precision(config, requested, checkpoint, device)
         decoder.load_state_dict(checkpoint["decoder"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         progress = checkpoint["progress"]
         log.info(
             "resuming after epoch %d (best BLEU-4 %.4f)", progress["epoch"], progress["best_bleu4"]
         )
+    if requested == "auto":
+        log.info("train.precision auto: %s on %s", config.precision, device)
+    scaler = grad_scaler(device, config.precision)
     model = decoder
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
