@@ -9,7 +9,9 @@ for the cross-entropy model and, when training ran SCST (train.scst_epochs > 0: 
 in model/, the cross-entropy phase's best in model/cross_entropy/), for the SCST model too.
 Appends the command, machine, date, every metric of each evaluation (the COCO caption metrics
 BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and nltk BLEU-4 as earlier results reported it), stage
-times, peak memory, feature extraction images/s and training captions/s to benchmarks/RESULTS.md.
+times, peak memory, feature extraction images/s and training captions/s to benchmarks/RESULTS.md,
+with the 95% interval of the test CIDEr-D at the default beam (a paired bootstrap over the test
+images, as benchmarks/compare_results.py computes it): how much of a difference is the split's.
 
 A check on tiny data (minutes), written elsewhere than RESULTS.md:
 
@@ -71,6 +73,30 @@ def evaluate_args(d: dict[str, Path], out: Path, *extra: str) -> list[str]:
         "--out",
         str(out),
     ]
+
+
+def cider_intervals(work: Path, model_names: list[str], dataset: Path) -> str:
+    """How sure the test CIDEr-D at the default beam is: each model's 95% interval from a paired
+    bootstrap over the test images, and the difference of the final model from the other."""
+    from imagelingo.evaluate import bootstrap_cider, results_cider
+
+    files = [work / f"eval-{name}-beam{DEFAULT_BEAM}" / "captions.json" for name in model_names]
+    stats = bootstrap_cider(results_cider(files, dataset))
+    parts = [
+        f"{name} {score:.4f} [{low:.4f}, {high:.4f}]"
+        for name, score, (low, high) in zip(
+            model_names, stats["cider"], stats["cider_95"], strict=True
+        )
+    ]
+    for name, score, (low, high) in zip(
+        model_names[1:], stats["cider"][1:], stats["minus_first_95"], strict=True
+    ):
+        gain = stats["cider"][0] - score  # the final model's gain over this one
+        parts.append(f"{model_names[0]} - {name} {gain:+.4f} [{-high:+.4f}, {-low:+.4f}]")
+    return (
+        f"test CIDEr-D at beam {DEFAULT_BEAM} with its 95% interval over the test images "
+        "(paired bootstrap, 10,000 draws; benchmarks/compare_results.py): " + "; ".join(parts)
+    )
 
 
 def machine() -> str:
@@ -177,6 +203,7 @@ def main() -> None:
     stages["evaluate"] = {
         k: evaluations[(final, DEFAULT_BEAM)][k] for k in ("seconds", "peak_rss_mib")
     }
+    sampling = cider_intervals(work, list(models), d["dataset"])
     total = sum(s["seconds"] for s in stages.values())
     features = json.loads((d["features"] / "metadata.json").read_text())
     trained = json.loads((d["model"] / "metadata.json").read_text())
@@ -229,6 +256,7 @@ sections report (our tokens).
 - training: {captions_per_s:.0f} captions/s (mean over {len(speeds)} epochs), best epoch
   {trained.get("best_epoch")} {best}
 - dev BLEU-4 per epoch: {", ".join(f"{h['val_bleu4']:.4f}" for h in history if "val_bleu4" in h)}
+- {sampling}
 """
     if not args.results.exists():
         args.results.write_text(

@@ -17,7 +17,14 @@ from imagelingo import metrics
 from imagelingo.cli import main
 from imagelingo.data.dataset import ImageRecord, load_records
 from imagelingo.errors import ImageLingoError
-from imagelingo.evaluate import RESULTS_FILE, evaluate, read_results, rescore
+from imagelingo.evaluate import (
+    RESULTS_FILE,
+    bootstrap_cider,
+    evaluate,
+    read_results,
+    rescore,
+    results_cider,
+)
 from imagelingo.metrics import COCO_METRICS, METRICS, caption_metrics, ptb_tokenize
 
 # Lower-case, punctuation-free, so the PTB tokens are the words split on spaces; every caption
@@ -249,6 +256,27 @@ def test_rescoring_the_results_file_gives_the_evaluations_numbers(
     assert {k: rescored[k] for k in METRICS if k in record["metrics"]} == {
         k: record["metrics"][k] for k in METRICS if k in record["metrics"]
     }
+    # the per-image scores benchmarks/compare_results.py resamples average to the same CIDEr-D
+    (per_image,) = results_cider([results], dataset)
+    assert len(per_image) == len(test_images)
+    assert sum(per_image) / len(per_image) == pytest.approx(record["metrics"]["cider"], abs=1e-6)
+
+
+def test_the_bootstrap_interval_is_the_sampling_error_of_the_mean_and_pairs_the_draws():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    a = rng.gamma(2.0, 0.3, 1000)  # skewed and non-negative, as per-image CIDEr-D is
+    b = a + 0.05  # better by 0.05 on every image
+    stats = bootstrap_cider([a.tolist(), b.tolist(), a.tolist()], resamples=4000)
+    low, high = stats["cider_95"][0]
+    error = 1.96 * a.std() / math.sqrt(len(a))  # the normal approximation: n is large
+    assert low < a.mean() < high
+    assert (high - low) / 2 == pytest.approx(error, rel=0.1)
+    # paired draws: a constant per-image gain is known exactly, however wide each interval is
+    assert stats["minus_first_95"][0] == pytest.approx([0.05, 0.05], abs=1e-4)
+    assert stats["not_higher"] == [0.0, 1.0]  # b beats a in every draw; a never beats itself
+    assert stats["minus_first_95"][1] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize(

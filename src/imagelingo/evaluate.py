@@ -20,7 +20,7 @@ from imagelingo.devices import resolve_device
 from imagelingo.errors import ImageLingoError, QualityGateError
 from imagelingo.features import FeatureStore, LazyRows
 from imagelingo.inference.captioner import Captioner
-from imagelingo.metrics import GATE_METRICS, METRICS, caption_metrics
+from imagelingo.metrics import GATE_METRICS, METRICS, caption_metrics, cider_per_image
 from imagelingo.registry import register
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,44 @@ def rescore(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)
     return {"metrics": metrics}
+
+
+def results_cider(
+    results_files: list[Path], dataset_dir: Path, split: str = "test"
+) -> list[list[float]]:
+    """Each image's CIDEr-D (the split's order, the idf from all its references) for each
+    results file: the per-image scores a bootstrap over images resamples."""
+    records = load_records(dataset_dir, split)
+    references = {r.image: r.captions for r in records}
+    scores = []
+    for path in results_files:
+        captions = read_results(Path(path), records, split)
+        scores.append(cider_per_image(references, {k: captions[k] for k in references}))
+    return scores
+
+
+def bootstrap_cider(
+    per_image: list[list[float]], resamples: int = 10_000, seed: int = 0
+) -> dict[str, list[float]]:
+    """95% intervals by a paired bootstrap over images: each system's mean CIDEr-D ("cider_95":
+    one [low, high] per system) and each later system's difference from the first
+    ("minus_first_95"), plus the share of draws where it was not higher ("not_higher")."""
+    import numpy as np
+
+    scores = np.array(per_image)  # systems x images
+    draws = np.random.default_rng(seed).integers(0, scores.shape[1], (resamples, scores.shape[1]))
+    means = scores[:, draws].mean(axis=2)  # systems x resamples
+    diffs = means[1:] - means[0]
+
+    def interval(values) -> list[float]:
+        return [round(float(x), 4) for x in np.percentile(values, [2.5, 97.5])]
+
+    return {
+        "cider": [round(float(m), 4) for m in scores.mean(axis=1)],
+        "cider_95": [interval(m) for m in means],
+        "minus_first_95": [interval(d) for d in diffs],
+        "not_higher": [round(float((d <= 0).mean()), 4) for d in diffs],
+    }
 
 
 def read_results(path: Path, records: list[ImageRecord], split: str) -> dict[str, str]:
