@@ -6,7 +6,7 @@ ingest's cache."""
 
 import boto3
 import pytest
-from safetensors.torch import load_file
+from trained import weights
 
 import imagelingo.train as train_module
 from imagelingo.errors import ImageLingoError
@@ -28,10 +28,6 @@ def _killed_in_epoch(monkeypatch, epoch_to_fail: int):
         return real(decoder, optimizer, samples, store, config, epoch, **where)
 
     monkeypatch.setattr(train_module, "_train_epoch", epoch)
-
-
-def _weights(model_dir):
-    return load_file(model_dir / "decoder.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +71,7 @@ def test_a_fresh_attempt_resumes_from_the_checkpoint_location(
     assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
     expected_dir, expected = uninterrupted
     assert record["best_val_bleu4"] == expected["best_val_bleu4"]
-    resumed, reference = _weights(tmp_path / "attempt-2"), _weights(expected_dir)
+    resumed, reference = weights(tmp_path / "attempt-2"), weights(expected_dir)
     assert resumed.keys() == reference.keys()
     assert all((resumed[k] == reference[k]).all() for k in reference)
 

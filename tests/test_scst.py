@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from trained import assert_same_weights, run
 
 import imagelingo.scst as scst_module
 from imagelingo.artifacts import read_metadata
@@ -37,21 +37,6 @@ CE = TrainConfig(
     scst_batch_size=16,
 )
 SCST = dataclasses.replace(CE, scst_epochs=2)
-
-
-def run(dirs, out, config, resume=False):
-    return train(dirs["dataset"], dirs["vocab_file"], dirs["features"], out, config, resume)
-
-
-def weights(model_dir):
-    return load_file(model_dir / "decoder.safetensors")
-
-
-def assert_same_weights(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
 
 
 def learned(history):

@@ -4,9 +4,10 @@ import dataclasses
 
 import mlflow
 import pytest
-from safetensors.torch import load_file
+import trained
+from trained import assert_same_weights
 
-from imagelingo.train import TrainConfig, train
+from imagelingo.train import TrainConfig
 
 pytestmark = pytest.mark.slow  # every test trains
 
@@ -25,18 +26,7 @@ QUICK = TrainConfig(
 
 
 def run(dirs, out, config=QUICK, resume=False):
-    return train(dirs["dataset"], dirs["vocab_file"], dirs["features"], out, config, resume)
-
-
-def weights(model_dir):
-    return load_file(model_dir / "decoder.safetensors")
-
-
-def assert_same_weights(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert (wa[key] == wb[key]).all(), key
+    return trained.run(dirs, out, config, resume)
 
 
 def test_same_seed_gives_identical_weights(pipeline_dirs, tmp_path):
