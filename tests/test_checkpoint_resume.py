@@ -6,7 +6,7 @@ ingest's cache."""
 
 import boto3
 import pytest
-from trained import weights
+from trained import assert_same_weights
 
 import imagelingo.train as train_module
 from imagelingo.errors import ImageLingoError
@@ -71,9 +71,7 @@ def test_a_fresh_attempt_resumes_from_the_checkpoint_location(
     assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
     expected_dir, expected = uninterrupted
     assert record["best_val_bleu4"] == expected["best_val_bleu4"]
-    resumed, reference = weights(tmp_path / "attempt-2"), weights(expected_dir)
-    assert resumed.keys() == reference.keys()
-    assert all((resumed[k] == reference[k]).all() for k in reference)
+    assert_same_weights(tmp_path / "attempt-2", expected_dir)
 
 
 def test_no_checkpoint_yet_starts_from_scratch(pipeline_dirs, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 import trained
 from trained import assert_same_weights
 
+from imagelingo.errors import ImageLingoError
 from imagelingo.train import TrainConfig
 
 pytestmark = pytest.mark.slow  # every test trains
@@ -42,6 +43,9 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(pipeline_dirs, tmp_path
     record = run(pipeline_dirs, tmp_path / "resumed", resume=True)
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
+    # what it learns may not change on resume: the error names the setting and both values
+    with pytest.raises(ImageLingoError, match=r"different settings \(lr: 0\.002 -> 0\.001\)"):
+        run(pipeline_dirs, tmp_path / "resumed", dataclasses.replace(QUICK, lr=1e-3), resume=True)
 
 
 def test_training_logs_params_metrics_and_model_to_mlflow(pipeline_dirs, tmp_path):

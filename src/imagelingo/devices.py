@@ -2,7 +2,7 @@
 bf16 | fp16) as params.yaml names them, resolved once per stage.
 
 auto is cuda when torch sees a GPU, else cpu: the CPU path is the one every test and benchmark
-runs, and a CPU run with the default fp32 does exactly what it did before devices existed.
+runs, and a CPU run with fp32 does exactly what it did before devices existed.
 Mixed precision is autocast around the forward pass (the weights and the optimizer stay fp32):
 bf16 needs no loss scaling; fp16 needs a GradScaler and is CUDA only. Precision auto is bf16
 where the hardware computes it natively (a CPU with AVX-512 BF16 or AMX, a GPU from Ampere on),

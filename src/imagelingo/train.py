@@ -239,6 +239,10 @@ def train(
     checkpoint_path, checkpoint = out_dir / CHECKPOINT, None
     if world.main and resume and checkpoint_path.is_file():
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    elif world.main and resume:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
+    checkpoint = distributed.broadcast(world, checkpoint)  # every rank resumes from rank 0's
+    if checkpoint is not None:
         config = _resumed_precision(config, requested, checkpoint, device)
         changed = changed_settings(checkpoint["config"], asdict(config), asdict(TrainConfig()))
         if changed:
@@ -246,11 +250,6 @@ def train(
                 f"{checkpoint_path} was written with different settings "
                 f"({changed}); train into a new --out directory or keep them"
             )
-    elif world.main and resume:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
-    checkpoint = distributed.broadcast(world, checkpoint)  # every rank resumes from rank 0's
-    if checkpoint is not None:
-        config = _resumed_precision(config, requested, checkpoint, device)
         decoder.load_state_dict(checkpoint["decoder"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         progress = checkpoint["progress"]
