@@ -9,10 +9,20 @@ import pytest
 import yaml
 from kfp import components as kfp_components
 
+from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS
 from imagelingo.config import REPO_ROOT
-from imagelingo.orchestration import PIPELINE_YAML, STAGES, compile_all
+from imagelingo.orchestration import PIPELINES, STAGES, compile_all
 
-COMMITTED = [REPO_ROOT / "components" / s / "component.yaml" for s in STAGES] + [PIPELINE_YAML]
+TARGET_YAML = {name: PIPELINES / t.pipeline_file for name, t in TARGETS.items()}
+COMMITTED = [REPO_ROOT / "components" / s / "component.yaml" for s in STAGES]
+COMMITTED += list(TARGET_YAML.values())
+DEFAULT_FILE = TARGETS[DEFAULT_TARGET].pipeline_file
+
+
+@pytest.fixture(params=list(TARGETS))
+def target(request):
+    """Each supported target: its name, its Target and its committed pipeline YAML."""
+    return request.param, TARGETS[request.param], TARGET_YAML[request.param]
 
 
 def test_committed_yaml_is_what_the_code_compiles_to(tmp_path):
@@ -42,11 +52,17 @@ def executors(spec: dict) -> dict[str, str]:
     }
 
 
-def test_every_component_names_the_default_images():
-    images = executors(documents(PIPELINE_YAML)[0])
-    assert len(images) == len(STAGES)
+def on_deploy_image(executor: str) -> bool:
+    """release and deploy need mlflow/kserve, not torch: the deploy image."""
+    return executor in ("exec-deploy", "exec-release")
+
+
+def test_every_component_names_the_default_images(target):
+    name, chosen, path = target
+    images = executors(documents(path)[0])
+    assert len(images) == len(STAGES) - (0 if chosen.fan_in else 1)  # merge: only with fan-in
     for name, image in images.items():
-        expected = "imagelingo-deploy:0.1.0" if "deploy" in name else "imagelingo:0.1.0"
+        expected = "imagelingo-deploy:0.1.0" if on_deploy_image(name) else "imagelingo:0.1.0"
         assert image == f"ghcr.io/imagelingo/{expected}", (name, image)
 
 
@@ -63,7 +79,7 @@ def test_images_pinned_by_digest_are_what_the_pipeline_names(tmp_path):
         "IMAGELINGO_DEPLOY_IMAGE": f"ghcr.io/me/imagelingo-deploy:0.1.0@{digest}",
     }
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True)
-    images = executors(documents(tmp_path / "pipelines" / "imagelingo_pipeline.yaml")[0])
+    images = executors(documents(tmp_path / "pipelines" / DEFAULT_FILE)[0])
     assert all(image.endswith(f":0.1.0@{digest}") for image in images.values())
     env["IMAGELINGO_IMAGE"] = "not an image"
     bad = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True)
@@ -81,16 +97,19 @@ def test_images_are_configurable_at_compile_time(tmp_path):
         "IMAGELINGO_DEPLOY_IMAGE": "r/d:7",
     }
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True)
-    images = executors(documents(tmp_path / "pipelines" / "imagelingo_pipeline.yaml")[0])
-    assert {images[n] for n in images if "deploy" not in n} == {"registry.local/il:7"}
-    assert [images[n] for n in images if "deploy" in n] == ["r/d:7"]
+    images = executors(documents(tmp_path / "pipelines" / DEFAULT_FILE)[0])
+    assert {images[n] for n in images if not on_deploy_image(n)} == {"registry.local/il:7"}
+    assert {images[n] for n in images if on_deploy_image(n)} == {"r/d:7"}
 
 
-def test_pipeline_parameters_and_artifact_types_are_as_documented():
-    spec, _ = documents(PIPELINE_YAML)
+def test_pipeline_parameters_and_artifact_types_are_as_documented(target):
+    spec, _ = documents(target[2])
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("source", "encoder", "epochs", "lr", "min_score", "deploy_target"):
+    for name in ("source", "encoder", "epochs", "lr", "min_score", "gate_margin", "deploy_target"):
         assert name in parameters
+    # strings: the driver resolves accelerator placeholders with GetStringValue (kfp_rules)
+    assert parameters["accelerator_count"]["parameterType"] == "STRING"
+    assert parameters["accelerator_count"]["defaultValue"] == "0"
     assert parameters["canary_traffic_percent"]["defaultValue"] == -1
     outputs = {
         name: {
@@ -107,20 +126,26 @@ def test_pipeline_parameters_and_artifact_types_are_as_documented():
     assert outputs["comp-train"] == {"model": "system.Model"}
     assert outputs["comp-ingest"] == {"dataset": "system.Dataset"}
     assert outputs["comp-package"] == {"model_store": "system.Model"}
+    assert outputs["comp-release"] == {
+        "registration": "system.Artifact",
+        "links": "system.Markdown",
+    }
 
 
-def test_gate_retries_and_resources_are_in_the_spec():
-    spec, _ = documents(PIPELINE_YAML)
+def test_gate_retries_and_resources_are_in_the_spec(target):
+    _, chosen, path = target
+    spec, _ = documents(path)
     tasks = spec["root"]["dag"]["tasks"]
     gate = tasks[gate_task(spec)]
     assert gate["taskInfo"]["name"] == "quality-gate"
     condition = gate["triggerPolicy"]["condition"]
-    assert "evaluate" in condition and "min_score" in condition
+    assert "release" in condition and "true" in condition
     gated = spec["components"][f"comp-{gate_task(spec)}"]["dag"]["tasks"]
     assert set(gated) == {"package", "deploy"}
     for task in ("ingest",):
         assert tasks[task]["retryPolicy"]["maxRetryCount"] == 3
-    assert gated["deploy"]["retryPolicy"]["maxRetryCount"] == 3
+    # a retry inside the gate only where the backend honours it (kfp_rules.nested_retry_problems)
+    assert ("retryPolicy" in gated["deploy"]) is chosen.nested_retry
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert train["cpuRequest"] and train["memoryLimit"]
 
@@ -138,39 +163,47 @@ def all_tasks(spec: dict) -> dict:
     return {k: v for tasks in [spec["root"]["dag"]["tasks"], *nested] for k, v in tasks.items()}
 
 
-def test_caching_data_changes_rerun_ingest_and_deploy_is_never_cached():
-    """KFP's cache key is the task's inputs: ingest's includes data_fingerprint (the data, not
-    only the source string), and deploy, which has side effects, is never served from cache."""
-    spec, _ = documents(PIPELINE_YAML)
+def test_caching_data_changes_rerun_ingest_and_side_effects_are_never_cached(target):
+    """KFP's cache key is the task's inputs: ingest's includes the fingerprint task's answer
+    (the data, not only the source string); the fingerprint, the release (registry, gate) and
+    deploy are never served from cache."""
+    spec, _ = documents(target[2])
     tasks = all_tasks(spec)
-    assert tasks["deploy"]["cachingOptions"].get("enableCache", False) is False
+    for name in ("fingerprint", "release", "deploy"):
+        assert tasks[name]["cachingOptions"].get("enableCache", False) is False, name
     for name in ("ingest", "vocab", "features", "train", "evaluate", "package"):
         assert tasks[name]["cachingOptions"]["enableCache"] is True, name
     ingest_inputs = tasks["ingest"]["inputs"]["parameters"]
-    assert ingest_inputs["data_fingerprint"] == {"componentInputParameter": "data_fingerprint"}
-    assert "data_fingerprint" in spec["root"]["inputDefinitions"]["parameters"]
+    fed = ingest_inputs["data_fingerprint"]["taskOutputParameter"]
+    assert fed == {"producerTask": "fingerprint", "outputParameterKey": "Output"}
+    assert "data_fingerprint" not in spec["root"]["inputDefinitions"]["parameters"]
 
 
-MLFLOW_TASKS = {"train", "evaluate", "deploy"}
+MLFLOW_TASKS = {"train", "evaluate", "release", "deploy"}
 SECRETS = {
+    "fingerprint": {"imagelingo-s3"},
     "ingest": {"imagelingo-s3"},
     "vocab": set(),
     "features": set(),
     "train": {"imagelingo-s3", "imagelingo-mlflow"},
     "evaluate": {"imagelingo-s3", "imagelingo-mlflow"},
+    "release": {"imagelingo-s3", "imagelingo-mlflow"},
     "package": set(),
     "deploy": {"imagelingo-s3", "imagelingo-mlflow"},
 }
 
 
-def test_secrets_are_required_where_needed_and_mlflow_tasks_know_they_run_on_a_cluster():
-    _, platform = documents(PIPELINE_YAML)
+def test_secrets_are_required_where_needed_and_mlflow_tasks_know_they_run_on_a_cluster(target):
+    _, chosen, path = target
+    _, platform = documents(path)
     executors = platform["deploymentSpec"]["executors"]
     for stage, expected in SECRETS.items():
         executor = executors.get(f"exec-{stage}", {})
         secrets = executor.get("secretAsEnv", [])
         assert {s["secretName"] for s in secrets} == expected, stage
-        assert all(s["optional"] is False for s in secrets), stage
+        # required: `optional: false` where the proto has the field, no field (required) before
+        assert all(s.get("optional", False) is False for s in secrets), stage
+        assert all(("optional" in s) is (chosen.kfp_backend != "2.5.0") for s in secrets)
         marker = [e for e in executor.get("fieldPathAsEnv", [])]
         if stage in MLFLOW_TASKS:
             assert marker == [
@@ -180,10 +213,12 @@ def test_secrets_are_required_where_needed_and_mlflow_tasks_know_they_run_on_a_c
             assert not marker, stage
 
 
-def test_pod_settings_deadlines_shm_scratch_and_a_resuming_train_retry():
-    spec, platform = documents(PIPELINE_YAML)
+def test_pod_settings_deadlines_shm_scratch_and_a_resuming_train_retry(target):
+    spec, platform = documents(target[2])
     executors = platform["deploymentSpec"]["executors"]
     for stage in STAGES:
+        if stage == "merge" and not target[1].fan_in:
+            continue
         assert int(executors[f"exec-{stage}"]["activeDeadlineSeconds"]) > 0, stage
     for stage in ("features", "train"):
         mounts = {m["mountPath"]: m for m in executors[f"exec-{stage}"]["emptyDirMounts"]}
@@ -205,8 +240,8 @@ def test_pod_settings_deadlines_shm_scratch_and_a_resuming_train_retry():
 LAUNCHER_MOUNTS = ("/gcs", "/s3", "/minio", "/.local", "/.cache", "/.config", "/kfp-launcher")
 
 
-def test_no_task_mounts_over_the_launchers_own_volumes():
-    _, platform = documents(PIPELINE_YAML)
+def test_no_task_mounts_over_the_launchers_own_volumes(target):
+    _, platform = documents(target[2])
     for name, executor in platform["deploymentSpec"]["executors"].items():
         paths = [
             mount["mountPath"]
@@ -216,6 +251,7 @@ def test_no_task_mounts_over_the_launchers_own_volumes():
             if isinstance(mount, dict) and "mountPath" in mount
         ]
         unmounted = ("exec-vocab", "exec-merge", "exec-package", "exec-evaluate", "exec-deploy")
+        unmounted += ("exec-fingerprint", "exec-release")
         assert paths or name in unmounted
         for path in paths:
             clash = [p for p in LAUNCHER_MOUNTS if path == p or path.startswith(p + "/")]

@@ -24,7 +24,7 @@ def deploy(
     min_replicas: int,
     max_replicas: int,
     timeout_s: int,
-    evaluation: Input[Artifact],
+    registration: Input[Artifact],
     deployment: Output[Artifact],
 ) -> str:
     """Upload the model store to its own versioned prefix and create or replace the
@@ -61,7 +61,7 @@ def deploy(
         target,
         config,
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
-        model_version=read_metadata(Path(evaluation.path)).get("model_version", ""),
+        model_version=read_metadata(Path(registration.path)).get("model_version", ""),
     )
     deployment.metadata.update({"action": record["action"], "url": record["url"]})
     return record["url"]

@@ -21,11 +21,10 @@ def evaluate(
 ) -> float:
     """The caption metrics of the test split (nltk BLEU-1..4 and the COCO metrics: BLEU-1..4,
     METEOR, ROUGE-L, CIDEr-D; all shown in the KFP UI), captions.json and the HTML report;
-    returns the value of `gate_metric` (bleu4 | cider), which the pipeline's dsl.If gates on.
-    (A single return value: kfp.local resolves a condition on `Output` but not on named
-    outputs.) The registry version and captions.json are in `evaluation`.
-    The gate itself is the pipeline's (a skipped deploy, not a failed run), so the evaluation
-    here gates at 0 and always registers the model version."""
+    returns the value of `gate_metric` (bleu4 | cider). captions.json is in `evaluation`.
+    The gate and the registry version are the pipeline's never-cached `release` task (a skipped
+    deploy, not a failed run; a cached evaluation must not skip registering), so the evaluation
+    here gates at 0 and registers nothing."""
     import json
     import shutil
     from pathlib import Path
@@ -43,7 +42,12 @@ def evaluate(
         device=device,
     )
     record = evaluate(
-        Path(model.path), Path(features.path), Path(dataset.path), Path(evaluation.path), config
+        Path(model.path),
+        Path(features.path),
+        Path(dataset.path),
+        Path(evaluation.path),
+        config,
+        register_version=False,
     )
     for name in METRICS:
         if name in record["metrics"]:  # spice only where it can run

@@ -14,14 +14,19 @@ def features(
     device: str,
     shard: int,
     shards: int,
+    accelerator_type: str,
+    accelerator_count: str,
     features: Output[Dataset],
 ):
     """Shard `shard` of `shards` of the images through the pretrained encoder: fp16 region grids
-    per split (the pipeline runs the shards side by side, then `merge` joins them)."""
+    per split (the pipeline runs the shards side by side, then `merge` joins them). The GPUs the
+    pipeline requested for this pod (accelerator_*) must be visible, or the task fails."""
     from pathlib import Path
 
+    from imagelingo.devices import check_accelerator_request
     from imagelingo.features import FeaturesConfig, extract_features
 
+    check_accelerator_request(accelerator_count, accelerator_type)
     config = FeaturesConfig(
         encoder=encoder,
         batch_size=batch_size,

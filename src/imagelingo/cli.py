@@ -25,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from imagelingo.cluster.platforms import TARGETS
 from imagelingo.config import ServeConfig, VocabConfig, apply_overrides, from_params, load_params
 from imagelingo.errors import ImageLingoError, QualityGateError
 
@@ -241,12 +242,9 @@ def _pipeline_arguments(args) -> dict:
 
 
 def run_pipeline_locally(args, params: dict) -> dict:
-    from imagelingo.orchestration import run_local, with_fingerprint
+    from imagelingo.orchestration import run_local
 
-    arguments = _pipeline_arguments(args)
-    rows = run_local(
-        args.pipeline_root, with_fingerprint(arguments) if args.cache else arguments, args.cache
-    )
+    rows = run_local(args.pipeline_root, _pipeline_arguments(args), args.cache)
     print(f"{'stage':<10} {'status':<8} {'seconds':>8}  outputs")
     for row in rows:
         outputs = json.dumps(row.get("outputs", ""), default=str) if row.get("outputs") else ""
@@ -255,9 +253,11 @@ def run_pipeline_locally(args, params: dict) -> dict:
 
 
 def run_compile(args, params: dict) -> dict:
+    from imagelingo.cluster.platforms import TARGETS
     from imagelingo.orchestration import compile_all
 
-    for path in compile_all():
+    targets = tuple(TARGETS) if args.target == "all" else (args.target,)
+    for path in compile_all(targets=targets, pull_secrets=tuple(args.image_pull_secret)):
         print(f"wrote {path}")
     return {}
 
@@ -269,17 +269,30 @@ def _kfp_access(args):
 
 
 def run_submit(args, params: dict) -> dict:
-    from imagelingo.orchestration import submit, with_fingerprint
+    from imagelingo.orchestration import submit
 
-    arguments = with_fingerprint(_pipeline_arguments(args))
-    print(f"submitted run {submit(_kfp_access(args), args.experiment, arguments)}")
+    run = submit(
+        _kfp_access(args),
+        args.experiment,
+        _pipeline_arguments(args),
+        target=args.target,
+        pull_secrets=tuple(args.image_pull_secret),
+    )
+    print(f"submitted run {run}")
     return {}
 
 
 def run_schedule(args, params: dict) -> dict:
     from imagelingo.orchestration import schedule
 
-    job = schedule(_kfp_access(args), args.cron, args.experiment, _pipeline_arguments(args))
+    job = schedule(
+        _kfp_access(args),
+        args.cron,
+        args.experiment,
+        _pipeline_arguments(args),
+        target=args.target,
+        pull_secrets=tuple(args.image_pull_secret),
+    )
     print(f"created recurring run {job} ({args.cron})")
     return {}
 
@@ -509,7 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=run_pipeline_locally)
 
-    p = sub.add_parser("compile", help="write the pipeline YAML and every component.yaml")
+    targets = ", ".join(TARGETS)
+    pull_help = "an image pull Secret for every pod (private images); repeatable"
+    p = sub.add_parser(
+        "compile", help="write the pipeline YAML of each target and every component.yaml"
+    )
+    p.add_argument("--target", default="all", help=f"all (default) or one of {targets}")
+    p.add_argument("--image-pull-secret", action="append", default=[], help=pull_help)
     p.set_defaults(run=run_compile)
 
     for name, runner, helptext in (
@@ -527,6 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="bearer token (env KFP_TOKEN); else the file KF_PIPELINES_SA_TOKEN_PATH names",
         )
         p.add_argument("--cookies", help="e.g. authservice_session=... (env KFP_COOKIES)")
+        p.add_argument(
+            "--target",
+            default="auto",
+            help=f"auto (default: from the backend's reported version) or one of {targets}",
+        )
+        p.add_argument("--image-pull-secret", action="append", default=[], help=pull_help)
         p.add_argument("--source", help="data source")
         p.add_argument(
             "--param",

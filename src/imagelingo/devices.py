@@ -89,3 +89,15 @@ def scaled_step(
     torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
+
+
+def check_accelerator_request(count: str, kind: str) -> None:
+    """The pipeline asked Kubernetes for `count` `kind` (accelerator_count / accelerator_type):
+    the task must see them, or it would run on CPU without saying so. "" or "0" asks for none."""
+    requested = int(count or 0)
+    if requested and torch.cuda.device_count() < requested:
+        raise ImageLingoError(
+            f"accelerator_count={count} ({kind}) was requested but torch {torch.__version__} "
+            f"sees {torch.cuda.device_count()} GPU(s): is the node a GPU node with its device "
+            "plugin, and the image's torch a CUDA build?"
+        )

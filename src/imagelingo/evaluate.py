@@ -47,9 +47,11 @@ def evaluate(
     config: EvaluateConfig | None = None,
     split: str = "test",
     mlflow_tracking_uri: str | None = None,
+    register_version: bool = True,
 ) -> dict:
     """Score the model on `split`; write metrics.json, captions.json and report.html; enforce the
-    quality gate."""
+    quality gate. `register_version` False leaves the registry to the caller (the pipeline's
+    never-cached `release` task, so a cached evaluation cannot skip it)."""
     from imagelingo.report import write_report
 
     config = config or EvaluateConfig()
@@ -87,7 +89,9 @@ def evaluate(
         _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
         scores = {k: metrics[k] for k in METRICS if k in metrics}
         model_version = (
-            register(model_dir, dataset_dir, scores, mlflow_tracking_uri) if passed else ""
+            register(model_dir, dataset_dir, scores, mlflow_tracking_uri)
+            if passed and register_version
+            else ""
         )
     else:
         # Scoring dev is for choosing decoding settings (beam width, length penalty) without

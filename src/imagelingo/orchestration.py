@@ -1,6 +1,8 @@
-"""The KFP pipeline from the command line: run it here (kfp.local), compile it, submit or schedule
-it on Kubeflow Pipelines. The DAG itself lives in pipelines/imagelingo_pipeline.py and the
-components in components/<stage>/, in the source tree next to params.yaml.
+"""The KFP pipeline from the command line: run it here (kfp.local), compile it for a target
+Kubeflow release (imagelingo.cluster.platforms), submit or schedule it on Kubeflow Pipelines,
+compiled for the backend version its API reports. The DAG itself lives in
+pipelines/imagelingo_pipeline.py and the components in components/<stage>/, in the source tree
+next to params.yaml.
 """
 
 from __future__ import annotations
@@ -19,11 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS, Target, target_for_backend
 from imagelingo.config import REPO_ROOT
 from imagelingo.errors import ImageLingoError
 
-PIPELINE_YAML = REPO_ROOT / "pipelines" / "imagelingo_pipeline.yaml"
-STAGES = ("ingest", "vocab", "features", "merge", "train", "evaluate", "package", "deploy")
+PIPELINES = REPO_ROOT / "pipelines"
+PIPELINE_YAML = PIPELINES / TARGETS[DEFAULT_TARGET].pipeline_file  # the default target's
+STAGES = (
+    "fingerprint",
+    "ingest",
+    "vocab",
+    "features",
+    "merge",
+    "train",
+    "evaluate",
+    "release",
+    "package",
+    "deploy",
+)
 
 
 def _source_tree() -> None:
@@ -36,11 +51,12 @@ def _source_tree() -> None:
         sys.path.insert(0, str(REPO_ROOT))
 
 
-def pipeline_function():
+def pipeline_function(target: Target | None = None, pull_secrets: tuple[str, ...] = ()):
+    """The pipeline for `target` (default: the newest supported, what kfp.local runs)."""
     _source_tree()
-    from pipelines.imagelingo_pipeline import imagelingo_pipeline
+    from pipelines.imagelingo_pipeline import build
 
-    return imagelingo_pipeline
+    return build(target or TARGETS[DEFAULT_TARGET], tuple(pull_secrets))
 
 
 def components() -> dict[str, Any]:
@@ -54,9 +70,14 @@ def components() -> dict[str, Any]:
     }
 
 
-def compile_all(root: Path = REPO_ROOT) -> list[Path]:
-    """Write pipelines/imagelingo_pipeline.yaml and every components/<stage>/component.yaml
-    under `root` (the source tree; tests compile into a temporary folder and compare)."""
+def compile_all(
+    root: Path = REPO_ROOT,
+    targets: tuple[str, ...] | None = None,
+    pull_secrets: tuple[str, ...] = (),
+) -> list[Path]:
+    """Write every components/<stage>/component.yaml and pipelines/imagelingo_pipeline.<target>.yaml
+    for each of `targets` (default: every supported one) under `root` (the source tree; tests
+    compile into a temporary folder and compare)."""
     from kfp import compiler
 
     written = []
@@ -65,10 +86,56 @@ def compile_all(root: Path = REPO_ROOT) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(component, str(path))
         written.append(path)
-    pipeline_yaml = Path(root) / PIPELINE_YAML.relative_to(REPO_ROOT)
-    pipeline_yaml.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_function(), str(pipeline_yaml))
-    return [*written, pipeline_yaml]
+    for name in targets or tuple(TARGETS):
+        path = Path(root) / "pipelines" / TARGETS[name].pipeline_file
+        written.append(compile_target(TARGETS[name], path, pull_secrets))
+    return written
+
+
+def compile_target(target: Target, path: Path, pull_secrets: tuple[str, ...] = ()) -> Path:
+    """Compile the pipeline for `target` into `path`: the platform spec fitted to the target's
+    protos, the target named in the file's header, and refused (nothing written) when the
+    target's backend would not run it as written (imagelingo.cluster.kfp_rules)."""
+    import yaml
+    from kfp import compiler
+
+    from imagelingo.cluster.kfp_rules import fit_platform, problems
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".compiling.{path.name}")
+    compiler.Compiler().compile(pipeline_function(target, pull_secrets), str(scratch))
+    text = scratch.read_text()
+    scratch.unlink()
+    spec, *platform = yaml.safe_load_all(text)
+    platform = fit_platform(platform[0], target) if platform else {}
+    found = problems(spec, platform, target)
+    if found:
+        raise ImageLingoError(
+            f"the pipeline would not run as written on {target.name} (KFP {target.kfp_backend}): "
+            + "; ".join(found)
+        )
+    header = (
+        f"# Target: {target.name} (Kubeflow {target.kubeflow}: KFP backend {target.kfp_backend}, "
+        f"KServe {target.kserve}).\n"
+        f"# Upload this file in that release's KFP UI; `imagelingo submit` picks the target from\n"
+        f"# the backend's version. Written by `imagelingo compile --target {target.name}`: do not "
+        "edit.\n"
+    )
+    with path.open("w") as out:
+        out.write(header + _leading_comments(text))
+        yaml.dump_all([spec, platform] if platform else [spec], out, sort_keys=True)
+    return path
+
+
+def _leading_comments(text: str) -> str:
+    """kfp's header (the pipeline's name, description and parameters, as `#` lines)."""
+    lines = []
+    for line in text.splitlines(True):
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "".join(lines)
 
 
 def parse_arguments(pairs: list[str]) -> dict[str, Any]:
@@ -223,9 +290,11 @@ def _headers(access: Access) -> dict[str, str]:
     return headers
 
 
-def _probe(access: Access) -> None:
+def _probe(access: Access) -> dict:
     """GET /apis/v2beta1/healthz once, so an unreachable host or refused credentials is one
-    clear line now, not kfp.Client's five retries with tracebacks."""
+    clear line now, not kfp.Client's five retries with tracebacks. Returns its JSON, whose
+    `tag_name` is the backend's version (the API server's TAG_NAME, set when its image is built:
+    kubeflow/pipelines 2.5.0 backend/src/apiserver/main.go:278-281, 2.15.0 :362-365)."""
     import urllib.error
     import urllib.request
 
@@ -249,12 +318,35 @@ def _probe(access: Access) -> None:
         reason = getattr(exc, "reason", exc)
         raise ImageLingoError(f"cannot reach KFP at {access.host}: {reason}") from None
     try:
-        json.loads(body or b"{}")
+        return json.loads(body or b"{}")
     except ValueError:
         raise ImageLingoError(
             f"KFP at {access.host}: {url} did not answer JSON (a login page? pass --token or "
             "--cookies)"
         ) from None
+
+
+def backend_target(access: Access, requested: str = "auto") -> Target:
+    """The target to compile for: the one whose KFP backend the API reports (`auto`), or the one
+    `requested`, which must match the backend when the backend names its version."""
+    from imagelingo.cluster.platforms import target as named
+
+    version = str(_probe(access).get("tag_name", "")).strip()
+    known = version not in ("", "unknown")
+    if requested != "auto":
+        chosen = named(requested)
+        if known and chosen.kfp_backend != version.lstrip("v"):
+            raise ImageLingoError(
+                f"--target {requested} is for KFP {chosen.kfp_backend} but {access.host} runs KFP "
+                f"{version}: use --target auto"
+            )
+        return chosen
+    if not known:
+        raise ImageLingoError(
+            f"KFP at {access.host} does not report its version (tag_name {version or 'missing'}): "
+            f"pass --target, one of {', '.join(TARGETS)}"
+        )
+    return target_for_backend(version)
 
 
 def client(access: Access | str):
@@ -312,9 +404,9 @@ def _api_message(exc) -> str:
     return str(body.get("message") or body.get("error") or exc.reason).splitlines()[0][:300]
 
 
-def _compiled(tmp: str) -> str:
-    """Compile afresh (with this environment's image names) into a scratch folder."""
-    return str(compile_all(Path(tmp))[-1])
+def _compiled(tmp: str, target: Target, pull_secrets: tuple[str, ...]) -> str:
+    """Compile afresh for `target` (with this environment's image names) into a scratch folder."""
+    return str(compile_target(target, Path(tmp) / target.pipeline_file, pull_secrets))
 
 
 def _access(host: Access | str) -> Access:
@@ -322,15 +414,22 @@ def _access(host: Access | str) -> Access:
 
 
 def submit(
-    host: Access | str, experiment: str, arguments: dict[str, Any], kfp_client: Any = None
+    host: Access | str,
+    experiment: str,
+    arguments: dict[str, Any],
+    kfp_client: Any = None,
+    target: str = "auto",
+    pull_secrets: tuple[str, ...] = (),
 ) -> str:
-    """Compile and submit one run; returns its run id."""
+    """Compile for the backend's target (`target`: auto, or a name that must match it) and
+    submit one run; returns its run id."""
     access = _access(host)
     with _api_errors(access):
+        chosen = backend_target(access, target)
         kfp_client = kfp_client or client(access)
         with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
             run = kfp_client.create_run_from_pipeline_package(
-                _compiled(tmp),
+                _compiled(tmp, chosen, pull_secrets),
                 arguments=arguments,
                 experiment_name=experiment,
                 namespace=access.namespace or None,
@@ -344,18 +443,19 @@ def schedule(
     experiment: str,
     arguments: dict[str, Any],
     kfp_client: Any = None,
+    target: str = "auto",
+    pull_secrets: tuple[str, ...] = (),
 ) -> str:
     """A recurring run. KFP cron has 6 fields (seconds first): '0 0 3 * * *' is 03:00 daily.
-
-    A recurring run repeats the same arguments, so it cannot carry a fresh `data_fingerprint`:
-    unless one is given, its runs are created with caching off, so each one reads the data again
-    (retrain.yml, which fingerprints the data before each submit, retrains only on a change)."""
+    Each run fingerprints its data in its first, never-cached task, so an unchanged source is
+    served from the cache and a changed one retrains."""
     if len(cron.split()) != 6:
         raise ImageLingoError(
             f"cron {cron!r}: KFP expects 6 fields (second minute hour day month weekday)"
         )
     access = _access(host)
     with _api_errors(access):
+        chosen = backend_target(access, target)
         kfp_client = kfp_client or client(access)
         experiment_id = kfp_client.create_experiment(
             experiment, namespace=access.namespace or None
@@ -365,22 +465,10 @@ def schedule(
                 experiment_id=experiment_id,
                 job_name=f"imagelingo {cron}",
                 cron_expression=cron,
-                pipeline_package_path=_compiled(tmp),
+                pipeline_package_path=_compiled(tmp, chosen, pull_secrets),
                 params=arguments,
-                enable_caching=False if not arguments.get("data_fingerprint") else None,
             )
     return job.recurring_run_id
-
-
-def with_fingerprint(arguments: dict[str, Any]) -> dict[str, Any]:
-    """`data_fingerprint` of the run's source, unless given: ingest's cache key (see
-    imagelingo.storage.fingerprint)."""
-    if arguments.get("data_fingerprint"):
-        return arguments
-    from imagelingo.storage import fingerprint
-
-    source = arguments.get("source") or pipeline_default("source")
-    return {**arguments, "data_fingerprint": fingerprint(str(source))}
 
 
 def pipeline_default(name: str) -> Any:
