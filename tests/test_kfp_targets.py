@@ -1,0 +1,126 @@
+"""Each committed pipeline YAML runs on the KFP backend it names, checked against that backend's
+own definitions: its protos parse every part strictly (a field the backend would drop silently
+fails here), and its fan-in, nested-retry and accelerator rules (imagelingo.cluster.kfp_rules,
+each citing the backend's source) find nothing. The same checks find the problems of the YAML
+committed before the targets existed, so none of them is a check that cannot fail."""
+
+import pytest
+import yaml
+from kfp_protos import BACKENDS, parse_pipeline
+
+from imagelingo.cluster.kfp_rules import (
+    accelerator_problems,
+    driver_limits,
+    fan_in_problems,
+    fit_platform,
+    nested_retry_problems,
+    problems,
+)
+from imagelingo.cluster.platforms import TARGETS, target_for_backend
+from imagelingo.errors import ImageLingoError
+from imagelingo.orchestration import PIPELINES
+
+BEFORE = (
+    PIPELINES.parent / "tests/fixtures/kubeflow-pipelines/imagelingo_pipeline.before-issue-21.yaml"
+)
+
+
+def documents(path) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform
+
+
+@pytest.fixture(params=list(TARGETS))
+def target(request):
+    return TARGETS[request.param]
+
+
+def test_every_backend_kubeflow_ships_is_a_target():
+    assert sorted(t.kfp_backend for t in TARGETS.values()) == sorted(BACKENDS)
+    assert target_for_backend("2.5.0").kubeflow == "1.10.2"
+    assert target_for_backend("v2.15.0").kubeflow == "1.11.0"
+    with pytest.raises(ImageLingoError, match=r"KFP backend 2\.3\.0 is not supported.*2\.5\.0"):
+        target_for_backend("2.3.0")
+
+
+def test_target_yaml_names_its_target_in_file_name_and_header(target):
+    path = PIPELINES / target.pipeline_file
+    assert target.name in path.name
+    assert path.read_text().startswith(f"# Target: {target.name} (Kubeflow {target.kubeflow}")
+
+
+def test_target_yaml_parses_strictly_with_its_backends_protos(target):
+    spec, platform = documents(PIPELINES / target.pipeline_file)
+    assert parse_pipeline(target.kfp_backend, spec, platform) == []
+
+
+def test_target_yaml_passes_its_backends_rules(target):
+    spec, platform = documents(PIPELINES / target.pipeline_file)
+    assert problems(spec, platform, target) == []
+
+
+def test_the_yaml_before_targets_fails_the_strict_parse_of_kfp_2_5():
+    """kfp-kubernetes 2.17 writes SecretAsEnv.optional, which 2.5.0's proto lacks: the 2.5
+    driver would drop it. (2.15.0's proto has every field of that YAML.)"""
+    spec, platform = documents(BEFORE)
+    found = parse_pipeline("2.5.0", spec, platform)
+    assert found and all('no field named "optional"' in p for p in found)
+    assert parse_pipeline("2.15.0", spec, platform) == []
+
+
+def test_the_yaml_before_targets_fails_the_rules_of_the_backend_each_names():
+    spec, _ = documents(BEFORE)
+    kubeflow_110, kubeflow_111 = TARGETS["kubeflow-1.10"], TARGETS["kubeflow-1.11"]
+    # 2.5: merge collects the ParallelFor's shards; deploy's retry sits inside the gate
+    assert [p.split(":")[0] for p in fan_in_problems(spec, kubeflow_110)] == ["root/merge"]
+    assert [p.split(":")[0] for p in nested_retry_problems(spec, kubeflow_110)] == [
+        "comp-condition-3/deploy"
+    ]
+    assert fan_in_problems(spec, kubeflow_111) == []
+    assert nested_retry_problems(spec, kubeflow_111) == []
+    # every backend: the int accelerator_count resolves to "" (features and train, type + count
+    # each; the type is a STRING already)
+    for chosen in (kubeflow_110, kubeflow_111):
+        found = accelerator_problems(spec, chosen)
+        assert found and all("accelerator_count" in p and "NUMBER_INTEGER" in p for p in found)
+
+
+def test_the_newest_layout_is_refused_for_kfp_2_5():
+    """What compile would say if the 1.11 pipeline were aimed at 1.10: fan-in and the gated
+    retry (compile_target refuses to write it)."""
+    spec, platform = documents(PIPELINES / TARGETS["kubeflow-1.11"].pipeline_file)
+    found = problems(spec, platform, TARGETS["kubeflow-1.10"])
+    assert any("collects the outputs of ParallelFor" in p for p in found)
+    assert any("retryPolicy inside a sub-DAG" in p for p in found)
+
+
+@pytest.mark.parametrize("executor", ["exec-features", "exec-train"])
+def test_accelerator_count_1_yields_a_gpu_limit_by_the_drivers_rule(target, executor):
+    spec, _ = documents(PIPELINES / target.pipeline_file)
+    assert driver_limits(spec, executor, {"accelerator_count": "1"}) == {"nvidia.com/gpu": "1"}
+    # the default asks for none: a 0 limit of an extended resource requests nothing
+    assert driver_limits(spec, executor, {}) == {"nvidia.com/gpu": "0"}
+    # CPU tasks have no accelerator at all
+    assert driver_limits(spec, "exec-evaluate", {"accelerator_count": "1"}) == {}
+
+
+def test_the_yaml_before_targets_never_got_its_gpu():
+    spec, _ = documents(BEFORE)
+    assert driver_limits(spec, "exec-train", {"accelerator_count": 1}) == {}
+
+
+def test_fit_platform_drops_optional_false_for_kfp_2_5_and_refuses_optional_true():
+    config = {"secretAsEnv": [{"secretName": "s", "keyToEnv": [], "optional": False}]}
+    platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {"exec-x": config}}}}}
+    fitted = fit_platform(platform, TARGETS["kubeflow-1.10"])
+    assert (
+        "optional"
+        not in fitted["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-x"][
+            "secretAsEnv"
+        ][0]
+    )
+    config["secretAsEnv"][0]["optional"] = True
+    with pytest.raises(ImageLingoError, match="optional secretAsEnv .* KFP 2.5.0"):
+        fit_platform(platform, TARGETS["kubeflow-1.10"])
+    config["secretAsEnv"][0]["optional"] = True
+    assert fit_platform(platform, TARGETS["kubeflow-1.11"]) is platform  # 2.15 knows the field
