@@ -18,7 +18,7 @@ from imagelingo.cluster.kfp_rules import (
 )
 from imagelingo.cluster.platforms import TARGETS, target_for_backend
 from imagelingo.errors import ImageLingoError
-from imagelingo.orchestration import PIPELINES
+from imagelingo.orchestration import PIPELINES, compile_target
 
 BEFORE = (
     PIPELINES.parent / "tests/fixtures/kubeflow-pipelines/imagelingo_pipeline.before-issue-21.yaml"
@@ -52,6 +52,14 @@ def test_target_yaml_names_its_target_in_file_name_and_header(target):
 def test_target_yaml_parses_strictly_with_its_backends_protos(target):
     spec, platform = documents(PIPELINES / target.pipeline_file)
     assert parse_pipeline(target.kfp_backend, spec, platform) == []
+
+
+def test_image_pull_secrets_parse_strictly_on_each_target(target, tmp_path):
+    path = compile_target(target, tmp_path / target.pipeline_file, ("ghcr-pull",))
+    spec, platform = documents(path)
+    assert parse_pipeline(target.kfp_backend, spec, platform) == []
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert all(e["imagePullSecret"][0]["secretName"] == "ghcr-pull" for e in executors.values())
 
 
 def test_target_yaml_passes_its_backends_rules(target):
@@ -124,3 +132,21 @@ def test_fit_platform_drops_optional_false_for_kfp_2_5_and_refuses_optional_true
         fit_platform(platform, TARGETS["kubeflow-1.10"])
     config["secretAsEnv"][0]["optional"] = True
     assert fit_platform(platform, TARGETS["kubeflow-1.11"]) is platform  # 2.15 knows the field
+
+
+def test_the_readme_matrix_is_the_modules():
+    """One matrix: the README's table row per target says what platforms.py says."""
+    readme = (PIPELINES.parent / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `kubeflow-")]
+    assert len(rows) == len(TARGETS)
+    for row, chosen in zip(rows, TARGETS.values(), strict=True):
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[:5] == [
+            f"`{chosen.name}`",
+            chosen.kubeflow,
+            chosen.kfp_backend,
+            chosen.kserve,
+            chosen.knative,
+        ]
+        assert ("`trainjob`" in cells[5]) is ("trainjob" in chosen.train_engines)
+        assert cells[6] == f"`pipelines/{chosen.pipeline_file}`"

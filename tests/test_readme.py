@@ -277,12 +277,21 @@ def test_serving_and_calling_the_endpoint(stages):
 
 def test_pipeline_commands(project):
     commands = unmarked("The Kubeflow pipeline")
-    assert len(commands) == 4, commands  # run, run --source, compile, fingerprint
+    # run, run --source, compile, compile --target --out, fingerprint
+    assert len(commands) == 5, commands
     for command in commands:
         if command.text == "imagelingo run":
             continue  # RUN_ELSEWHERE: tests/test_pipeline_run.py runs it on synthetic data
         if command.text == "imagelingo compile":
             compile_in_the_source_tree(project, command.text)
+            continue
+        if command.text.startswith("imagelingo compile --target"):
+            project.sh(command.text)
+            target = command.text.split("--target ")[1].split()[0]
+            written = (
+                project.root / "runs/compiled/pipelines" / f"imagelingo_pipeline.{target}.yaml"
+            )
+            assert "secretName: ghcr-pull" in written.read_text()
             continue
         if command.text.startswith("imagelingo fingerprint"):
             assert re.fullmatch(r"dir:[0-9a-f]{16}", project.sh(command.text).strip())
@@ -294,7 +303,7 @@ def test_pipeline_commands(project):
 def compile_in_the_source_tree(project: Project, command: str) -> None:
     """`imagelingo compile` writes the committed YAML of the source tree, with the real
     params.yaml: run it there and check that it rewrote them unchanged."""
-    files = [REPO_ROOT / "pipelines/imagelingo_pipeline.yaml"]
+    files = sorted((REPO_ROOT / "pipelines").glob("imagelingo_pipeline.*.yaml"))
     files += sorted((REPO_ROOT / "components").glob("*/component.yaml"))
     before = {path: path.read_bytes() for path in files}
     try:

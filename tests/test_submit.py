@@ -12,14 +12,7 @@ import pytest
 
 from imagelingo.cli import main
 from imagelingo.errors import ImageLingoError
-from imagelingo.orchestration import (
-    PIPELINE_YAML,
-    Access,
-    parse_arguments,
-    schedule,
-    submit,
-    with_fingerprint,
-)
+from imagelingo.orchestration import Access, parse_arguments, schedule, submit
 from imagelingo.serving.torchserve import free_port
 
 
@@ -39,48 +32,33 @@ class FakeKfp:
         return type("Job", (), {"recurring_run_id": "job-1"})()
 
 
-def test_submit_sends_the_compiled_pipeline_with_typed_arguments():
+def test_submit_sends_the_pipeline_compiled_for_the_backend_it_reports(kfp_api, clean_env):
     client = FakeKfp()
     arguments = parse_arguments(["epochs=3", "lr=0.0005", "source=s3://b/f8k"])
-    assert submit("http://kfp", "exp", arguments, kfp_client=client) == "run-1"
+    KfpApi.tag = "2.5.0"
+    assert submit(kfp_api, "exp", arguments, kfp_client=client) == "run-1"
     ((kind, path, sent, experiment, namespace),) = client.calls
     assert (kind, experiment, namespace) == ("run", "exp", None)
-    assert path.endswith("pipelines/imagelingo_pipeline.yaml") and path != str(PIPELINE_YAML)
+    assert path.endswith("/imagelingo_pipeline.kubeflow-1.10.yaml")
     assert sent == {"epochs": 3, "lr": 0.0005, "source": "s3://b/f8k"}
+    KfpApi.tag = "2.15.0"
+    submit(kfp_api, "exp", arguments, kfp_client=client)
+    assert client.calls[-1][1].endswith("/imagelingo_pipeline.kubeflow-1.11.yaml")
 
 
-def test_schedule_uses_six_field_cron():
+def test_schedule_uses_six_field_cron_and_the_pipelines_own_caching(kfp_api, clean_env):
+    """Each scheduled run fingerprints its data in its first task: caching stays on."""
     client = FakeKfp()
-    assert schedule("http://kfp", "0 0 3 * * *", "exp", {}, kfp_client=client) == "job-1"
+    assert schedule(kfp_api, "0 0 3 * * *", "exp", {}, kfp_client=client) == "job-1"
     assert client.calls[0][1]["cron_expression"] == "0 0 3 * * *"
+    assert "enable_caching" not in client.calls[0][1]
     with pytest.raises(ImageLingoError, match="6 fields"):
-        schedule("http://kfp", "0 3 * * *", "exp", {}, kfp_client=client)
-
-
-def test_a_recurring_run_without_a_fingerprint_reads_the_data_every_time():
-    client = FakeKfp()
-    schedule("http://kfp", "0 0 3 * * 1", "exp", {"source": "s3://b/f"}, kfp_client=client)
-    assert client.calls[0][1]["enable_caching"] is False
-    schedule("http://kfp", "0 0 3 * * 1", "exp", {"data_fingerprint": "dvc:1"}, kfp_client=client)
-    assert client.calls[1][1]["enable_caching"] is None  # the pipeline's own caching
+        schedule(kfp_api, "0 3 * * *", "exp", {}, kfp_client=client)
 
 
 def test_unknown_pipeline_argument_names_the_known_ones():
     with pytest.raises(ImageLingoError, match="epochs"):
         parse_arguments(["epoch=3"])
-
-
-def test_submit_fingerprints_the_source_unless_given(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "a.txt").write_text("one")
-    first = with_fingerprint({"source": str(data)})["data_fingerprint"]
-    assert first.startswith("dir:")
-    (data / "a.txt").write_text("two")
-    assert with_fingerprint({"source": str(data)})["data_fingerprint"] != first
-    assert with_fingerprint({"source": str(data), "data_fingerprint": "x"})["data_fingerprint"] == (
-        "x"
-    )
 
 
 # --- a KFP API on 127.0.0.1 -------------------------------------------------------------------
@@ -95,6 +73,7 @@ class KfpApi(BaseHTTPRequestHandler):
     KFP API server of a multi-user install (grpc-gateway JSON errors)."""
 
     requests: list = []
+    tag = "2.15.0"  # the backend version its healthz reports
 
     def log_message(self, *args):
         pass
@@ -143,7 +122,12 @@ class KfpApi(BaseHTTPRequestHandler):
         self._record()
         url = urlparse(self.path)
         if url.path == "/apis/v2beta1/healthz":
-            self._answer(200, {"multi_user": True})
+            # what the API server writes (kubeflow/pipelines 2.15.0 backend/src/apiserver/
+            # main.go:362-365; TAG_NAME is the image's build argument, backend/Dockerfile:64-65)
+            self._answer(
+                200,
+                {"commit_sha": "8fe8d7b", "tag_name": KfpApi.tag, "multi_user": True},
+            )
             return
         if not self._authorized():
             return
@@ -171,7 +155,7 @@ class KfpApi(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def kfp_api():
-    KfpApi.requests = []
+    KfpApi.requests, KfpApi.tag = [], "2.15.0"
     server = ThreadingHTTPServer(("127.0.0.1", 0), KfpApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -200,7 +184,7 @@ def test_submit_with_the_service_account_token_file_and_a_namespace(
     clean_env.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
     code = main(
         ["submit", "--host", kfp_api, "--namespace", "team-a", "--experiment", "retrain"]
-        + ["--param", "epochs=2", "--param", "data_fingerprint=dvc:abc"]
+        + ["--param", "epochs=2", "--image-pull-secret", "ghcr-pull"]
     )
     assert code == 0, capsys.readouterr().err
     assert "submitted run run-42" in capsys.readouterr().out
@@ -211,8 +195,10 @@ def test_submit_with_the_service_account_token_file_and_a_namespace(
     (run,) = _runs()
     assert run["body"]["experiment_id"] == "exp-9"
     parameters = run["body"]["runtime_config"]["parameters"]
-    assert parameters["epochs"] == 2 and parameters["data_fingerprint"] == "dvc:abc"
-    assert "ingest" in json.dumps(run["body"]["pipeline_spec"])
+    assert parameters["epochs"] == 2
+    spec = json.dumps(run["body"]["pipeline_spec"])
+    assert "ingest" in spec and "comp-merge" in spec  # the 1.11 layout: sharded features
+    assert spec.count('"ghcr-pull"') >= 10, spec[-2000:]  # every task
 
 
 def test_submit_with_an_existing_token_or_cookies(kfp_api, clean_env, capsys):
@@ -265,3 +251,33 @@ def test_access_reads_the_environment(clean_env):
     access = Access.from_env("http://h")
     assert (access.namespace, access.token, access.cookies) == ("team-b", "t", "")
     assert Access.from_env("http://h", namespace="x").namespace == "x"
+
+
+def test_an_unsupported_backend_is_one_line_naming_it_and_the_supported_exit_2(
+    kfp_api, clean_env, capsys
+):
+    KfpApi.tag = "2.3.0"
+    assert main(["submit", "--host", kfp_api, "--token", TOKEN]) == 2
+    err = one_line_error(capsys)
+    assert "KFP backend 2.3.0 is not supported" in err and "2.5.0 (kubeflow-1.10)" in err
+    assert "2.15.0 (kubeflow-1.11)" in err
+    assert not _runs()
+
+
+def test_a_target_that_is_not_the_backends_is_refused(kfp_api, clean_env, capsys):
+    KfpApi.tag = "2.5.0"
+    args = ["submit", "--host", kfp_api, "--token", TOKEN, "--namespace", "team-a"]
+    assert main([*args, "--target", "kubeflow-1.11"]) == 2
+    assert "--target kubeflow-1.11 is for KFP 2.15.0" in one_line_error(capsys)
+    assert main([*args, "--target", "kubeflow-1.10"]) == 0
+    capsys.readouterr()
+
+
+def test_a_backend_that_hides_its_version_needs_a_target(kfp_api, clean_env, capsys):
+    KfpApi.tag = "unknown"  # an image built without TAG_NAME
+    args = ["submit", "--host", kfp_api, "--token", TOKEN, "--namespace", "team-a"]
+    assert main(args) == 2
+    assert "does not report its version" in one_line_error(capsys)
+    assert main([*args, "--target", "kubeflow-1.10"]) == 0
+    assert "comp-merge" not in json.dumps(_runs()[-1]["body"]["pipeline_spec"])
+    capsys.readouterr()

@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from imagelingo.cluster.platforms import TARGETS
+from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS
 from imagelingo.config import ServeConfig, VocabConfig, apply_overrides, from_params, load_params
 from imagelingo.errors import ImageLingoError, QualityGateError
 
@@ -244,7 +244,7 @@ def _pipeline_arguments(args) -> dict:
 def run_pipeline_locally(args, params: dict) -> dict:
     from imagelingo.orchestration import run_local
 
-    rows = run_local(args.pipeline_root, _pipeline_arguments(args), args.cache)
+    rows = run_local(args.pipeline_root, _pipeline_arguments(args), args.cache, args.target)
     print(f"{'stage':<10} {'status':<8} {'seconds':>8}  outputs")
     for row in rows:
         outputs = json.dumps(row.get("outputs", ""), default=str) if row.get("outputs") else ""
@@ -257,7 +257,8 @@ def run_compile(args, params: dict) -> dict:
     from imagelingo.orchestration import compile_all
 
     targets = tuple(TARGETS) if args.target == "all" else (args.target,)
-    for path in compile_all(targets=targets, pull_secrets=tuple(args.image_pull_secret)):
+    root = {"root": args.out} if args.out else {}
+    for path in compile_all(**root, targets=targets, pull_secrets=tuple(args.image_pull_secret)):
         print(f"wrote {path}")
     return {}
 
@@ -515,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pipeline-root", type=Path, default=Path("runs/pipeline"))
     p.add_argument(
+        "--target",
+        default=DEFAULT_TARGET,
+        help=f"whose DAG layout to run (default {DEFAULT_TARGET}; one of {', '.join(TARGETS)})",
+    )
+    p.add_argument(
         "--cache",
         action="store_true",
         help="kfp.local's task cache: unchanged tasks (same inputs, same data fingerprint) "
@@ -529,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", default="all", help=f"all (default) or one of {targets}")
     p.add_argument("--image-pull-secret", action="append", default=[], help=pull_help)
+    p.add_argument(
+        "--out", type=Path, help="write under this folder instead of the source tree (uploads)"
+    )
     p.set_defaults(run=run_compile)
 
     for name, runner, helptext in (

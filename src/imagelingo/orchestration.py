@@ -80,15 +80,18 @@ def compile_all(
     compile into a temporary folder and compare)."""
     from kfp import compiler
 
+    from imagelingo.cluster.platforms import target as named
+
+    chosen = [named(name) for name in targets or tuple(TARGETS)]  # unknown names: one line
     written = []
     for stage, component in components().items():
         path = Path(root) / "components" / stage / "component.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         compiler.Compiler().compile(component, str(path))
         written.append(path)
-    for name in targets or tuple(TARGETS):
-        path = Path(root) / "pipelines" / TARGETS[name].pipeline_file
-        written.append(compile_target(TARGETS[name], path, pull_secrets))
+    for target in chosen:
+        path = Path(root) / "pipelines" / target.pipeline_file
+        written.append(compile_target(target, path, pull_secrets))
     return written
 
 
@@ -173,11 +176,18 @@ class _CacheHits(logging.Handler):
             self.tasks.add(match.group(1))
 
 
-def run_local(pipeline_root: Path, arguments: dict[str, Any], cache: bool = False) -> list[dict]:
-    """The whole DAG through kfp.local's SubprocessRunner; returns one summary row per stage.
-    With `cache`, kfp.local's task cache (under pipeline_root/.kfp_cache) is on, keyed like
-    KFP's: a task whose inputs did not change is served from it ("cached")."""
+def run_local(
+    pipeline_root: Path,
+    arguments: dict[str, Any],
+    cache: bool = False,
+    target: str = DEFAULT_TARGET,
+) -> list[dict]:
+    """The whole DAG of `target`'s layout through kfp.local's SubprocessRunner; returns one
+    summary row per stage. With `cache`, kfp.local's task cache (under pipeline_root/.kfp_cache)
+    is on, keyed like KFP's: a task whose inputs did not change is served from it ("cached")."""
     from kfp import local
+
+    from imagelingo.cluster.platforms import target as named
 
     pipeline_root = Path(pipeline_root).resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
@@ -200,7 +210,7 @@ def run_local(pipeline_root: Path, arguments: dict[str, Any], cache: bool = Fals
     level = root_logger.level
     root_logger.setLevel(min(level or logging.WARNING, logging.INFO))
     try:
-        pipeline_function()(**arguments)
+        pipeline_function(named(target))(**arguments)
     except RuntimeError as exc:
         raise ImageLingoError(f"pipeline run failed: {exc}") from exc
     finally:
@@ -224,6 +234,11 @@ def summarize(run_dir: Path, cached: set[str] = frozenset()) -> list[dict]:
         # a task inside dsl.ParallelFor (features): one folder per iteration, <loop>-iteration-i
         looped = run_dir.glob(f"*-iteration-*/{stage}/*/metadata.json")
         metadata_files = metadata_files or sorted(looped)
+        answer = task_dir / "executor_output.json"
+        if not metadata_files and answer.is_file():  # a task with only a return value
+            values = json.loads(answer.read_text()).get("parameterValues", {})
+            rows.append({"stage": stage, "status": "done", "seconds": "", "outputs": values})
+            continue
         if not metadata_files:
             status = "cached" if stage in cached else "skipped"
             rows.append({"stage": stage, "status": status, "seconds": "", "outputs": ""})
@@ -234,6 +249,8 @@ def summarize(run_dir: Path, cached: set[str] = frozenset()) -> list[dict]:
             key = {"best_val_bleu4": record.get("best_val_bleu4")}
         if stage == "deploy":
             key = {"action": record.get("action"), "url": record.get("url")}
+        if stage == "release":
+            key = {"model_version": record.get("model_version"), "gate": record.get("gate")}
         rows.append(
             {
                 "stage": stage,

@@ -25,6 +25,9 @@ from imagelingo.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
 SCORE_DECIMALS = 4  # the registry tags scores with 4 decimals (registry.register)
+# what evaluate's `metrics` record holds beside the scores (imagelingo.metrics is not imported:
+# this runs in the deploy image, without the metrics' packages)
+CONTEXT_KEYS = ("beam_width", "images", "split")
 
 
 def existing_version(run_id: str, uri: str | None = None) -> str:
@@ -64,8 +67,8 @@ def release(
 ) -> dict:
     """Register (once per run), gate, write release.md and metadata.json; returns the record,
     whose `deploy` says whether the gate passed."""
-    evaluated = read_metadata(evaluation_dir)
-    scores = evaluated.get("metrics") or {}
+    evaluated = read_metadata(evaluation_dir).get("metrics") or {}
+    scores = {k: float(v) for k, v in evaluated.items() if k not in CONTEXT_KEYS}
     if gate_metric not in scores:
         raise ValueError(
             f"{evaluation_dir}: the evaluation has no {gate_metric!r} score "
