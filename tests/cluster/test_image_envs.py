@@ -100,8 +100,11 @@ def import_closure(component_files: list[Path]) -> set[str]:
 @pytest.mark.parametrize(
     "target,stages",
     [
-        ("training", ["ingest", "vocab", "features", "train", "evaluate", "package"]),
-        ("deploy", ["deploy"]),
+        (
+            "training",
+            ["fingerprint", "ingest", "vocab", "features", "train", "evaluate", "package"],
+        ),
+        ("deploy", ["release", "deploy"]),
     ],
 )
 def test_every_module_the_components_can_import_resolves_in_their_image(envs, target, stages):
@@ -121,12 +124,13 @@ def trained(envs, mlflow_server, tmp_path_factory):
     source = generate_synthetic(root / "source", 60, seed=0)
     env, tracking = envs["training"], {"MLFLOW_TRACKING_URI": mlflow_server}
     steps = [
+        ("fingerprint", lambda o: {"source": str(source)}),
         (
             "ingest",
             lambda o: {
                 **P["ingest"],
                 "source": str(source),
-                "data_fingerprint": "dir:test",
+                "data_fingerprint": o["fingerprint"]["Output"],
                 "synthetic_images": 60,
                 "seed": 0,
             },
@@ -141,6 +145,8 @@ def trained(envs, mlflow_server, tmp_path_factory):
                 "num_workers": 2,
                 "shard": 0,  # one shard of one: the whole store, as merge would write it
                 "shards": 1,
+                "accelerator_type": "nvidia.com/gpu",  # the pipeline's defaults: no GPU
+                "accelerator_count": "0",
             },
         ),
         (
@@ -201,7 +207,7 @@ def test_the_training_image_can_run_the_native_predictor_runtime(envs):
 
 def test_the_training_image_runs_its_compiled_components(trained):
     outputs = trained["outputs"]
-    assert outputs["ingest"]["dataset"].metadata["data_fingerprint"] == "dir:test"
+    assert outputs["ingest"]["dataset"].metadata["data_fingerprint"].startswith("dir:")
     model = Path(outputs["train"]["model"].path)
     assert (model / "decoder.safetensors").is_file()
     # the checkpoint went to the stable location under checkpoint_root too
@@ -232,20 +238,33 @@ def test_a_cluster_pod_without_the_mlflow_secret_fails_with_a_clear_message(envs
     assert not list(task_root.parent.rglob("mlflow.db"))
 
 
-def test_the_deploy_image_runs_deploy_and_moves_the_registry_alias(envs, trained, mlflow_server):
+def test_the_deploy_image_releases_deploys_and_moves_the_registry_alias(
+    envs, trained, mlflow_server
+):
     from mlflow import MlflowClient
 
     outputs = trained["outputs"]
-    evaluation = json.loads(
-        (Path(outputs["evaluate"]["evaluation"].path) / "metadata.json").read_text()
-    )
-    version = evaluation["model_version"]
-    assert version, "evaluate registered no model version"
+    release = {
+        "model": outputs["train"]["model"],
+        "dataset": outputs["ingest"]["dataset"],
+        "evaluation": outputs["evaluate"]["evaluation"],
+        "gate_metric": P["evaluate"]["gate_metric"],
+        "min_score": 0.0,
+        "gate_margin": 0.0,
+    }
+    tracking = {"MLFLOW_TRACKING_URI": mlflow_server}
+    root = trained["root"] / "tasks"
+    result, released = run_component(envs["deploy"], "release", release, root / "release", tracking)
+    assert result.returncode == 0, result.stderr[-4000:]
+    registration = json.loads((Path(released["registration"].path) / "metadata.json").read_text())
+    version = registration["model_version"]
+    assert version, "release registered no model version"
+    assert f"imagelingo v{version}" in Path(released["links"].path).read_text()
     arguments = {
         **P["deploy"],
         "model_store": outputs["package"]["model_store"],
         "target": "local",
-        "evaluation": outputs["evaluate"]["evaluation"],
+        "registration": released["registration"],
     }
     started = time.perf_counter()
     result, deployed = run_component(
