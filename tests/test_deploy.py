@@ -53,7 +53,8 @@ def objects(s3_server) -> list[str]:
 def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown():
     manifest = inference_service(DeployConfig(protocol_version="v2"), "s3://models/imagelingo/1")
     assert manifest["apiVersion"] == "serving.kserve.io/v1beta1"
-    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    # no cluster to ask (kserve_version auto): the name every KServe from 0.15 on knows
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     predictor = manifest["spec"]["predictor"]
     model = predictor["model"]
     assert model["modelFormat"] == {"name": "pytorch"}
@@ -73,8 +74,32 @@ def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown(
     assert "canaryTrafficPercent" not in predictor
 
 
+@pytest.mark.parametrize(
+    ("kserve", "knative", "standard"),
+    [
+        ("0.15", "Serverless", "RawDeployment"),  # constants.go:421-427 at v0.15.2
+        ("0.15.0", "Serverless", "RawDeployment"),
+        ("auto", "Serverless", "RawDeployment"),  # no cluster: what every release knows
+        ("0.20.0", "Knative", "Standard"),  # v0.20.0 constants.go:562-567
+    ],
+)
+def test_each_kserve_release_gets_the_mode_names_it_knows(kserve, knative, standard):
+    """issue 22 (8): KServe 0.15 runs an unknown deploymentMode as its default (Serverless on
+    Kubeflow), so `Standard` would silently run as Knative on Kubeflow 1.11."""
+    for mode, value in (("Knative", knative), ("Standard", standard)):
+        config = DeployConfig(mode=mode, kserve_version=kserve)
+        manifest = inference_service(config, "s3://m/p/1", "1")
+        assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == value
+
+
+def test_an_unknown_kserve_release_is_named():
+    with pytest.raises(ImageLingoError, match="kserve_version '0.14'"):
+        DeployConfig(kserve_version="0.14").check()
+
+
 def test_standard_mode_scales_on_cpu_with_an_hpa():
-    manifest = inference_service(DeployConfig(mode="Standard"), "s3://m/p/1", "1")
+    config = DeployConfig(mode="Standard", kserve_version="0.20")
+    manifest = inference_service(config, "s3://m/p/1", "1")
     annotations = manifest["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
     assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"

@@ -5,6 +5,7 @@ fake_kube.py: real HTTP, resourceVersion, CRD-schema admission). Each test walks
 from __future__ import annotations
 
 import pytest
+from fake_kserve import SOURCE_URI
 from fake_kube import FakeKube
 
 from imagelingo.deploy import (
@@ -243,3 +244,30 @@ def test_an_unknown_registry_version_stops_deploy_before_any_change(kube, stores
             model_version="42",
         )
     assert kube.seen == []
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_production_moves_only_once_the_new_version_serves(
+    kube, stores, bucket, tmp_path, monkeypatch, mode
+):
+    """issue 22 (2): KServe copies status.observedGeneration from the child (the Knative Service
+    or the Deployment: tests/fake_kserve.py), so comparing it with the InferenceService's
+    generation passed at once on an annotation-only update (the registry version: it moves the
+    child's generation, not the InferenceService's), on the stale Ready, and in Standard mode on
+    a Deployment that is Available while old pods still serve. The production alias must move
+    only when the new revision / rollout serves."""
+    from imagelingo import registry
+
+    moved = []
+    monkeypatch.setattr(registry, "versions", lambda: [{"version": "6"}, {"version": "7"}])
+    monkeypatch.setattr(
+        registry, "set_production", lambda v: moved.append(kube.controller.serving("imagelingo"))
+    )
+    config = DeployConfig(storage_uri=bucket, mode=mode)
+    deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api, model_version="6")
+    deploy(stores[0], tmp_path / "d2", "kserve", config, client=kube.api, model_version="7")
+    deploy(stores[1], tmp_path / "d3", "kserve", config, client=kube.api, model_version="7")
+    uris = [f"{bucket}/{store_version(s)}" for s in (stores[0], stores[0], stores[1])]
+    for (serving,), registered, uri in zip(moved, ("6", "7", "7"), uris, strict=True):
+        assert serving["metadata"]["annotations"]["imagelingo.io/registry-version"] == registered
+        assert serving["metadata"]["annotations"][SOURCE_URI] == uri

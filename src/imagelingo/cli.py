@@ -480,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol-version", choices=("v1", "v2"))
     p.add_argument("--mode", choices=("Knative", "Standard"), help="KServe deployment mode")
     p.add_argument(
+        "--kserve-version",
+        help="the cluster's KServe: 0.15 (Kubeflow 1.10/1.11), 0.20, or auto (read its CRD)",
+    )
+    p.add_argument(
         "--runtime",
         choices=("imagelingo-torchserve", "kserve-torchserve", "imagelingo-kserve"),
         help="ServingRuntime",
@@ -575,6 +579,7 @@ DEPLOY_FLAGS = (
     "mode",
     "protocol_version",
     "canary_traffic_percent",
+    "kserve_version",
 )
 SHORTHAND = {
     "features": {"encoder": "features.encoder", "device": "features.device"},
