@@ -205,17 +205,23 @@ def test_every_container_is_locked_down(overlay):
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_network_policy_admits_only_the_serving_port(overlay):
+    """Which pods and sources: tests/test_networkpolicies.py evaluates it; here its shape."""
+    from imagelingo.deploy import LABELS
+
     documents = render(overlay)
     (policy,) = [d for d in documents if d["kind"] == "NetworkPolicy"]
-    assert policy["spec"]["podSelector"] == {
-        "matchLabels": {"serving.kserve.io/inferenceservice": "imagelingo"}
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    # labels deploy always sets (not the service's name, a pipeline parameter) + KServe's
+    assert selector == {
+        "app.kubernetes.io/managed-by": LABELS["app.kubernetes.io/managed-by"],
+        "component": "predictor",
     }
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    open_to_all = [r for r in policy["spec"]["ingress"] if "from" not in r]
-    ports = [p["port"] for rule in open_to_all for p in rule["ports"]]
-    # Knative: queue-proxy; Standard: the container port the Service targets
-    assert ports == ([8080] if overlay_mode(overlay) == "Standard" else [8012])
+    serving = 8080 if overlay_mode(overlay) == "Standard" else 8012
+    ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert serving in ports
     for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits every namespace"
         assert rule.get("ports"), "a rule without ports admits every port"
         assert not {p["port"] for p in rule["ports"]} & {8081, 8082, 7070, 7071}
 
@@ -333,11 +339,17 @@ def test_deploy_rbac_is_limited_to_what_deploy_does():
         ("servingruntimes",),
         ("serviceaccounts",),
         ("secrets",),
+        ("deployments",),  # Standard mode: deploy waits on their rollout
     }
     assert "delete" not in rules[("inferenceservices",)]["verbs"]
     assert "update" in rules[("inferenceservices",)]["verbs"]  # deploy replaces (PUT)
     assert rules[("secrets",)]["resourceNames"] == ["imagelingo-s3"]
-    assert all(r["verbs"] == ["get"] for k, r in rules.items() if k != ("inferenceservices",))
+    assert rules[("deployments",)]["verbs"] == ["list"]
+    assert all(
+        r["verbs"] == ["get"]
+        for k, r in rules.items()
+        if k not in {("inferenceservices",), ("deployments",)}
+    )
 
 
 def test_yamllint_is_clean():

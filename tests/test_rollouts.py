@@ -4,6 +4,7 @@ fake_kube.py: real HTTP, resourceVersion, CRD-schema admission). Each test walks
 
 from __future__ import annotations
 
+import kserve_crds
 import pytest
 from fake_kserve import SOURCE_URI
 from fake_kube import FakeKube
@@ -21,15 +22,21 @@ from imagelingo.errors import ImageLingoError
 NS = "imagelingo"
 
 
-@pytest.fixture
-def kube(tmp_path):
+def make_kube(tmp_path, release: str = kserve_crds.NEWEST) -> FakeKube:
+    """A stand-in API server playing KServe `release`, with the namespace set up."""
     from kubernetes import config
 
-    fake = FakeKube()
+    fake = FakeKube(release)
     fake.add_namespace(
         NS, secret_data={"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}
     )
     fake.api = KubeApi(config.new_client_from_config(str(fake.write_kubeconfig(tmp_path / "kc"))))
+    return fake
+
+
+@pytest.fixture
+def kube(tmp_path):
+    fake = make_kube(tmp_path)
     yield fake
     fake.close()
 
@@ -271,3 +278,23 @@ def test_production_moves_only_once_the_new_version_serves(
     for (serving,), registered, uri in zip(moved, ("6", "7", "7"), uris, strict=True):
         assert serving["metadata"]["annotations"]["imagelingo.io/registry-version"] == registered
         assert serving["metadata"]["annotations"][SOURCE_URI] == uri
+
+
+@pytest.mark.parametrize("release", kserve_crds.VERSIONS)
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_kserve_runs_the_mode_asked_for_on_every_release(release, mode, stores, bucket, tmp_path):
+    """issue 22 (8): KServe 0.15 runs an annotation value it does not know (`Standard`) as its
+    default, Serverless; deploy (kserve_version auto) reads the served CRD and writes the name
+    that release knows. The stand-in records the mode KServe took (status.deploymentMode)."""
+    kube = make_kube(tmp_path, release)
+    try:
+        config = DeployConfig(storage_uri=bucket, mode=mode)
+        deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api)
+        assert kube.isvc(NS, "imagelingo")["status"]["deploymentMode"] == mode
+        if mode == "Standard" and release < "0.20":
+            canary = DeployConfig(storage_uri=bucket, mode=mode, canary_traffic_percent=10)
+            with pytest.raises(ImageLingoError, match=r"KServe 0.15 has no canary"):
+                deploy(stores[1], tmp_path / "d2", "kserve", canary, client=kube.api)
+            assert len(kube.seen) == 1
+    finally:
+        kube.close()
