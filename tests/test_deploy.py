@@ -172,6 +172,21 @@ def test_bad_deploy_settings_are_named(store, tmp_path, target, config, message)
             lambda k: k.add_namespace(NS, secret_data=KEYS, runtime=False),
             "ServingRuntime 'imagelingo-torchserve' not found",
         ),
+        # issue 22 (8): Kubeflow's mlpipeline-minio-artifact names its keys otherwise
+        (
+            lambda k: k.add_namespace(NS, secret_data={"accesskey": "eA==", "secretkey": "eA=="}),
+            "Kubeflow's pipeline keys accesskey/secretkey, not the AWS_ACCESS_KEY_ID/",
+        ),
+        # no endpoint annotation: KServe's storage-initializer would go to AWS
+        (
+            lambda k: k.add_namespace(NS, secret_data=KEYS, secret_annotations={}),
+            "no serving.kserve.io/s3-endpoint annotation",
+        ),
+        # issue 22 (1): Kubeflow's object store admits profile namespaces only
+        (
+            lambda k: k.add_namespace(NS, secret_data=KEYS, labels={}),
+            "lacks the label app.kubernetes.io/part-of=kubeflow-profile",
+        ),
     ],
 )
 def test_cluster_problems_stop_deploy_before_any_upload(
