@@ -95,7 +95,7 @@ def test_the_015_crds_lack_what_020_added():
     """The validator sees the difference between releases: spec.canary[] and predictor.name are
     0.20's (cluster-reference README R6)."""
     document = inference_service(
-        DeployConfig(mode="Standard", kserve_version="0.20"), "s3://b/p/1", "1"
+        DeployConfig(mode="Standard"), "s3://b/p/1", "1", KServe.parse("0.20")
     )
     assert kserve_crds.errors(document, "0.20.0") == []
     for version in ("0.15.0", "0.15.2"):
@@ -138,18 +138,20 @@ def test_the_component_runtimes_validate():
         kserve_crds.assert_valid(document)  # every release
 
 
-# What deploy writes for each kserve_version, and the CRDs that must accept it: 0.15's API
-# (also what auto gives without a cluster) is accepted by every release; 0.20's by 0.20.
-RELEASES = {"0.15": kserve_crds.VERSIONS, "auto": kserve_crds.VERSIONS, "0.20": ("0.20.0",)}
+# What deploy writes for each KServe release, and the CRDs that must accept it: 0.15's API (also
+# what deploy writes when no release is known) is accepted by every release; 0.20's by 0.20.
+RELEASES = {"0.15": kserve_crds.VERSIONS, "0.20": ("0.20.0",)}
 CONFIGS = [
-    DeployConfig(
-        storage_uri="s3://models/imagelingo",
-        mode=mode,
-        runtime=runtime,
-        protocol_version=protocol,
-        canary_traffic_percent=canary,
-        min_replicas=min_replicas,
-        kserve_version=release,
+    (
+        DeployConfig(
+            storage_uri="s3://models/imagelingo",
+            mode=mode,
+            runtime=runtime,
+            protocol_version=protocol,
+            canary_traffic_percent=canary,
+            min_replicas=min_replicas,
+        ),
+        release,
     )
     for mode, runtime, protocol, canary, min_replicas, release in itertools.product(
         MODES, RUNTIMES, ("v1", "v2"), (-1, 0, 20, 100), (0, 1), RELEASES
@@ -158,24 +160,23 @@ CONFIGS = [
 
 
 def test_every_combination_of_deploy_parameters_and_rollout_steps_validates():
-    """create, canary/full rollout over a live service, promote, rollback; 192 configurations,
+    """create, canary/full rollout over a live service, promote, rollback; 128 configurations,
     each against the CRDs of the releases it is written for."""
     checked = refused = 0
-    for config in CONFIGS:
+    for config, name in CONFIGS:
         config.check()
-        versions = RELEASES[config.kserve_version]
-        created = rollout(None, config, "s3://models/imagelingo/v1", "v1")
+        release, versions = KServe.parse(name), RELEASES[name]
+        created = rollout(None, config, "s3://models/imagelingo/v1", "v1", release)
         kserve_crds.assert_valid(created, versions)
         live = copy.deepcopy(created)
         live["metadata"]["resourceVersion"] = "1"
-        release = config.kserve() or KServe.parse("0.15")
         canary = config.mode == "Standard" and config.canary_traffic_percent >= 0
         if canary and not release.standard_canary:  # 0.15: no canary in RawDeployment mode
             with pytest.raises(ImageLingoError, match="spec.canary"):
-                rollout(live, config, "s3://models/imagelingo/v2", "v2")
+                rollout(live, config, "s3://models/imagelingo/v2", "v2", release)
             refused += 1
             continue
-        second = rollout(live, config, "s3://models/imagelingo/v2", "v2")
+        second = rollout(live, config, "s3://models/imagelingo/v2", "v2", release)
         kserve_crds.assert_valid(second, versions)
         checked += 2
         canary_running = "canary" in second["spec"] or second["spec"]["predictor"].get(
@@ -186,8 +187,8 @@ def test_every_combination_of_deploy_parameters_and_rollout_steps_validates():
             checked += 1
         kserve_crds.assert_valid(rollback(second), versions)
         checked += 1
-    # Standard x (0.15, auto) x runtimes x protocols x canaries 0/20/100 x replicas
-    assert refused == 2 * 3 * 2 * 3 * 2
+    # Standard x 0.15 x runtimes x protocols x canaries 0/20/100 x replicas
+    assert refused == 3 * 2 * 3 * 2
     assert checked >= 3 * (len(CONFIGS) - refused)
 
 

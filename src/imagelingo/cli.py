@@ -146,6 +146,7 @@ def run_deploy(args, params: dict) -> dict:
         config,
         s3_endpoint_url=args.s3_endpoint_url,
         model_version=args.model_version,
+        kserve_version=args.kserve_version,
     )
     where = record["url"] or str(args.out / "inferenceservice.yaml")
     uri = record["params"]["storage_uri"]
@@ -481,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("Knative", "Standard"), help="KServe deployment mode")
     p.add_argument(
         "--kserve-version",
+        default="auto",
         help="the cluster's KServe: 0.15 (Kubeflow 1.10/1.11), 0.20, or auto (read its CRD)",
     )
     p.add_argument(
@@ -579,7 +581,6 @@ DEPLOY_FLAGS = (
     "mode",
     "protocol_version",
     "canary_traffic_percent",
-    "kserve_version",
 )
 SHORTHAND = {
     "features": {"encoder": "features.encoder", "device": "features.device"},

@@ -12,7 +12,8 @@ inferenceservice.yaml` is `render_manifest()` written out (tests/test_manifests.
 equal), and every InferenceService it can render is validated against the CRD schemas of KServe
 0.15.0 (Kubeflow 1.10), 0.15.2 (Kubeflow 1.11) and 0.20.0 (tests/test_kserve_schemas.py). What
 differs between those releases (mode names, spec.canary, what readiness means) is
-imagelingo/cluster/kserve.py; `kserve_version` picks one (auto: read from the served CRD).
+imagelingo/cluster/kserve.py; deploy's `kserve_version` picks one (auto: read from the served
+CRD; without a cluster, 0.15's API, which every release from 0.15 on accepts).
 
 KServe 0.20 facts the renderer relies on (paths in ../shared/cluster-reference/kserve-controller/
 v0.20.0/pkg/, line numbers of those copies):
@@ -142,11 +143,6 @@ class DeployConfig:
     min_replicas: int
     max_replicas: int
     timeout_s: int
-    kserve_version: str
-
-    def kserve(self) -> KServe | None:
-        """The release set by kserve_version; None for auto (deploy reads it from the cluster)."""
-        return None if str(self.kserve_version) == "auto" else KServe.parse(self.kserve_version)
 
     def check(self) -> None:
         if self.protocol_version not in ("v1", "v2"):
@@ -169,7 +165,6 @@ class DeployConfig:
                 f"need 0 <= min_replicas <= max_replicas, max_replicas >= 1; "
                 f"got {self.min_replicas}, {self.max_replicas}"
             )
-        self.kserve()
 
 
 # --- rendering (pure: no I/O) ------------------------------------------------------------------
@@ -199,7 +194,7 @@ def predictor(
     config: DeployConfig, storage_uri: str, version: str = "", kserve: KServe | None = None
 ) -> dict:
     """spec.predictor for one model version (no canary fields)."""
-    kserve = kserve or config.kserve() or KServe.parse(PORTABLE)
+    kserve = kserve or KServe.parse(PORTABLE)
     metric, target = DEFAULT_SCALE[config.mode]
     model = {
         "modelFormat": {"name": MODEL_FORMAT},
@@ -232,9 +227,9 @@ def inference_service(
     config: DeployConfig, storage_uri: str, version: str = "", kserve: KServe | None = None
 ) -> dict:
     """The InferenceService for one model version, all traffic on it (a full rollout), in the
-    API of `kserve` (default: config.kserve_version; auto without a cluster: 0.15's, which every
-    release accepts)."""
-    kserve = kserve or config.kserve() or KServe.parse(PORTABLE)
+    API of the KServe release `kserve` (default: 0.15's, which every release from 0.15 on
+    accepts)."""
+    kserve = kserve or KServe.parse(PORTABLE)
     annotations = {MODE_ANNOTATION: kserve.mode_value(config.mode)}
     if config.mode == "Standard":
         annotations[AUTOSCALER_CLASS_ANNOTATION] = "hpa"
@@ -266,7 +261,7 @@ def rollout(
 ) -> dict:
     """The InferenceService to create (current None) or PUT over `current` to roll out
     `storage_uri`: all traffic (canary -1), or a canary of `canary_traffic_percent`."""
-    kserve = kserve or config.kserve() or KServe.parse(PORTABLE)
+    kserve = kserve or KServe.parse(PORTABLE)
     new = inference_service(config, storage_uri, version, kserve)
     if current is None:
         return new  # nothing to compare with: KServe would send 100% to it anyway
@@ -809,15 +804,20 @@ def deploy(
     client: KubeApi | None = None,
     s3_endpoint_url: str | None = None,
     model_version: str = "",
+    kserve_version: str = "auto",
 ) -> dict:
     """Deploy a packaged model store; writes inferenceservice.yaml and metadata.json to out_dir.
     Every check runs before anything is uploaded or changed. After a successful deploy,
-    `model_version` (MLflow registry) gets the `production` alias."""
+    `model_version` (MLflow registry) gets the `production` alias. `kserve_version`: the
+    cluster's KServe (0.15 for Kubeflow 1.10/1.11, 0.20), or auto: read from the served CRD
+    (target kserve), else 0.15's API, which every release from 0.15 on accepts."""
 
     from imagelingo.artifacts import write_metadata
 
     config = config or DeployConfig()
     config.check()
+    if kserve_version != "auto":
+        KServe.parse(kserve_version)  # a bad value stops here, before any upload
     if target not in TARGETS:
         raise ImageLingoError(f"unknown deploy target {target!r}; expected one of {TARGETS}")
     check_storage_uri(target, config.storage_uri)
@@ -835,7 +835,8 @@ def deploy(
             raise ImageLingoError(
                 f"the model registry has no version {model_version} of imagelingo"
             )
-    current, api, kserve = None, None, config.kserve()
+    current, api = None, None
+    kserve = None if kserve_version == "auto" else KServe.parse(kserve_version)
     if target == "kserve":
         api = client or KubeApi()
         preflight(api, config)
@@ -860,7 +861,12 @@ def deploy(
         out_dir,
         "deploy",
         inputs={"model_store": str(store_dir)},
-        params={**asdict(config), "target": target, "storage_uri": storage_uri},
+        params={
+            **asdict(config),
+            "target": target,
+            "storage_uri": storage_uri,
+            "kserve_version": (kserve or KServe.parse(PORTABLE)).name,  # what it was written for
+        },
         counts={"files_uploaded": files},
         action=action,
         url=url,
