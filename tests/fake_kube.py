@@ -3,15 +3,20 @@
 It speaks the REST paths the kubernetes client uses for the objects deploy reads and writes, with
 the API server's semantics that matter to a rollout: 404 Status bodies, resourceVersion and
 generation (a PUT with a stale resourceVersion is a 409 Conflict), POST vs PUT, JSON merge patch
-(RFC 7386: a field the patch omits is kept, null deletes it), and admission of InferenceServices
-against KServe 0.20's CRD schema (422 on an unknown or mistyped field, as `kubectl apply` with
-strict field validation). A `controller` marks every new generation Ready and records the spec it
-saw, so tests read exactly what KServe's controller would reconcile.
+(RFC 7386: a field the patch omits is kept, null deletes it), generation moved by spec changes
+only (as for a CRD with a status subresource), and admission of InferenceServices against the CRD
+schema of the KServe release it plays (`kserve_version`: 422 on an unknown or mistyped field, as
+`kubectl apply` with strict field validation). It serves that release's InferenceService CRD, and
+tests/fake_kserve.py plays KServe's controller, lagging one step behind each read and writing the
+status fields KServe writes; `seen` holds the specs it reconciled, so tests read exactly what
+KServe would run.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import gzip
 import json
 import re
 import threading
@@ -19,8 +24,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import kserve_crds
+import yaml
+from fake_kserve import KServeController, webhook
 
 ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
+DEPLOYMENTS = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments$")
+CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/inferenceservices.serving.kserve.io"
+S3_ANNOTATIONS = {  # what manifests/secrets/minio gives the Secret
+    "serving.kserve.io/s3-endpoint": "minio-service.kubeflow:9000",
+    "serving.kserve.io/s3-usehttps": "0",
+}
+PROFILE = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+
+
+@functools.cache
+def _crd(version: str) -> dict:
+    path = kserve_crds.crd_path(version, "InferenceService")
+    return yaml.load(gzip.decompress(path.read_bytes()), Loader=yaml.CSafeLoader)
 
 
 def merge_patch(target, patch):
@@ -36,9 +56,11 @@ def merge_patch(target, patch):
 
 
 class FakeKube:
-    def __init__(self):
+    def __init__(self, kserve_version: str = kserve_crds.NEWEST):
+        self.kserve_version = kserve_version
+        self.controller = KServeController(kserve_version)
+        self.seen = self.controller.seen  # (generation, spec) KServe reconciled, in order
         self.objects: dict[str, dict] = {}
-        self.seen: list[dict] = []  # (generation, spec) the controller reconciled, in order
         self.requests: list[tuple[str, str]] = []
         self.version = 0
         self.lock = threading.Lock()
@@ -50,15 +72,35 @@ class FakeKube:
     def add(self, path: str, obj: dict) -> None:
         self.objects[path] = obj
 
-    def add_namespace(self, ns: str, secret_data: dict | None = None, runtime: bool = True):
-        self.add(f"/api/v1/namespaces/{ns}", {"kind": "Namespace", "metadata": {"name": ns}})
+    def add_namespace(
+        self,
+        ns: str,
+        secret_data: dict | None = None,
+        runtime: bool = True,
+        labels: dict | None = None,
+        secret_annotations: dict | None = None,
+    ):
+        """A namespace as manifests/overlays/minio makes it (profile label by default), its
+        ServiceAccount, the S3 Secret (with `secret_data`) and the runtimes."""
+        labels = {**(PROFILE if labels is None else labels), "kubernetes.io/metadata.name": ns}
+        namespace = {"kind": "Namespace", "metadata": {"name": ns, "labels": labels}}
+        self.add(f"/api/v1/namespaces/{ns}", namespace)
         account = {"metadata": {"name": "imagelingo-deployer", "namespace": ns}}
         account["secrets"] = [{"name": "imagelingo-s3"}]
         self.add(f"/api/v1/namespaces/{ns}/serviceaccounts/imagelingo-deployer", account)
         if secret_data is not None:
             self.add(
                 f"/api/v1/namespaces/{ns}/secrets/imagelingo-s3",
-                {"metadata": {"name": "imagelingo-s3", "namespace": ns}, "data": secret_data},
+                {
+                    "metadata": {
+                        "name": "imagelingo-s3",
+                        "namespace": ns,
+                        "annotations": S3_ANNOTATIONS
+                        if secret_annotations is None
+                        else secret_annotations,
+                    },
+                    "data": secret_data,
+                },
             )
         if runtime:
             for name in ("imagelingo-torchserve", "imagelingo-kserve"):
@@ -150,9 +192,12 @@ class FakeKube:
 
     # --- the API --------------------------------------------------------------------------
     def _store(self, path: str, obj: dict, previous: dict | None) -> dict:
-        obj.pop("status", None)  # status and generation are the server's, not the client's
+        status = obj.pop("status", None)  # status and generation are the server's
         obj["metadata"].pop("generation", None)
-        errors = kserve_crds.errors(obj) if obj.get("kind") in kserve_crds.KINDS else []
+        if obj.get("kind") == "InferenceService":
+            webhook(obj, self.kserve_version)
+        kind = obj.get("kind")
+        errors = kserve_crds.errors(obj, self.kserve_version) if kind in kserve_crds.KINDS else []
         if errors:
             return self._status(422, "Invalid", "; ".join(errors))
         self.version += 1
@@ -162,15 +207,11 @@ class FakeKube:
         if previous is None or previous.get("spec") != obj.get("spec"):
             generation += 1
         meta["generation"] = generation
-        # the controller: add its finalizer, reconcile the new generation and report Ready
-        if obj.get("kind") == "InferenceService":
+        if obj.get("kind") == "InferenceService":  # KServe's finalizer; the status stays
             meta.setdefault("finalizers", ["inferenceservice.finalizers"])
-        self.seen.append({"generation": generation, "spec": copy.deepcopy(obj["spec"])})
-        obj["status"] = {
-            "observedGeneration": generation,
-            "url": f"http://{meta['name']}.{meta['namespace']}.example.com",
-            "conditions": [{"type": "Ready", "status": "True"}],
-        }
+            obj["status"] = (previous or {}).get("status") or {}
+        elif status is not None:
+            obj["status"] = status
         self.objects[path] = obj
         return obj
 
@@ -191,9 +232,7 @@ class FakeKube:
             if ns and f"/api/v1/namespaces/{ns.group(1)}" not in self.objects:
                 return self._status(404, "NotFound", f'namespaces "{ns.group(1)}" not found')
             if method == "GET":
-                if path in self.objects:
-                    return copy.deepcopy(self.objects[path])
-                return self._status(404, "NotFound", f"{path} not found")
+                return self._get(path)
             if method == "POST":
                 target = f"{path}/{body['metadata']['name']}"
                 if target in self.objects:
@@ -213,6 +252,34 @@ class FakeKube:
                 merged = merge_patch(current, body)
                 return copy.deepcopy(self._store(path, merged, current))
             return self._status(405, "MethodNotAllowed", method)
+
+    def _get(self, path: str) -> dict:
+        """What is stored; then KServe's controller takes a step (it lags behind the reads)."""
+        deployments = DEPLOYMENTS.match(path)
+        if deployments:
+            out = {"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {}}
+            out["items"] = self.controller.deployment_list(deployments.group(1))
+            for item in out["items"]:
+                item.update(kind="Deployment", apiVersion="apps/v1")
+            self._reconcile(f"{ISVC.format(ns=deployments.group(1))}/")
+            return out
+        if path == CRD:
+            return self.crd()
+        if path not in self.objects:
+            return self._status(404, "NotFound", f"{path} not found")
+        out = copy.deepcopy(self.objects[path])
+        if out.get("kind") == "InferenceService":
+            self._reconcile(path)
+        return out
+
+    def _reconcile(self, prefix: str) -> None:
+        for path, obj in self.objects.items():
+            if path.startswith(prefix) and obj.get("kind") == "InferenceService":
+                self.controller.step(obj)
+
+    def crd(self) -> dict:
+        """The InferenceService CRD of the KServe release played (fixtures: exact copies)."""
+        return _crd(self.kserve_version)
 
     def _handler(self):
         fake = self

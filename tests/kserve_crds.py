@@ -1,7 +1,10 @@
-"""Validate objects against KServe 0.20's CRD schemas the way the API server does.
+"""Validate objects against KServe's CRD schemas the way the API server does, for each KServe
+version people run: 0.15.0 (Kubeflow 1.10), 0.15.2 (Kubeflow 1.11) and 0.20.0 (standalone).
 
-The CRDs (tests/fixtures/kserve-crds/v0.20.0, exact upstream copies) carry structural OpenAPI v3
-schemas. jsonschema checks them once three Kubernetes rules are made explicit:
+The CRDs (tests/fixtures/kserve-crds/<version>, exact upstream copies) carry structural OpenAPI v3
+schemas. At v0.15.0 only the InferenceService CRD is stored: its ServingRuntime and
+ClusterServingRuntime CRDs are the same blobs as v0.15.2's (fixtures/kserve-crds/v0.15.0/
+SOURCE.md). jsonschema checks them once three Kubernetes rules are made explicit:
 
 - an object schema with `properties` and neither `additionalProperties` nor
   `x-kubernetes-preserve-unknown-fields: true` prunes unknown fields, and `kubectl apply`
@@ -26,7 +29,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-CRD_DIR = Path(__file__).parent / "fixtures" / "kserve-crds" / "v0.20.0"
+FIXTURES = Path(__file__).parent / "fixtures" / "kserve-crds"
+VERSIONS = ("0.15.0", "0.15.2", "0.20.0")
+NEWEST = VERSIONS[-1]
+CRD_DIR = FIXTURES / f"v{NEWEST}"
+# where each version's runtime CRDs are: 0.15.0's are 0.15.2's blobs
+SAME_BLOBS = {("0.15.0", "ServingRuntime"): "0.15.2", ("0.15.0", "ClusterServingRuntime"): "0.15.2"}
 CRD_FILES = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "serving.kserve.io_servingruntimes.yaml",
@@ -75,21 +83,28 @@ def _structural(schema):
     return out
 
 
-def check_checksums() -> None:
-    sums = dict(
-        reversed(line.split()) for line in (CRD_DIR / "SHA256SUMS").read_text().splitlines()
-    )
+def crd_path(version: str, kind: str) -> Path:
+    api_version = {k: a for a, k in CRD_FILES}[kind]
+    folder = FIXTURES / f"v{SAME_BLOBS.get((version, kind), version)}"
+    return folder / f"{CRD_FILES[api_version, kind]}.gz"
+
+
+def check_checksums(version: str = NEWEST) -> None:
+    folder = FIXTURES / f"v{version}"
+    sums = dict(reversed(line.split()) for line in (folder / "SHA256SUMS").read_text().splitlines())
     for name, digest in sums.items():
-        data = gzip.decompress((CRD_DIR / f"{name}.gz").read_bytes())
-        assert hashlib.sha256(data).hexdigest() == digest, f"{name}: not the upstream bytes"
+        data = gzip.decompress((folder / f"{name}.gz").read_bytes())
+        assert hashlib.sha256(data).hexdigest() == digest, f"{version} {name}: not upstream bytes"
 
 
 @cache
-def schema_for(api_version: str, kind: str) -> dict:
-    check_checksums()
-    crd = yaml.safe_load(
-        gzip.decompress((CRD_DIR / f"{CRD_FILES[api_version, kind]}.gz").read_bytes())
-    )
+def schema_for(api_version: str, kind: str, version: str = NEWEST) -> dict:
+    if version not in VERSIONS:
+        raise ValueError(f"no CRD fixtures for KServe {version}; have {VERSIONS}")
+    check_checksums(version)
+    check_checksums(SAME_BLOBS.get((version, kind), version))
+    text = gzip.decompress(crd_path(version, kind).read_bytes())  # 1-2 MB: the C loader
+    crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     group, version = api_version.split("/")
     assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
@@ -102,19 +117,22 @@ def schema_for(api_version: str, kind: str) -> dict:
     return schema
 
 
-def errors(document: dict) -> list[str]:
-    """Every schema violation of one InferenceService/ServingRuntime, as 'path: message'."""
+def errors(document: dict, version: str = NEWEST) -> list[str]:
+    """Every schema violation of one InferenceService/ServingRuntime against KServe `version`'s
+    CRD, as 'path: message'."""
     key = (document.get("apiVersion"), document.get("kind"))
     if key not in CRD_FILES:
-        return [f"no KServe 0.20 CRD serves apiVersion {key[0]!r} kind {key[1]!r}"]
-    validator = jsonschema.Draft7Validator(schema_for(*key))
+        return [f"no KServe {version} CRD serves apiVersion {key[0]!r} kind {key[1]!r}"]
+    validator = jsonschema.Draft7Validator(schema_for(*key, version))
     return sorted(
         f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
         for e in validator.iter_errors(document)
     )
 
 
-def assert_valid(document: dict) -> None:
-    found = errors(document)
+def assert_valid(document: dict, versions: tuple[str, ...] = VERSIONS) -> None:
+    """Valid against the CRDs of every KServe version in `versions` (default: all of them)."""
     name = document.get("metadata", {}).get("name")
-    assert not found, f"{document.get('kind')} {name}: " + "; ".join(found)
+    for version in versions:
+        found = errors(document, version)
+        assert not found, f"KServe {version}: {document.get('kind')} {name}: " + "; ".join(found)

@@ -11,7 +11,14 @@ import yaml
 from fake_kube import FakeKube
 
 from imagelingo.cli import main
-from imagelingo.deploy import DeployConfig, KubeApi, deploy, inference_service, store_version
+from imagelingo.deploy import (
+    DeployConfig,
+    KServe,
+    KubeApi,
+    deploy,
+    inference_service,
+    store_version,
+)
 from imagelingo.errors import ImageLingoError
 from imagelingo.serving.torchserve import free_port
 
@@ -53,7 +60,8 @@ def objects(s3_server) -> list[str]:
 def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown():
     manifest = inference_service(DeployConfig(protocol_version="v2"), "s3://models/imagelingo/1")
     assert manifest["apiVersion"] == "serving.kserve.io/v1beta1"
-    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    # no release given (no cluster to ask): the name every KServe from 0.15 on knows
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     predictor = manifest["spec"]["predictor"]
     model = predictor["model"]
     assert model["modelFormat"] == {"name": "pytorch"}
@@ -73,8 +81,33 @@ def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown(
     assert "canaryTrafficPercent" not in predictor
 
 
+@pytest.mark.parametrize(
+    ("kserve", "knative", "standard"),
+    [
+        ("0.15", "Serverless", "RawDeployment"),  # constants.go:421-427 at v0.15.2
+        ("0.15.0", "Serverless", "RawDeployment"),
+        (None, "Serverless", "RawDeployment"),  # none given: what every release knows
+        ("0.20.0", "Knative", "Standard"),  # v0.20.0 constants.go:562-567
+    ],
+)
+def test_each_kserve_release_gets_the_mode_names_it_knows(kserve, knative, standard):
+    """issue 22 (8): KServe 0.15 runs an unknown deploymentMode as its default (Serverless on
+    Kubeflow), so `Standard` would silently run as Knative on Kubeflow 1.11."""
+    for mode, value in (("Knative", knative), ("Standard", standard)):
+        release = kserve and KServe.parse(kserve)
+        manifest = inference_service(DeployConfig(mode=mode), "s3://m/p/1", "1", release)
+        assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == value
+
+
+def test_an_unknown_kserve_release_is_named(store, tmp_path):
+    with pytest.raises(ImageLingoError, match="kserve_version '0.14'"):
+        deploy(store, tmp_path / "d", "local", kserve_version="0.14")
+    assert not (tmp_path / "d").exists()
+
+
 def test_standard_mode_scales_on_cpu_with_an_hpa():
-    manifest = inference_service(DeployConfig(mode="Standard"), "s3://m/p/1", "1")
+    config = DeployConfig(mode="Standard")
+    manifest = inference_service(config, "s3://m/p/1", "1", KServe.parse("0.20"))
     annotations = manifest["metadata"]["annotations"]
     assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
     assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
@@ -147,6 +180,21 @@ def test_bad_deploy_settings_are_named(store, tmp_path, target, config, message)
             lambda k: k.add_namespace(NS, secret_data=KEYS, runtime=False),
             "ServingRuntime 'imagelingo-torchserve' not found",
         ),
+        # issue 22 (8): Kubeflow's mlpipeline-minio-artifact names its keys otherwise
+        (
+            lambda k: k.add_namespace(NS, secret_data={"accesskey": "eA==", "secretkey": "eA=="}),
+            "Kubeflow's pipeline keys accesskey/secretkey, not the AWS_ACCESS_KEY_ID/",
+        ),
+        # no endpoint annotation: KServe's storage-initializer would go to AWS
+        (
+            lambda k: k.add_namespace(NS, secret_data=KEYS, secret_annotations={}),
+            "no serving.kserve.io/s3-endpoint annotation",
+        ),
+        # issue 22 (1): Kubeflow's object store admits profile namespaces only
+        (
+            lambda k: k.add_namespace(NS, secret_data=KEYS, labels={}),
+            "lacks the label app.kubernetes.io/part-of=kubeflow-profile",
+        ),
     ],
 )
 def test_cluster_problems_stop_deploy_before_any_upload(
@@ -205,6 +253,18 @@ def test_cli_refuses_a_local_uri_for_kserve_in_one_line(store, tmp_path, capsys,
     assert code == 2
     assert err.count("\n") == 0 and "needs an s3://" in err and "a local path" in err
     assert not (tmp_path / "d").exists() and not (tmp_path / "x").exists()
+
+
+def test_cli_writes_for_the_kserve_release_given(store, tmp_path, capsys):
+    out = tmp_path / "d"
+    argv = (store, "--mode", "Standard", "--kserve-version", "0.20.0", "--out", out)
+    code, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    rendered = yaml.safe_load((out / "inferenceservice.yaml").read_text())
+    assert rendered["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    assert rendered["spec"]["predictor"]["name"] == f"model-{store_version(store)}"
+    code, err = run_cli(capsys, store, "--kserve-version", "1.0", "--out", tmp_path / "e")
+    assert code == 2 and "kserve_version '1.0'" in err
 
 
 def test_cli_names_an_unreachable_cluster(store, tmp_path, capsys, monkeypatch, bucket, s3_server):

@@ -1,17 +1,15 @@
-"""Every InferenceService and ServingRuntime the project produces, against KServe 0.20's CRD
-schemas (tests/fixtures/kserve-crds, exact upstream copies; tests/kserve_crds.py applies the
-structural-schema rules): each kustomize overlay, and what `deploy` renders for every combination
-of its parameters and rollout steps. The validator itself is shown to reject what the API
-server rejects."""
+"""Every InferenceService and ServingRuntime the project produces, against the CRD schemas of
+KServe 0.15.0 (Kubeflow 1.10), 0.15.2 (Kubeflow 1.11) and 0.20.0 (tests/fixtures/kserve-crds,
+exact upstream copies; tests/kserve_crds.py applies the structural-schema rules): each kustomize
+overlay, and what `deploy` renders for every combination of its parameters, KServe release and
+rollout steps. The validator itself is shown to reject what the API server rejects."""
 
 from __future__ import annotations
 
 import copy
-import gzip
 import itertools
 import shutil
 import subprocess
-from pathlib import Path
 
 import kserve_crds
 import pytest
@@ -22,11 +20,13 @@ from imagelingo.deploy import (
     MODES,
     RUNTIMES,
     DeployConfig,
+    KServe,
     inference_service,
     promote,
     rollback,
     rollout,
 )
+from imagelingo.errors import ImageLingoError
 
 MANIFESTS = REPO_ROOT / "manifests"
 OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if p.is_dir())
@@ -34,13 +34,16 @@ SHARED = REPO_ROOT.parent / "shared" / "cluster-reference"
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 
 
-def test_the_crd_fixtures_are_the_upstream_bytes():
-    kserve_crds.check_checksums()
-    shared = SHARED / "kserve-crds" / "v0.20.0" / "config" / "crd" / "full"
-    if shared.is_dir():  # and the same as the shared reference copy, where there is one
-        for path in shared.glob("*.yaml.gz"):
-            fixture = kserve_crds.CRD_DIR / path.name
-            assert gzip.decompress(fixture.read_bytes()) == gzip.decompress(path.read_bytes())
+@pytest.mark.parametrize("version", kserve_crds.VERSIONS)
+def test_the_crd_fixtures_are_the_upstream_bytes(version):
+    kserve_crds.check_checksums(version)
+    shared = SHARED / "kserve-crds" / f"v{version}" / "config" / "crd" / "full"
+    if shared.is_dir():  # and the same gzip files as the shared reference copy, where there is one
+        paths = sorted(shared.glob("*.yaml.gz"))
+        assert paths
+        for path in paths:
+            fixture = kserve_crds.FIXTURES / f"v{version}" / path.name
+            assert fixture.read_bytes() == path.read_bytes(), fixture
 
 
 def valid_isvc() -> dict:
@@ -85,16 +88,30 @@ def test_the_validator_accepts_int_or_string_and_maps():
 def test_the_validator_refuses_unknown_kinds_and_versions():
     document = valid_isvc()
     document["apiVersion"] = "serving.kserve.io/v1alpha1"
-    assert "no KServe 0.20 CRD" in kserve_crds.errors(document)[0]
+    assert "no KServe 0.20.0 CRD" in kserve_crds.errors(document)[0]
+
+
+def test_the_015_crds_lack_what_020_added():
+    """The validator sees the difference between releases: spec.canary[] and predictor.name are
+    0.20's (cluster-reference README R6)."""
+    document = inference_service(
+        DeployConfig(mode="Standard"), "s3://b/p/1", "1", KServe.parse("0.20")
+    )
+    assert kserve_crds.errors(document, "0.20.0") == []
+    for version in ("0.15.0", "0.15.2"):
+        assert any("'name' was unexpected" in e for e in kserve_crds.errors(document, version))
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"no cluster reference at {SHARED}")
-def test_kserves_own_torchserve_runtime_validates():
+@pytest.mark.parametrize(
+    ("tag", "versions"), [("v0.15.2", ("0.15.0", "0.15.2")), ("v0.20.0", ("0.20.0",))]
+)
+def test_kserves_own_torchserve_runtime_validates(tag, versions):
     """The validator on an upstream object: what KServe ships must pass."""
-    path = SHARED / "kserve-runtimes" / "v0.20.0" / "config" / "runtimes" / "kserve-torchserve.yaml"
+    path = SHARED / "kserve-runtimes" / tag / "config" / "runtimes" / "kserve-torchserve.yaml"
     document = yaml.safe_load(path.read_text())
     document["spec"]["containers"][0]["image"] = "pytorch/torchserve-kfs:0.9.0"  # kustomize's
-    kserve_crds.assert_valid(document)
+    kserve_crds.assert_valid(document, versions)
 
 
 @needs_kubectl
@@ -118,45 +135,61 @@ def test_the_component_runtimes_validate():
     for path in sorted((MANIFESTS / "components").rglob("servingruntime.yaml")):
         document = yaml.safe_load(path.read_text())
         document["metadata"]["namespace"] = "imagelingo"
-        kserve_crds.assert_valid(document)
+        kserve_crds.assert_valid(document)  # every release
 
 
+# What deploy writes for each KServe release, and the CRDs that must accept it: 0.15's API (also
+# what deploy writes when no release is known) is accepted by every release; 0.20's by 0.20.
+RELEASES = {"0.15": kserve_crds.VERSIONS, "0.20": ("0.20.0",)}
 CONFIGS = [
-    DeployConfig(
-        storage_uri="s3://models/imagelingo",
-        mode=mode,
-        runtime=runtime,
-        protocol_version=protocol,
-        canary_traffic_percent=canary,
-        min_replicas=min_replicas,
+    (
+        DeployConfig(
+            storage_uri="s3://models/imagelingo",
+            mode=mode,
+            runtime=runtime,
+            protocol_version=protocol,
+            canary_traffic_percent=canary,
+            min_replicas=min_replicas,
+        ),
+        release,
     )
-    for mode, runtime, protocol, canary, min_replicas in itertools.product(
-        MODES, RUNTIMES, ("v1", "v2"), (-1, 0, 20, 100), (0, 1)
+    for mode, runtime, protocol, canary, min_replicas, release in itertools.product(
+        MODES, RUNTIMES, ("v1", "v2"), (-1, 0, 20, 100), (0, 1), RELEASES
     )
 ]
 
 
 def test_every_combination_of_deploy_parameters_and_rollout_steps_validates():
-    """create, canary/full rollout over a live service, promote, rollback; 64 configurations."""
-    checked = 0
-    for config in CONFIGS:
+    """create, canary/full rollout over a live service, promote, rollback; 128 configurations,
+    each against the CRDs of the releases it is written for."""
+    checked = refused = 0
+    for config, name in CONFIGS:
         config.check()
-        created = rollout(None, config, "s3://models/imagelingo/v1", "v1")
-        kserve_crds.assert_valid(created)
+        release, versions = KServe.parse(name), RELEASES[name]
+        created = rollout(None, config, "s3://models/imagelingo/v1", "v1", release)
+        kserve_crds.assert_valid(created, versions)
         live = copy.deepcopy(created)
         live["metadata"]["resourceVersion"] = "1"
-        second = rollout(live, config, "s3://models/imagelingo/v2", "v2")
-        kserve_crds.assert_valid(second)
+        canary = config.mode == "Standard" and config.canary_traffic_percent >= 0
+        if canary and not release.standard_canary:  # 0.15: no canary in RawDeployment mode
+            with pytest.raises(ImageLingoError, match="spec.canary"):
+                rollout(live, config, "s3://models/imagelingo/v2", "v2", release)
+            refused += 1
+            continue
+        second = rollout(live, config, "s3://models/imagelingo/v2", "v2", release)
+        kserve_crds.assert_valid(second, versions)
         checked += 2
         canary_running = "canary" in second["spec"] or second["spec"]["predictor"].get(
             "canaryTrafficPercent"
         )
         if canary_running:
-            kserve_crds.assert_valid(promote(second))
+            kserve_crds.assert_valid(promote(second), versions)
             checked += 1
-        kserve_crds.assert_valid(rollback(second))
+        kserve_crds.assert_valid(rollback(second), versions)
         checked += 1
-    assert checked >= 2 * len(CONFIGS) + len(CONFIGS)
+    # Standard x 0.15 x runtimes x protocols x canaries 0/20/100 x replicas
+    assert refused == 3 * 2 * 3 * 2
+    assert checked >= 3 * (len(CONFIGS) - refused)
 
 
 def test_the_local_target_renders_a_valid_file(tmp_path):
@@ -167,7 +200,7 @@ def test_the_local_target_renders_a_valid_file(tmp_path):
         (store / part).mkdir(parents=True)
         (store / part / "f").write_text(part)
     deploy(store, tmp_path / "out", "local", DeployConfig(mode="Standard"))
-    kserve_crds.assert_valid(
+    kserve_crds.assert_valid(  # every release: no cluster to ask, the portable API
         yaml.safe_load((tmp_path / "out" / "inferenceservice.yaml").read_text())
     )
 
@@ -175,8 +208,15 @@ def test_the_local_target_renders_a_valid_file(tmp_path):
 def test_a_fresh_clone_has_what_validation_needs():
     """The fixtures are in git (not only on this machine)."""
     listed = subprocess.run(
-        ["git", "ls-files", str(kserve_crds.CRD_DIR)], cwd=REPO_ROOT, capture_output=True, text=True
+        ["git", "ls-files", str(kserve_crds.FIXTURES)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     ).stdout.split()
-    names = {Path(p).name for p in listed}
-    assert {"SHA256SUMS", "LICENSE", "SOURCE.md"} <= names
-    assert len([n for n in names if n.endswith(".yaml.gz")]) == 3
+    for version in kserve_crds.VERSIONS:
+        folder = kserve_crds.FIXTURES.relative_to(REPO_ROOT) / f"v{version}"
+        for name in ("SHA256SUMS", "LICENSE", "SOURCE.md"):
+            assert str(folder / name) in listed, folder / name
+        for kind in kserve_crds.KINDS:
+            path = kserve_crds.crd_path(version, kind).relative_to(REPO_ROOT)
+            assert str(path) in listed, path

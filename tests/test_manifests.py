@@ -205,17 +205,23 @@ def test_every_container_is_locked_down(overlay):
 @needs_kubectl
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_network_policy_admits_only_the_serving_port(overlay):
+    """Which pods and sources: tests/test_networkpolicies.py evaluates it; here its shape."""
+    from imagelingo.deploy import LABELS
+
     documents = render(overlay)
     (policy,) = [d for d in documents if d["kind"] == "NetworkPolicy"]
-    assert policy["spec"]["podSelector"] == {
-        "matchLabels": {"serving.kserve.io/inferenceservice": "imagelingo"}
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    # labels deploy always sets (not the service's name, a pipeline parameter) + KServe's
+    assert selector == {
+        "app.kubernetes.io/managed-by": LABELS["app.kubernetes.io/managed-by"],
+        "component": "predictor",
     }
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    open_to_all = [r for r in policy["spec"]["ingress"] if "from" not in r]
-    ports = [p["port"] for rule in open_to_all for p in rule["ports"]]
-    # Knative: queue-proxy; Standard: the container port the Service targets
-    assert ports == ([8080] if overlay_mode(overlay) == "Standard" else [8012])
+    serving = 8080 if overlay_mode(overlay) == "Standard" else 8012
+    ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert serving in ports
     for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits every namespace"
         assert rule.get("ports"), "a rule without ports admits every port"
         assert not {p["port"] for p in rule["ports"]} & {8081, 8082, 7070, 7071}
 
@@ -318,6 +324,83 @@ def test_the_s3_secret_comes_from_a_gitignored_env_file(overlay, tmp_path):
     assert subprocess.run(["kubectl", "kustomize", str(copy)], capture_output=True).returncode
 
 
+SHARED = REPO_ROOT.parent / "shared" / "cluster-reference"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"no cluster reference at {SHARED}")
+@pytest.mark.parametrize("overlay", ["minio", "aws"])
+def test_the_s3_secret_carries_the_names_kserve_reads(overlay):
+    """issue 22 (8): the key names KServe's credentials.s3 config names (not Kubeflow's
+    accesskey/secretkey), and only annotations KServe's s3 credential code defines."""
+    import re
+
+    config = (SHARED / "kserve-runtimes/v0.15.2/config/configmap/inferenceservice.yaml").read_text()
+    for key in ("s3AccessKeyIDName", "s3SecretAccessKeyName"):
+        (name,) = set(re.findall(rf'"{key}"\s*:\s*"([A-Z_]+)"', config))
+        assert f"{name}=" in (MANIFESTS / "secrets" / overlay / "s3.env.example").read_text()
+    code = (SHARED / "kserve-runtimes/v0.20.0/pkg/credentials/s3/s3_secret.go").read_text()
+    known = {f"serving.kserve.io/{n}" for n in re.findall(r'"/" \+ "(s3-[a-z-]+)"', code)}
+    assert "serving.kserve.io/s3-endpoint" in known
+    kustomization = yaml.safe_load(
+        (MANIFESTS / "secrets" / overlay / "kustomization.yaml").read_text()
+    )
+    annotations = kustomization["generatorOptions"]["annotations"]
+    assert "serving.kserve.io/s3-endpoint" in annotations
+    assert set(annotations) <= known, set(annotations) - known
+
+
+def test_the_storage_initializer_runs_restricted_with_the_cluster_patch():
+    """issue 22 (7): KServe injects the storage-initializer with no securityContext
+    (storage_initializer_injector.go:376-395 at v0.15.2) and merges the matching
+    ClusterStorageContainer's container into it (:506-518; v0.20.0 :626-627). With
+    manifests/cluster/storage-initializer-restricted.yaml merged into KServe's default one
+    (tests/fixtures/kserve-storagecontainers), the container passes Pod Security "restricted"."""
+    from fake_kube import merge_patch
+
+    patch = yaml.safe_load(
+        (MANIFESTS / "cluster" / "storage-initializer-restricted.yaml").read_text()
+    )
+    fixtures = Path(__file__).parent / "fixtures" / "kserve-storagecontainers"
+    for release in ("v0.15.2", "v0.20.0"):
+        default = yaml.safe_load((fixtures / release / "default.yaml").read_text())
+        injected = {  # what the webhook builds, before the merge
+            "name": "storage-initializer",
+            "image": "kserve/storage-initializer:" + release,
+            "args": ["s3://b/p/1", "/mnt/models"],
+            "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}],
+        }
+        assert restricted_violations(injected), "the test would pass without the patch"
+        patched = merge_patch(default, patch)
+        # mergeContainerSpecs: a strategic merge, the CR's fields win; these are plain structs
+        container = merge_patch(injected, patched["spec"]["container"])
+        assert restricted_violations(container) == [], release
+        assert "s3://" in [f.get("prefix") for f in patched["spec"]["supportedUriFormats"]]
+
+
+def restricted_violations(container: dict, pod: dict | None = None) -> list[str]:
+    """The container-level checks of Pod Security "restricted" (Kubernetes 1.32,
+    https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted): privilege
+    escalation off, every capability dropped (NET_BIND_SERVICE may be added), non-root, not
+    UID 0, seccomp RuntimeDefault or Localhost (runAsNonRoot and seccomp may come from the pod)."""
+    context, pod = container.get("securityContext") or {}, pod or {}
+    capabilities = context.get("capabilities") or {}
+    seccomp = (context.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+    found = []
+    if context.get("allowPrivilegeEscalation") is not False:
+        found.append("allowPrivilegeEscalation")
+    if "ALL" not in (capabilities.get("drop") or []):
+        found.append("capabilities.drop")
+    if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+        found.append("capabilities.add")
+    if context.get("runAsNonRoot", pod.get("runAsNonRoot")) is not True:
+        found.append("runAsNonRoot")
+    if context.get("runAsUser", pod.get("runAsUser")) == 0:
+        found.append("runAsUser")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        found.append("seccompProfile")
+    return found
+
+
 def test_the_predictor_account_lists_the_s3_secret():
     account = yaml.safe_load((MANIFESTS / "base" / "serviceaccount.yaml").read_text())
     assert account["secrets"] == [{"name": "imagelingo-s3"}]
@@ -333,11 +416,17 @@ def test_deploy_rbac_is_limited_to_what_deploy_does():
         ("servingruntimes",),
         ("serviceaccounts",),
         ("secrets",),
+        ("deployments",),  # Standard mode: deploy waits on their rollout
     }
     assert "delete" not in rules[("inferenceservices",)]["verbs"]
     assert "update" in rules[("inferenceservices",)]["verbs"]  # deploy replaces (PUT)
     assert rules[("secrets",)]["resourceNames"] == ["imagelingo-s3"]
-    assert all(r["verbs"] == ["get"] for k, r in rules.items() if k != ("inferenceservices",))
+    assert rules[("deployments",)]["verbs"] == ["list"]
+    assert all(
+        r["verbs"] == ["get"]
+        for k, r in rules.items()
+        if k not in {("inferenceservices",), ("deployments",)}
+    )
 
 
 def test_yamllint_is_clean():

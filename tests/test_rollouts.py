@@ -4,7 +4,9 @@ fake_kube.py: real HTTP, resourceVersion, CRD-schema admission). Each test walks
 
 from __future__ import annotations
 
+import kserve_crds
 import pytest
+from fake_kserve import SOURCE_URI
 from fake_kube import FakeKube
 
 from imagelingo.deploy import (
@@ -20,15 +22,21 @@ from imagelingo.errors import ImageLingoError
 NS = "imagelingo"
 
 
-@pytest.fixture
-def kube(tmp_path):
+def make_kube(tmp_path, release: str = kserve_crds.NEWEST) -> FakeKube:
+    """A stand-in API server playing KServe `release`, with the namespace set up."""
     from kubernetes import config
 
-    fake = FakeKube()
+    fake = FakeKube(release)
     fake.add_namespace(
         NS, secret_data={"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}
     )
     fake.api = KubeApi(config.new_client_from_config(str(fake.write_kubeconfig(tmp_path / "kc"))))
+    return fake
+
+
+@pytest.fixture
+def kube(tmp_path):
+    fake = make_kube(tmp_path)
     yield fake
     fake.close()
 
@@ -243,3 +251,50 @@ def test_an_unknown_registry_version_stops_deploy_before_any_change(kube, stores
             model_version="42",
         )
     assert kube.seen == []
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_production_moves_only_once_the_new_version_serves(
+    kube, stores, bucket, tmp_path, monkeypatch, mode
+):
+    """issue 22 (2): KServe copies status.observedGeneration from the child (the Knative Service
+    or the Deployment: tests/fake_kserve.py), so comparing it with the InferenceService's
+    generation passed at once on an annotation-only update (the registry version: it moves the
+    child's generation, not the InferenceService's), on the stale Ready, and in Standard mode on
+    a Deployment that is Available while old pods still serve. The production alias must move
+    only when the new revision / rollout serves."""
+    from imagelingo import registry
+
+    moved = []
+    monkeypatch.setattr(registry, "versions", lambda: [{"version": "6"}, {"version": "7"}])
+    monkeypatch.setattr(
+        registry, "set_production", lambda v: moved.append(kube.controller.serving("imagelingo"))
+    )
+    config = DeployConfig(storage_uri=bucket, mode=mode)
+    deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api, model_version="6")
+    deploy(stores[0], tmp_path / "d2", "kserve", config, client=kube.api, model_version="7")
+    deploy(stores[1], tmp_path / "d3", "kserve", config, client=kube.api, model_version="7")
+    uris = [f"{bucket}/{store_version(s)}" for s in (stores[0], stores[0], stores[1])]
+    for (serving,), registered, uri in zip(moved, ("6", "7", "7"), uris, strict=True):
+        assert serving["metadata"]["annotations"]["imagelingo.io/registry-version"] == registered
+        assert serving["metadata"]["annotations"][SOURCE_URI] == uri
+
+
+@pytest.mark.parametrize("release", kserve_crds.VERSIONS)
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_kserve_runs_the_mode_asked_for_on_every_release(release, mode, stores, bucket, tmp_path):
+    """issue 22 (8): KServe 0.15 runs an annotation value it does not know (`Standard`) as its
+    default, Serverless; deploy (kserve_version auto) reads the served CRD and writes the name
+    that release knows. The stand-in records the mode KServe took (status.deploymentMode)."""
+    kube = make_kube(tmp_path, release)
+    try:
+        config = DeployConfig(storage_uri=bucket, mode=mode)
+        deploy(stores[0], tmp_path / "d1", "kserve", config, client=kube.api)
+        assert kube.isvc(NS, "imagelingo")["status"]["deploymentMode"] == mode
+        if mode == "Standard" and release < "0.20":
+            canary = DeployConfig(storage_uri=bucket, mode=mode, canary_traffic_percent=10)
+            with pytest.raises(ImageLingoError, match=r"KServe 0.15 has no canary"):
+                deploy(stores[1], tmp_path / "d2", "kserve", canary, client=kube.api)
+            assert len(kube.seen) == 1
+    finally:
+        kube.close()

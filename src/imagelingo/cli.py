@@ -147,6 +147,7 @@ def run_deploy(args, params: dict) -> dict:
         config,
         s3_endpoint_url=args.s3_endpoint_url,
         model_version=args.model_version,
+        kserve_version=args.kserve_version,
     )
     where = record["url"] or str(args.out / "inferenceservice.yaml")
     uri = record["params"]["storage_uri"]
@@ -493,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canary-traffic-percent", type=int, help="0-100 to the new version; -1 none")
     p.add_argument("--protocol-version", choices=("v1", "v2"))
     p.add_argument("--mode", choices=("Knative", "Standard"), help="KServe deployment mode")
+    p.add_argument(
+        "--kserve-version",
+        default="auto",
+        help="the cluster's KServe: 0.15 (Kubeflow 1.10/1.11), 0.20, or auto (read its CRD)",
+    )
     p.add_argument(
         "--runtime",
         choices=("imagelingo-torchserve", "kserve-torchserve", "imagelingo-kserve"),

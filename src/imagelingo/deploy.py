@@ -9,8 +9,11 @@
 
 This module is the one source of truth for the InferenceService: `manifests/base/
 inferenceservice.yaml` is `render_manifest()` written out (tests/test_manifests.py keeps them
-equal), and every InferenceService it can render is validated against KServe 0.20's CRD schema
-(tests/test_kserve_schemas.py).
+equal), and every InferenceService it can render is validated against the CRD schemas of KServe
+0.15.0 (Kubeflow 1.10), 0.15.2 (Kubeflow 1.11) and 0.20.0 (tests/test_kserve_schemas.py). What
+differs between those releases (mode names, spec.canary, what readiness means) is
+imagelingo/cluster/kserve.py; deploy's `kserve_version` picks one (auto: read from the served
+CRD; without a cluster, 0.15's API, which every release from 0.15 on accepts).
 
 KServe 0.20 facts the renderer relies on (paths in ../shared/cluster-reference/kserve-controller/
 v0.20.0/pkg/, line numbers of those copies):
@@ -19,6 +22,7 @@ v0.20.0/pkg/, line numbers of those copies):
   "Knative" / "Standard"; "Serverless" / "RawDeployment" are deprecated aliases that the webhook
   rewrites (constants.go:562-567, apis/serving/v1beta1/inference_service_defaults.go:164-176).
   The mode cannot change once the controller recorded it (inference_service_validation.go:680-692).
+  KServe 0.15 knows only the old names (cluster/kserve.py): deploy writes what the release knows.
 - Knative mode: scaleMetric is a KPA metric, concurrency or rps (validation.go:645-667);
   canaryTrafficPercent splits traffic between the latest revision and the last rolled-out one
   (reconcilers/knative/ksvc_reconciler.go:134-163), and only when there is a rolled-out one.
@@ -39,6 +43,7 @@ v0.20.0/pkg/, line numbers of those copies):
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import re
 import shutil
@@ -47,6 +52,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from imagelingo.cluster.kserve import (
+    ISVC_CRD,
+    MODE_ANNOTATION,
+    PORTABLE,
+    KServe,
+    knative_rolled_out,
+    mode_of,
+    standard_rolled_out,
+    version_from_crd,
+)
 from imagelingo.config import settings
 from imagelingo.errors import ImageLingoError
 
@@ -54,7 +69,6 @@ TARGETS = ("local", "kserve")
 MODES = ("Knative", "Standard")
 API_VERSION = "serving.kserve.io/v1beta1"
 MODEL_FORMAT = "pytorch"
-MODE_ANNOTATION = "serving.kserve.io/deploymentMode"  # constants.go:115
 AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"  # constants.go:118
 VERSION_ANNOTATION = "imagelingo.io/model-version"  # the store's content hash
 REGISTRY_ANNOTATION = "imagelingo.io/registry-version"  # MLflow registry version, when known
@@ -78,7 +92,21 @@ RUNTIMES = {
 }
 # Knative: in-flight requests per replica (one full TorchServe batch); Standard: CPU utilization %.
 DEFAULT_SCALE = {"Knative": ("concurrency", 8), "Standard": ("cpu", 80)}
+# The Secret keys KServe's storage-initializer reads: credentials.s3 of inferenceservice-config
+# (kserve-runtimes/v0.15.2/config/configmap/inferenceservice.yaml:625-645; v0.20.0 the same).
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# Kubeflow's per-namespace pipeline Secret mlpipeline-minio-artifact names them otherwise
+# (kubeflow-manifests/v1.11.0/.../pipelines-profile-controller/sync.py:347-377).
+KUBEFLOW_S3_KEYS = ("accesskey", "secretkey")
+# Where KServe finds the S3 endpoint: this annotation on the Secret, else the Secret's S3_ENDPOINT
+# key, else inferenceservice-config (empty: AWS) (kserve-runtimes/v0.20.0/pkg/credentials/s3/
+# s3_secret.go:62, utils.go:39).
+S3_ENDPOINT_ANNOTATION = "serving.kserve.io/s3-endpoint"
+# Kubeflow's object store admits only profile namespaces (this label), istio-system and kubeflow
+# (kubeflow-manifests/v1.11.0/common/networkpolicies/base/minio.yaml; third-party/seaweedfs/base/
+# seaweedfs/seaweedfs-networkpolicy.yaml:6-32; the label: applications/profiles/upstream/base/
+# namespace-labels.yaml:18).
+PROFILE_LABEL = ("app.kubernetes.io/part-of", "kubeflow-profile")
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # The lock-down goes on the container: Knative (knative/serving knative-v1.23, commit 98e5ef90aa,
 # pkg/apis/serving/fieldmask.go:711-741) admits all of it there, but rejects every pod-level
@@ -162,8 +190,11 @@ def _predictor_name(version: str) -> str:
     return name
 
 
-def predictor(config: DeployConfig, storage_uri: str, version: str = "") -> dict:
+def predictor(
+    config: DeployConfig, storage_uri: str, version: str = "", kserve: KServe | None = None
+) -> dict:
     """spec.predictor for one model version (no canary fields)."""
+    kserve = kserve or KServe.parse(PORTABLE)
     metric, target = DEFAULT_SCALE[config.mode]
     model = {
         "modelFormat": {"name": MODEL_FORMAT},
@@ -177,7 +208,7 @@ def predictor(config: DeployConfig, storage_uri: str, version: str = "") -> dict
         "securityContext": dict(CONTAINER_SECURITY),
     }
     spec: dict[str, Any] = {}
-    if config.mode == "Standard" and version:
+    if config.mode == "Standard" and version and kserve.standard_canary:
         spec["name"] = _predictor_name(version)  # Deployment {isvc}-{name}-predictor
     spec.update(
         serviceAccountName=config.service_account,
@@ -192,9 +223,14 @@ def predictor(config: DeployConfig, storage_uri: str, version: str = "") -> dict
     return spec
 
 
-def inference_service(config: DeployConfig, storage_uri: str, version: str = "") -> dict:
-    """The InferenceService for one model version, all traffic on it (a full rollout)."""
-    annotations = {MODE_ANNOTATION: config.mode}
+def inference_service(
+    config: DeployConfig, storage_uri: str, version: str = "", kserve: KServe | None = None
+) -> dict:
+    """The InferenceService for one model version, all traffic on it (a full rollout), in the
+    API of the KServe release `kserve` (default: 0.15's, which every release from 0.15 on
+    accepts)."""
+    kserve = kserve or KServe.parse(PORTABLE)
+    annotations = {MODE_ANNOTATION: kserve.mode_value(config.mode)}
     if config.mode == "Standard":
         annotations[AUTOSCALER_CLASS_ANNOTATION] = "hpa"
     if version:
@@ -208,30 +244,32 @@ def inference_service(config: DeployConfig, storage_uri: str, version: str = "")
             "labels": dict(LABELS),
             "annotations": annotations,
         },
-        "spec": {"predictor": predictor(config, storage_uri, version)},
+        "spec": {"predictor": predictor(config, storage_uri, version, kserve)},
     }
-
-
-def _mode_of(isvc: dict) -> str:
-    mode = isvc["metadata"].get("annotations", {}).get(MODE_ANNOTATION, "Knative")
-    return {"Serverless": "Knative", "RawDeployment": "Standard"}.get(mode, mode)
 
 
 def _storage_uri(pred: dict) -> str:
     return pred.get("model", {}).get("storageUri", "")
 
 
-def rollout(current: dict | None, config: DeployConfig, storage_uri: str, version: str) -> dict:
+def rollout(
+    current: dict | None,
+    config: DeployConfig,
+    storage_uri: str,
+    version: str,
+    kserve: KServe | None = None,
+) -> dict:
     """The InferenceService to create (current None) or PUT over `current` to roll out
     `storage_uri`: all traffic (canary -1), or a canary of `canary_traffic_percent`."""
-    new = inference_service(config, storage_uri, version)
+    kserve = kserve or KServe.parse(PORTABLE)
+    new = inference_service(config, storage_uri, version, kserve)
     if current is None:
         return new  # nothing to compare with: KServe would send 100% to it anyway
-    if _mode_of(current) != config.mode:
+    if mode_of(current) != config.mode:
         raise ImageLingoError(
-            f"InferenceService {config.name} runs in {_mode_of(current)} mode; KServe cannot "
+            f"InferenceService {config.name} runs in {mode_of(current)} mode; KServe cannot "
             f"change it to {config.mode} (delete it first, or deploy with --mode "
-            f"{_mode_of(current)})"
+            f"{mode_of(current)})"
         )
     stable = current["spec"]["predictor"]
     stable_uri = _storage_uri(stable)
@@ -249,7 +287,13 @@ def rollout(current: dict | None, config: DeployConfig, storage_uri: str, versio
         return new
     if percent < 0 or stable_uri == storage_uri:
         return new
-    canary = predictor(config, storage_uri, version)
+    if not kserve.standard_canary:
+        raise ImageLingoError(
+            f"KServe {kserve.name} has no canary in Standard (RawDeployment) mode: "
+            f"canaryTrafficPercent is Knative-only and spec.canary[] arrives in KServe 0.20; "
+            f"deploy with --canary-traffic-percent -1, or --kserve-version 0.20 on a KServe 0.20"
+        )
+    canary = predictor(config, storage_uri, version, kserve)
     if canary.get("name") == stable.get("name"):
         raise ImageLingoError(f"version {version} is already the stable predictor")
     # The CRD requires canary[].predictor.model.name (the schema lists it; the stable predictor's
@@ -284,7 +328,7 @@ def promote(current: dict) -> dict:
     stable's scaling) and removes spec.canary."""
     new = _without_status(current)
     pred = new["spec"]["predictor"]
-    if _mode_of(current) == "Knative":
+    if mode_of(current) == "Knative":
         if "canaryTrafficPercent" not in pred:
             raise ImageLingoError(f"{current['metadata']['name']}: no canary to promote")
         if pred["canaryTrafficPercent"] == 0:
@@ -311,7 +355,7 @@ def rollback(current: dict) -> dict:
     new = _without_status(current)
     pred = new["spec"]["predictor"]
     annotations = new["metadata"]["annotations"]
-    mode = _mode_of(current)
+    mode = mode_of(current)
     if mode == "Knative" and pred.get("canaryTrafficPercent", 0) > 0:
         pred["canaryTrafficPercent"] = 0
         return new
@@ -326,7 +370,7 @@ def rollback(current: dict) -> dict:
     annotations.pop(REGISTRY_ANNOTATION, None)
     pred.pop("canaryTrafficPercent", None)
     pred["model"]["storageUri"] = previous
-    if mode == "Standard":
+    if "name" in pred:  # KServe 0.20 Standard mode: the name follows the model
         pred["name"] = _predictor_name(annotations[VERSION_ANNOTATION])
     return new
 
@@ -341,7 +385,8 @@ def render_manifest(config: DeployConfig | None = None) -> str:
     header = (
         "# GENERATED by `python -m imagelingo.deploy` from imagelingo/deploy.py (the one source\n"
         "# of truth; tests/test_manifests.py checks they agree). Do not edit: change deploy.py.\n"
-        "# It is what `imagelingo deploy` creates for model version v1, in Knative mode. The\n"
+        "# It is what `imagelingo deploy` creates for model version v1, in Knative mode, under\n"
+        "# the name every KServe from 0.15 (Kubeflow 1.10/1.11) to 0.20 knows, Serverless. The\n"
         "# README applies the overlays without it (-l app.kubernetes.io/managed-by!=\n"
         "# imagelingo-deploy): the InferenceService belongs to `imagelingo deploy`, which gives\n"
         "# every version its own storageUri; re-applying this copy would roll it back to v1.\n"
@@ -388,6 +433,8 @@ class KubeApi:
             api_client = client.ApiClient(configuration)
         self.host = api_client.configuration.host
         self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.extensions = client.ApiextensionsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.timeout = request_timeout
 
@@ -417,8 +464,9 @@ class KubeApi:
 
         return ApiClient().sanitize_for_serialization(obj)
 
-    def namespace_exists(self, namespace: str) -> bool | None:
-        """True/False, or None when this account may not read namespaces."""
+    def namespace_labels(self, namespace: str) -> dict | None:
+        """The namespace's labels; None if it does not exist; ... when this account may not
+        read namespaces (a namespaced Role cannot)."""
         got = self._call(
             f"namespace {namespace}",
             self.core.read_namespace,
@@ -426,7 +474,44 @@ class KubeApi:
             missing_ok=True,
             forbidden_ok=True,
         )
-        return None if got is ... else got is not None
+        if got is None or got is ...:
+            return got
+        return dict(got.metadata.labels or {})
+
+    def isvc_crd(self) -> dict | None:
+        """The served InferenceService CRD, or None when absent or not readable (it is
+        cluster-scoped: the namespaced deploy Role does not grant it)."""
+        import json
+
+        got = self._call(
+            f"CRD {ISVC_CRD}",
+            functools.partial(
+                self.extensions.read_custom_resource_definition, _preload_content=False
+            ),
+            ISVC_CRD,
+            missing_ok=True,
+            forbidden_ok=True,
+        )  # the raw JSON: 1-2 MB of schema, not worth the client's model classes
+        return None if got is None or got is ... else json.loads(got.data)
+
+    def predictor_deployments(self, namespace: str, name: str) -> list[dict]:
+        """The Deployments KServe made for the InferenceService's predictor (Standard mode),
+        found by the labels it puts on them (v0.15.2 components/predictor.go:450-457)."""
+        import json
+
+        selector = f"serving.kserve.io/inferenceservice={name},component=predictor"
+        got = self._call(
+            f"Deployments of {namespace}/{name}",
+            functools.partial(
+                self.apps.list_namespaced_deployment,
+                label_selector=selector,
+                _preload_content=False,
+            ),
+            namespace,
+        )  # the raw JSON: the client's models would insist on fields we do not read
+        wanted = {"serving.kserve.io/inferenceservice": name, "component": "predictor"}
+        found = json.loads(got.data)["items"]
+        return [d for d in found if wanted.items() <= d["metadata"].get("labels", {}).items()]
 
     def service_account(self, namespace: str, name: str) -> dict | None:
         got = self._call(
@@ -438,7 +523,8 @@ class KubeApi:
         )
         return None if got is None else self._dict(got)
 
-    def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+    def secret(self, namespace: str, name: str) -> dict | None:
+        """{"keys": the non-empty data keys, "annotations": ...}, or None if absent."""
         got = self._call(
             f"Secret {namespace}/{name}",
             self.core.read_namespaced_secret,
@@ -448,7 +534,11 @@ class KubeApi:
         )
         if got is None:
             return None
-        return {k for k, v in ((got.data or {}) | (got.string_data or {})).items() if v}
+        data = (got.data or {}) | (got.string_data or {})
+        return {
+            "keys": {k for k, v in data.items() if v},
+            "annotations": dict(got.metadata.annotations or {}),
+        }
 
     def runtime_exists(self, namespace: str, name: str, kind: str) -> bool | None:
         group, version = "serving.kserve.io", "v1alpha1"
@@ -517,7 +607,8 @@ def preflight(api: KubeApi, config: DeployConfig) -> None:
     upload or change: the namespace, the ServiceAccount the predictor runs as, the S3 Secret
     KServe's storage initializer reads through it, and the runtime."""
     ns = config.namespace
-    if api.namespace_exists(ns) is False:
+    labels = api.namespace_labels(ns)
+    if labels is None:
         raise ImageLingoError(f"namespace {ns!r} not found: kubectl apply -k manifests/overlays/…")
     account = api.service_account(ns, config.service_account)
     if account is None:
@@ -526,17 +617,10 @@ def preflight(api: KubeApi, config: DeployConfig) -> None:
             f"(does the namespace exist? kubectl apply -k manifests/overlays/…)"
         )
     if config.storage_uri.startswith("s3://"):
-        keys = api.secret_keys(ns, config.s3_secret)
-        if keys is None:
-            raise ImageLingoError(
-                f"Secret {config.s3_secret!r} not found in namespace {ns!r}: KServe cannot read "
-                f"{config.storage_uri} (kubectl apply -k manifests/secrets/<overlay>, README)"
-            )
-        missing = [k for k in S3_KEYS if k not in keys]
-        if missing:
-            raise ImageLingoError(
-                f"Secret {ns}/{config.s3_secret} lacks (or has empty) {', '.join(missing)}"
-            )
+        secret = api.secret(ns, config.s3_secret)
+        check_s3_secret(secret, config)
+        endpoint = secret["annotations"].get(S3_ENDPOINT_ANNOTATION, "")
+        check_object_store_reachable(endpoint, ns, labels)
         attached = {s.get("name") for s in account.get("secrets") or []}
         if config.s3_secret not in attached:
             raise ImageLingoError(
@@ -548,6 +632,49 @@ def preflight(api: KubeApi, config: DeployConfig) -> None:
         raise ImageLingoError(
             f"{kind} {config.runtime!r} not found"
             + (f" in namespace {ns!r}" if kind == "ServingRuntime" else "")
+        )
+
+
+def check_s3_secret(secret: dict | None, config: DeployConfig) -> None:
+    """The Secret carries what KServe's storage-initializer reads: the AWS_* keys, and where the
+    store is (README FACT 10: annotation, else S3_ENDPOINT key, else AWS)."""
+    ns, name = config.namespace, config.s3_secret
+    if secret is None:
+        raise ImageLingoError(
+            f"Secret {name!r} not found in namespace {ns!r}: KServe cannot read "
+            f"{config.storage_uri} (kubectl apply -k manifests/secrets/<overlay>, README)"
+        )
+    keys = secret["keys"]
+    missing = [k for k in S3_KEYS if k not in keys]
+    if missing and set(KUBEFLOW_S3_KEYS) <= keys:
+        raise ImageLingoError(
+            f"Secret {ns}/{name} has Kubeflow's pipeline keys {'/'.join(KUBEFLOW_S3_KEYS)}, "
+            f"not the {'/'.join(S3_KEYS)} KServe's storage-initializer reads: make a KServe "
+            f"Secret from them (README, 'On a cluster')"
+        )
+    if missing:
+        raise ImageLingoError(f"Secret {ns}/{name} lacks (or has empty) {', '.join(missing)}")
+    if S3_ENDPOINT_ANNOTATION not in secret["annotations"] and "S3_ENDPOINT" not in keys:
+        raise ImageLingoError(
+            f"Secret {ns}/{name} has no {S3_ENDPOINT_ANNOTATION} annotation: KServe's "
+            f"storage-initializer would fetch from AWS, not your store (manifests/secrets/)"
+        )
+
+
+def check_object_store_reachable(endpoint: str, namespace: str, labels: dict | Any) -> None:
+    """Kubeflow's object store (minio-service.kubeflow) admits only profile namespaces: the
+    storage-initializer of a pod elsewhere cannot download and the pod stays in Init."""
+    host = endpoint.split("://")[-1].split("/")[0].split(":")[0]
+    if not re.fullmatch(r"[^.]+\.kubeflow(\.svc(\.cluster\.local)?)?", host):
+        return
+    if not isinstance(labels, dict):  # namespaces not readable: nothing to check with
+        return
+    key, value = PROFILE_LABEL
+    if labels.get(key) != value:
+        raise ImageLingoError(
+            f"namespace {namespace!r} lacks the label {key}={value}: Kubeflow's NetworkPolicies "
+            f"admit only profile namespaces to {host}, so KServe could not fetch the model "
+            f"(deploy into your profile namespace, or apply manifests/overlays/minio)"
         )
 
 
@@ -567,23 +694,43 @@ def check_bucket(storage_uri: str, endpoint_url: str | None) -> None:
         raise ImageLingoError(f"S3 bucket {bucket!r}: {exc}") from exc
 
 
-def wait_ready(api: KubeApi, config: DeployConfig, generation: int | None) -> str:
-    """Poll until the InferenceService reports Ready for this generation; return its URL."""
-    deadline = time.monotonic() + config.timeout_s
+def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, desired: dict) -> str:
+    """Poll until the update to `desired` serves; return the URL. `before` is the object as it
+    was before the update (None: created). Not the generation: KServe copies observedGeneration
+    from the child (cluster/kserve.py). Knative mode: the update reached the Knative Service and
+    its latest created revision is the latest ready one; Standard mode: every predictor
+    Deployment carries the update and finished its rollout."""
+    deadline, pause = time.monotonic() + config.timeout_s, 0.05
+    # what we change on a live service: the spec and our imagelingo.io/ annotations (the mode
+    # cannot change, and KServe 0.16+ rewrites its old name, so it is left out)
+    changed = before is None or (
+        before.get("spec") != desired["spec"]
+        or _ours(before["metadata"].get("annotations", {}))
+        != _ours(desired["metadata"]["annotations"])
+    )
     while True:
         isvc = api.get_isvc(config.namespace, config.name) or {}
         status = isvc.get("status", {})
-        ready = [c for c in status.get("conditions", []) if c.get("type") == "Ready"]
-        current = generation is None or status.get("observedGeneration", 0) >= generation
-        if current and ready and ready[0].get("status") == "True":
+        if mode_of(desired) == "Knative":
+            done, why = knative_rolled_out(
+                status, None if before is None else before.get("status", {}), changed
+            )
+        else:
+            deployments = api.predictor_deployments(config.namespace, config.name)
+            done, why = standard_rolled_out(deployments, desired)
+        if done:
             return status.get("url", "")
         if time.monotonic() > deadline:
-            why = ready[0].get("message", "") if ready else "no Ready condition"
             raise ImageLingoError(
-                f"InferenceService {config.namespace}/{config.name} not Ready after "
+                f"InferenceService {config.namespace}/{config.name} not rolled out after "
                 f"{config.timeout_s} s: {why}"
             )
-        time.sleep(min(5, config.timeout_s / 10 or 0.1))
+        time.sleep(pause)
+        pause = min(5, pause * 2)  # a quick answer when the cluster is quick, then every 5 s
+
+
+def _ours(annotations: dict) -> dict:
+    return {k: v for k, v in annotations.items() if k.startswith("imagelingo.io/")}
 
 
 def apply(api: KubeApi, desired: dict, current: dict | None) -> tuple[str, dict]:
@@ -658,15 +805,20 @@ def deploy(
     client: KubeApi | None = None,
     s3_endpoint_url: str | None = None,
     model_version: str = "",
+    kserve_version: str = "auto",
 ) -> dict:
     """Deploy a packaged model store; writes inferenceservice.yaml and metadata.json to out_dir.
     Every check runs before anything is uploaded or changed. After a successful deploy,
-    `model_version` (MLflow registry) gets the `production` alias."""
+    `model_version` (MLflow registry) gets the `production` alias. `kserve_version`: the
+    cluster's KServe (0.15 for Kubeflow 1.10/1.11, 0.20), or auto: read from the served CRD
+    (target kserve), else 0.15's API, which every release from 0.15 on accepts."""
 
     from imagelingo.artifacts import write_metadata
 
     config = config or DeployConfig()
     config.check()
+    if kserve_version != "auto":
+        KServe.parse(kserve_version)  # a bad value stops here, before any upload
     if target not in TARGETS:
         raise ImageLingoError(f"unknown deploy target {target!r}; expected one of {TARGETS}")
     check_storage_uri(target, config.storage_uri)
@@ -685,12 +837,14 @@ def deploy(
                 f"the model registry has no version {model_version} of imagelingo"
             )
     current, api = None, None
+    kserve = None if kserve_version == "auto" else KServe.parse(kserve_version)
     if target == "kserve":
         api = client or KubeApi()
         preflight(api, config)
         check_bucket(storage_uri, s3_endpoint_url)
         current = api.get_isvc(config.namespace, config.name)
-    desired = rollout(current, config, storage_uri, version)
+        kserve = kserve or served_kserve(api)
+    desired = rollout(current, config, storage_uri, version, kserve)
     if model_version:
         desired["metadata"]["annotations"][REGISTRY_ANNOTATION] = f"{model_version}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -698,8 +852,8 @@ def deploy(
     (out_dir / "inferenceservice.yaml").write_text(to_yaml(desired))
     action, url = "rendered", ""
     if api is not None:
-        action, applied = apply(api, desired, current)
-        url = wait_ready(api, config, applied.get("metadata", {}).get("generation"))
+        action, _ = apply(api, desired, current)
+        url = wait_ready(api, config, current, desired)
     if model_version:
         from imagelingo.registry import set_production
 
@@ -708,7 +862,12 @@ def deploy(
         out_dir,
         "deploy",
         inputs={"model_store": str(store_dir)},
-        params={**asdict(config), "target": target, "storage_uri": storage_uri},
+        params={
+            **asdict(config),
+            "target": target,
+            "storage_uri": storage_uri,
+            "kserve_version": (kserve or KServe.parse(PORTABLE)).name,  # what it was written for
+        },
         counts={"files_uploaded": files},
         action=action,
         url=url,
@@ -731,9 +890,16 @@ def change_traffic(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "inferenceservice.yaml").write_text(to_yaml(desired))
-    _, applied = apply(api, desired, current)
-    url = wait_ready(api, config, applied.get("metadata", {}).get("generation"))
+    apply(api, desired, current)
+    url = wait_ready(api, config, current, desired)
     return {"action": action, "url": url, "spec": desired["spec"]}
+
+
+def served_kserve(api: KubeApi) -> KServe:
+    """kserve_version auto: the release family of the served InferenceService CRD; when this
+    account cannot read CRDs, the API every release from 0.15 on accepts."""
+    crd = api.isvc_crd()
+    return version_from_crd(crd) if crd else KServe.parse(PORTABLE)
 
 
 def with_overrides(config: DeployConfig, **values: Any) -> DeployConfig:
