@@ -271,6 +271,7 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
                 mode=deploy_mode,
                 runtime=serving_runtime,
                 registration=decision.outputs["registration"],
+                kserve_version=target.kserve,  # the release the target's Kubeflow installs
                 **constants("deploy", *DEPLOY_PARAMETERS),
             )
             retry(setup(live, "500m", "512Mi"), target, nested=True, attempts=3, backoff="30s")

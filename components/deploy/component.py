@@ -24,13 +24,15 @@ def deploy(
     min_replicas: int,
     max_replicas: int,
     timeout_s: int,
+    kserve_version: str,
     registration: Input[Artifact],
     deployment: Output[Artifact],
 ) -> str:
     """Upload the model store to its own versioned prefix and create or replace the
     InferenceService ("kserve": checks the namespace, Secret, runtime and bucket first), or render
     it ("local"); then mark the evaluated registry version as production. Returns the URL.
-    The settings: params.yaml `deploy`."""
+    The settings: params.yaml `deploy`; `kserve_version`: the KServe release of the pipeline's
+    target (the annotation names and fields it knows; imagelingo.cluster.kserve)."""
     import os
     from pathlib import Path
 
@@ -62,6 +64,7 @@ def deploy(
         config,
         s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),
         model_version=read_metadata(Path(registration.path)).get("model_version", ""),
+        kserve_version=kserve_version,
     )
     deployment.metadata.update({"action": record["action"], "url": record["url"]})
     return record["url"]

@@ -264,6 +264,7 @@ def test_the_deploy_image_releases_deploys_and_moves_the_registry_alias(
         **P["deploy"],
         "model_store": outputs["package"]["model_store"],
         "target": "local",
+        "kserve_version": "0.15.2",  # what the kubeflow-1.11 target passes
         "registration": released["registration"],
     }
     started = time.perf_counter()
