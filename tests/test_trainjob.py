@@ -203,6 +203,14 @@ def test_a_job_past_the_tasks_deadline_is_deleted_not_left_on_its_nodes():
     assert api.deleted == ["imagelingo-train-0123456789abcdef"]
 
 
+def test_the_job_ends_before_the_task_that_watches_it():
+    from imagelingo.trainjob import DEADLINE_S
+    from pipelines.imagelingo_pipeline import TIMEOUTS
+
+    assert TIMEOUTS["train"] > DEADLINE_S  # else the pod dies first and nobody deletes the job
+    assert job(trainer_version="v2.3.0")["spec"]["activeDeadlineSeconds"] == DEADLINE_S
+
+
 def test_the_train_task_refuses_the_trainjob_engine_without_a_trainer(tmp_path):
     """Compiled for Kubeflow 1.10 (trainer_version ""), engine trainjob fails with the reason and
     the way out, before anything is uploaded or created."""

@@ -53,6 +53,9 @@ RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime v2.1.0 and v2.3.0 in
 # an integer fits both. The CRDs are in tests/fixtures/kubeflow-trainer/<version>/.
 TRAINER_VERSIONS = ("v2.1.0", "v2.3.0")
 DEADLINE_FROM = "v2.3.0"  # the first release with spec.activeDeadlineSeconds
+# The job's deadline: under the train task's own pod deadline (the pipeline's TIMEOUTS["train"],
+# 12 h), so that the task is still alive to delete a late job and fail with the reason.
+DEADLINE_S = 11 * 3600
 WORKDIR = "/tmp/imagelingo"  # in each pod: inputs, then the local model directory
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 
@@ -101,7 +104,7 @@ def render_trainjob(
     s3_secret: str = "imagelingo-s3",
     mlflow_secret: str = "imagelingo-mlflow",
     trainer_version: str = TRAINER_VERSIONS[-1],
-    deadline_s: int = 12 * 3600,
+    deadline_s: int = DEADLINE_S,
 ) -> dict:
     """The TrainJob for Kubeflow Trainer `trainer_version`: `num_nodes` pods x `procs_per_node`
     torchrun processes of `image`. From v2.3.0 on the controller itself fails the job after
@@ -291,7 +294,7 @@ def train_on_kubeflow(
     api=None,
     poll_s: float = 15,
     trainer_version: str = TRAINER_VERSIONS[-1],
-    deadline_s: int = 12 * 3600,
+    deadline_s: int = DEADLINE_S,
 ) -> tuple[dict, str]:
     """What the pipeline's train task does with train_engine=trainjob: stage the inputs on S3,
     run the TrainJob (written for Kubeflow Trainer `trainer_version`), copy the model it wrote
