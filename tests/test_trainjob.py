@@ -1,8 +1,9 @@
-"""The Kubeflow Trainer engine (imagelingo.trainjob): the TrainJob is valid against Kubeflow
-Trainer v2.3.0's CRD schema (tests/trainer_crds.py, exact upstream copy), names the runtime that
-exists, runs `imagelingo train` with exactly the task's settings under torchrun, and the task
-waits for it, logs its conditions and fails with the job's reason. No cluster: the Kubernetes API
-is a stub that answers from a list of states."""
+"""The Kubeflow Trainer engine (imagelingo.trainjob): the TrainJob written for each supported
+Trainer release (v2.1.0, Kubeflow 1.11's; v2.3.0, the newest) is valid against that release's CRD
+schema (tests/trainer_crds.py, exact upstream copies), names the runtime that exists, runs
+`imagelingo train` with exactly the task's settings under torchrun, and the task waits for it,
+logs its conditions and fails with the job's reason. No cluster: the Kubernetes API is a stub that
+answers from a list of states."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ import trainer_crds
 import yaml
 
 from imagelingo.cli import build_parser, resolve_params
+from imagelingo.cluster.platforms import TARGETS
 from imagelingo.config import from_params
 from imagelingo.errors import ImageLingoError
 from imagelingo.train import TrainConfig
-from imagelingo.trainjob import pod_command, render_trainjob, run, train_on_kubeflow
+from imagelingo.trainjob import (
+    TRAINER_VERSIONS,
+    pod_command,
+    render_trainjob,
+    run,
+    train_on_kubeflow,
+)
 
 SETTINGS = dataclasses.asdict(TrainConfig())
 
@@ -36,6 +44,13 @@ def job(**kwargs) -> dict:
     return render_trainjob(**args)
 
 
+def test_the_supported_trainers_are_the_fixtures_and_cover_every_target():
+    assert TRAINER_VERSIONS == trainer_crds.VERSIONS == ("v2.1.0", "v2.3.0")
+    # every Kubeflow release that installs a Trainer gets a TrainJob written for it
+    assert {t.trainer for t in TARGETS.values() if t.trainer} <= set(TRAINER_VERSIONS)
+
+
+@pytest.mark.parametrize("version", TRAINER_VERSIONS)
 @pytest.mark.parametrize(
     "shape",
     [
@@ -44,28 +59,56 @@ def job(**kwargs) -> dict:
         {"num_nodes": 2, "procs_per_node": 4, "gpus_per_node": 4, "cpu": "16", "memory": "64Gi"},
     ],
 )
-def test_the_trainjob_is_valid_against_the_v2_3_crd(shape):
-    document = job(**shape)
-    assert trainer_crds.errors(document) == []
+def test_the_trainjob_is_valid_against_its_trainers_crd(version, shape):
+    document = job(trainer_version=version, **shape)
+    assert trainer_crds.errors(document, version) == []
     trainer = document["spec"]["trainer"]
     assert trainer["numNodes"] == shape.get("num_nodes", 1)
     assert trainer["numProcPerNode"] == shape.get("procs_per_node", 1)
 
 
-def test_the_validator_rejects_what_the_api_server_rejects():
-    bad = copy.deepcopy(job())
+def test_the_deadline_is_the_controllers_from_v2_3_and_absent_before():
+    assert job(trainer_version="v2.3.0", deadline_s=3600)["spec"]["activeDeadlineSeconds"] == 3600
+    assert "activeDeadlineSeconds" not in job(trainer_version="v2.1.0")["spec"]
+
+
+def test_a_v2_3_trainjob_does_not_fit_v2_1_and_an_auto_one_not_v2_3():
+    """The check can fail: what one release's schema has and the other's lacks (cluster-reference
+    README, R7) is an error against the other."""
+    newest = job(trainer_version="v2.3.0")
+    found = trainer_crds.errors(newest, "v2.1.0")
+    assert any("activeDeadlineSeconds" in e for e in found), found
+    auto = job(trainer_version="v2.1.0")
+    auto["spec"]["trainer"]["numProcPerNode"] = "auto"  # v2.1.0's int-or-string
+    assert trainer_crds.errors(auto, "v2.1.0") == []
+    found = trainer_crds.errors(auto, "v2.3.0")
+    assert any("numProcPerNode" in e and "integer" in e for e in found), found
+
+
+def test_an_unknown_or_missing_trainer_is_refused_by_name():
+    with pytest.raises(ImageLingoError, match=r"'v2\.2\.0'.*v2\.1\.0, v2\.3\.0"):
+        job(trainer_version="v2.2.0")
+    with pytest.raises(ImageLingoError, match="Kubeflow 1.10 ships only the training-operator"):
+        job(trainer_version="")
+
+
+@pytest.mark.parametrize("version", TRAINER_VERSIONS)
+def test_the_validator_rejects_what_the_api_server_rejects(version):
+    bad = copy.deepcopy(job(trainer_version=version))
     bad["spec"]["trainer"]["numNodes"] = "2"  # a string where the CRD says integer
     bad["spec"]["trainer"]["replicas"] = 2  # no such field: strict field validation rejects it
     del bad["spec"]["runtimeRef"]  # required
-    found = trainer_crds.errors(bad)
+    found = trainer_crds.errors(bad, version)
     assert any("numNodes" in e and "integer" in e for e in found), found
     assert any("replicas" in e for e in found), found
     assert any("runtimeRef" in e for e in found), found
 
 
-def test_it_names_the_torch_distributed_cluster_runtime_and_sets_no_reserved_env():
-    runtime = yaml.safe_load((trainer_crds.FIXTURES / "torch_distributed.yaml").read_text())
-    ref = job()["spec"]["runtimeRef"]
+@pytest.mark.parametrize("version", TRAINER_VERSIONS)
+def test_it_names_the_torch_distributed_cluster_runtime_and_sets_no_reserved_env(version):
+    fixture = trainer_crds.fixtures(version) / "torch_distributed.yaml"
+    runtime = yaml.safe_load(fixture.read_text())
+    ref = job(trainer_version=version)["spec"]["runtimeRef"]
     assert (ref["kind"], ref["name"]) == (runtime["kind"], runtime["metadata"]["name"])
     assert "torch" in runtime["spec"]["mlPolicy"]  # the runtime that sets PET_* for torchrun
     # the controller rejects a TrainJob setting its PET_* names (README facts, 5)
@@ -151,6 +194,40 @@ def test_a_retried_task_replaces_a_failed_job_and_waits_on_a_running_one():
     running = StubApi([state(("Created", {})), state(("Complete", {}))])
     run(running, job(), poll_s=0)
     assert running.created == []  # the previous attempt's job, not a second one
+
+
+def test_a_job_past_the_tasks_deadline_is_deleted_not_left_on_its_nodes():
+    api = StubApi([None, state(("Created", {}))])
+    with pytest.raises(ImageLingoError, match="not Complete after 0 s: deleted it"):
+        run(api, job(trainer_version="v2.1.0"), poll_s=0, timeout_s=0)
+    assert api.deleted == ["imagelingo-train-0123456789abcdef"]
+
+
+def test_the_job_ends_before_the_task_that_watches_it():
+    from imagelingo.trainjob import DEADLINE_S
+    from pipelines.imagelingo_pipeline import TIMEOUTS
+
+    assert TIMEOUTS["train"] > DEADLINE_S  # else the pod dies first and nobody deletes the job
+    assert job(trainer_version="v2.3.0")["spec"]["activeDeadlineSeconds"] == DEADLINE_S
+
+
+def test_the_train_task_refuses_the_trainjob_engine_without_a_trainer(tmp_path):
+    """Compiled for Kubeflow 1.10 (trainer_version ""), engine trainjob fails with the reason and
+    the way out, before anything is uploaded or created."""
+    from types import SimpleNamespace
+
+    from components.train.component import train
+
+    folder = SimpleNamespace(path=str(tmp_path))
+    args = dict(dataset=folder, vocab=folder, features=folder, model=folder, **SETTINGS)
+    engine = dict(engine="trainjob", nodes=1, procs_per_node=1, gpus_per_node=0, image="i")
+    with pytest.raises(
+        ImageLingoError, match=r"ships only the training-operator v1\.9\.2\): use train_engine=task"
+    ):
+        train.python_func(**args, **engine, checkpoint_root="s3://b/c", trainer_version="")
+    # and on Kubeflow 1.11 it goes on to the Trainer (here: stops at the S3 requirement)
+    with pytest.raises(ImageLingoError, match="needs checkpoint_root on S3"):
+        train.python_func(**args, **engine, checkpoint_root="", trainer_version="v2.1.0")
 
 
 def test_the_engine_needs_checkpoint_root_on_s3(tmp_path):

@@ -1,6 +1,6 @@
-"""Validate a TrainJob against Kubeflow Trainer v2.3.0's CRD schema the way the API server does:
-the structural-schema rules of tests/kserve_crds.py, on tests/fixtures/kubeflow-trainer (exact
-upstream copies)."""
+"""Validate a TrainJob against a Kubeflow Trainer release's CRD schema the way the API server
+does: the structural-schema rules of tests/kserve_crds.py, on tests/fixtures/kubeflow-trainer/<tag>
+(exact upstream copies: v2.1.0, what Kubeflow 1.11.0 installs, and v2.3.0, the newest)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,22 @@ import jsonschema
 import yaml
 from kserve_crds import OBJECT_META, _structural
 
-FIXTURES = Path(__file__).parent / "fixtures" / "kubeflow-trainer" / "v2.3.0"
+ROOT = Path(__file__).parent / "fixtures" / "kubeflow-trainer"
+VERSIONS = tuple(sorted(p.name for p in ROOT.iterdir() if p.is_dir()))
 CRD_FILE = "trainer.kubeflow.org_trainjobs.yaml"
 API_VERSION, KIND = "trainer.kubeflow.org/v1alpha1", "TrainJob"
 
 
+def fixtures(version: str) -> Path:
+    return ROOT / version
+
+
 @cache
-def schema() -> dict:
-    data = gzip.decompress((FIXTURES / f"{CRD_FILE}.gz").read_bytes())
+def schema(version: str) -> dict:
+    data = gzip.decompress((fixtures(version) / f"{CRD_FILE}.gz").read_bytes())
     (expected,) = [
         line.split()[0]
-        for line in (FIXTURES / "SHA256SUMS").read_text().splitlines()
+        for line in (fixtures(version) / "SHA256SUMS").read_text().splitlines()
         if line.split()[1] == CRD_FILE
     ]
     assert hashlib.sha256(data).hexdigest() == expected, f"{CRD_FILE}: not the upstream bytes"
@@ -40,9 +45,9 @@ def schema() -> dict:
     return out
 
 
-def errors(document: dict) -> list[str]:
-    """Every schema violation of one TrainJob, as 'path: message'."""
-    validator = jsonschema.Draft7Validator(schema())
+def errors(document: dict, version: str) -> list[str]:
+    """Every violation of Trainer `version`'s CRD schema by one TrainJob, as 'path: message'."""
+    validator = jsonschema.Draft7Validator(schema(version))
     return sorted(
         f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
         for e in validator.iter_errors(document)

@@ -37,13 +37,16 @@ def train(
     gpus_per_node: int,
     image: str,
     model: Output[Model],
+    trainer_version: str = "",
 ) -> float:
     """The attention LSTM decoder; returns its best dev BLEU-4. The settings: params.yaml `train`.
     With `checkpoint_root` (s3:// on a cluster) every epoch's checkpoint is kept under it, at a
     location derived from this task's inputs: a retried pod resumes from the last epoch.
     `engine` "task" trains in this pod; "trainjob" hands the same training to the Kubeflow
     Trainer (a TrainJob of `nodes` x `procs_per_node` torchrun processes of `image`, data through
-    checkpoint_root's S3 bucket; imagelingo.trainjob) and waits for it."""
+    checkpoint_root's S3 bucket; imagelingo.trainjob) and waits for it. `trainer_version` is
+    fixed when the pipeline is compiled for a Kubeflow release: the Trainer it installs
+    ("v2.1.0" on Kubeflow 1.11), "" where there is none (Kubeflow 1.10: task engine only)."""
     import os
     from pathlib import Path
 
@@ -83,6 +86,7 @@ def train(
 
         from imagelingo.trainjob import train_on_kubeflow
 
+        # it refuses trainer_version "" (no Trainer: Kubeflow 1.10) before uploading anything
         record, checkpoint_uri = train_on_kubeflow(
             Path(dataset.path),
             Path(vocab.path),
@@ -94,6 +98,7 @@ def train(
             nodes=nodes,
             procs_per_node=procs_per_node,
             gpus_per_node=gpus_per_node,
+            trainer_version=trainer_version,
         )
     elif engine == "task":
         record = train(

@@ -1,13 +1,16 @@
 """Training on the Kubeflow Trainer: the same `imagelingo train`, under torchrun, on N pods.
 
 The pipeline's train task does it when its `train_engine` parameter is `trainjob`: it creates a
-TrainJob (trainer.kubeflow.org/v1alpha1, Kubeflow Trainer v2.3.0) on the `torch-distributed`
-ClusterTrainingRuntime, waits for it, logs its conditions, and fills its Model artifact from what
-the job wrote. Why v2 and not the training-operator's v1 PyTorchJob: v2 is the maintained line
-(the v1 tags continue only as release-1.9 backports), the default runtime already starts
-torchrun from the PET_* variables it sets per pod (nodes, processes per node, node rank, master
-address and port; /work/shared/cluster-reference/README.md, Kubeflow Trainer facts 3-5), so the
-job is a command and a size; v1 would need a Master/Worker split and its WORLD_SIZE counts pods.
+TrainJob (trainer.kubeflow.org/v1alpha1) on the `torch-distributed` ClusterTrainingRuntime, waits
+for it, logs its conditions, and fills its Model artifact from what the job wrote. The TrainJob is
+written for the Trainer release the cluster runs (TRAINER_VERSIONS): v2.1.0 is what Kubeflow 1.11.0
+installs, v2.3.0 the newest release; Kubeflow 1.10 ships no Trainer (training-operator v1 only) and
+gets the `task` engine only (imagelingo.cluster.platforms). Why v2 and not the training-operator's
+v1 PyTorchJob: v2 is the maintained line (the v1 tags continue only as release-1.9 backports), the
+default runtime already starts torchrun from the PET_* variables it sets per pod (nodes, processes
+per node, node rank, master address and port; /work/shared/cluster-reference/README.md, Kubeflow
+Trainer facts 3-5), so the job is a command and a size; v1 would need a Master/Worker split and
+its WORLD_SIZE counts pods (facts 6-8).
 
 The pods see none of the KFP artifacts, so data moves through S3 (the bucket the pipeline already
 uses for `checkpoint_root`), under <checkpoint_root>/<key>/ (the key is resume.inputs_digest of
@@ -20,7 +23,7 @@ the inputs and settings, as in train.checkpoint_location: a retried task finds i
 
 Every pod downloads inputs/ (`python -m imagelingo.trainjob fetch`), then runs
 `torchrun -m imagelingo.cli train ... --checkpoint-uri <key>/model` (render_trainjob). What it
-needs on the cluster: the Kubeflow Trainer v2 controller and its `torch-distributed`
+needs on the cluster: the Kubeflow Trainer (v2.1.0 or v2.3.0) and its `torch-distributed`
 ClusterTrainingRuntime; RBAC for the pipeline's ServiceAccount to create/get/delete
 trainjobs.trainer.kubeflow.org in its namespace (manifests/base/trainjob-rbac.yaml); the Secrets
 imagelingo-s3 and imagelingo-mlflow in that namespace (the pods read them as env); the training
@@ -42,7 +45,17 @@ from imagelingo.resume import inputs_digest
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
-RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime v2.3.0 installs
+RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime v2.1.0 and v2.3.0 install
+# The Trainer releases whose TrainJob schema this module writes (../shared/cluster-reference
+# README, R7: both v1alpha1). What differs for us: `spec.activeDeadlineSeconds` exists only from
+# v2.3.0 (v2.3.0 CRD line 63; absent from v2.1.0's, whose spec has no such field), and
+# numProcPerNode is int-or-string in v2.1.0 (lines 4196-4204) but int32 in v2.3.0 (line 5795):
+# an integer fits both. The CRDs are in tests/fixtures/kubeflow-trainer/<version>/.
+TRAINER_VERSIONS = ("v2.1.0", "v2.3.0")
+DEADLINE_FROM = "v2.3.0"  # the first release with spec.activeDeadlineSeconds
+# The job's deadline: under the train task's own pod deadline (the pipeline's TIMEOUTS["train"],
+# 12 h), so that the task is still alive to delete a late job and fail with the reason.
+DEADLINE_S = 11 * 3600
 WORKDIR = "/tmp/imagelingo"  # in each pod: inputs, then the local model directory
 S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 
@@ -90,10 +103,16 @@ def render_trainjob(
     gpus_per_node: int = 0,
     s3_secret: str = "imagelingo-s3",
     mlflow_secret: str = "imagelingo-mlflow",
+    trainer_version: str = TRAINER_VERSIONS[-1],
+    deadline_s: int = DEADLINE_S,
 ) -> dict:
-    """The TrainJob: `num_nodes` pods x `procs_per_node` torchrun processes of `image`."""
+    """The TrainJob for Kubeflow Trainer `trainer_version`: `num_nodes` pods x `procs_per_node`
+    torchrun processes of `image`. From v2.3.0 on the controller itself fails the job after
+    `deadline_s` (spec.activeDeadlineSeconds), so a job whose watching task died does not hold
+    its nodes forever; v2.1.0 has no such field, there `run`'s own deadline deletes the job."""
     from imagelingo.tracking import CLUSTER_MARKER
 
+    check_trainer_version(trainer_version)
     if num_nodes < 1 or procs_per_node < 1:
         raise ImageLingoError(
             f"a TrainJob needs at least 1 node and 1 process per node, got {num_nodes} x "
@@ -127,26 +146,54 @@ def render_trainjob(
         # torch's threads per process: the node's CPUs shared by its processes
         {"name": "OMP_NUM_THREADS", "value": str(max(1, _cpus(cpu) // procs_per_node))},
     ]
+    spec = {
+        "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": RUNTIME},
+        "trainer": {
+            "image": image,
+            "command": pod_command(inputs_uri, model_uri, settings),
+            "env": env,
+            "numNodes": num_nodes,
+            # an integer: v2.1.0 also takes "auto" (its runtime's default), v2.3.0 only int32
+            "numProcPerNode": procs_per_node,
+            "resourcesPerNode": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+        },
+    }
+    if _release(trainer_version) >= _release(DEADLINE_FROM):
+        spec["activeDeadlineSeconds"] = int(deadline_s)
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/part-of": "imagelingo", "imagelingo/stage": "train"},
-        },
-        "spec": {
-            "runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": RUNTIME},
-            "trainer": {
-                "image": image,
-                "command": pod_command(inputs_uri, model_uri, settings),
-                "env": env,
-                "numNodes": num_nodes,
-                "numProcPerNode": procs_per_node,
-                "resourcesPerNode": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+            "labels": {
+                "app.kubernetes.io/part-of": "imagelingo",
+                "imagelingo/stage": "train",
+                "imagelingo/trainer-version": trainer_version,
             },
         },
+        "spec": spec,
     }
+
+
+def check_trainer_version(trainer_version: str) -> None:
+    """Refuse a Trainer release whose TrainJob schema this module does not write, naming it and
+    the supported ones ("" is a cluster without a Trainer: Kubeflow 1.10)."""
+    if not trainer_version:
+        raise ImageLingoError(
+            "train_engine trainjob needs the Kubeflow Trainer (v2), and this pipeline was "
+            "compiled for a Kubeflow without one (Kubeflow 1.10 ships only the training-operator "
+            "v1.9.2): use train_engine=task, or compile for kubeflow-1.11"
+        )
+    if trainer_version not in TRAINER_VERSIONS:
+        raise ImageLingoError(
+            f"Kubeflow Trainer {trainer_version!r}: the TrainJob is written for "
+            f"{', '.join(TRAINER_VERSIONS)}"
+        )
+
+
+def _release(tag: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in tag.lstrip("v").split("."))
 
 
 def _cpus(quantity: str) -> int:
@@ -212,7 +259,10 @@ def run(api, body: dict, poll_s: float = 15, timeout_s: float = 12 * 3600) -> di
                 f" (kubectl logs -n {namespace} -l jobset.sigs.k8s.io/jobset-name={name})"
             )
         if time.monotonic() > deadline:
-            raise ImageLingoError(f"{what}: not Complete after {timeout_s:.0f} s")
+            # not left running on its nodes (Trainer v2.1.0 has no activeDeadlineSeconds); a
+            # retried task creates it again and it resumes from the checkpoint
+            api._call(what, api.custom.delete_namespaced_custom_object, *args, name)
+            raise ImageLingoError(f"{what}: not Complete after {timeout_s:.0f} s: deleted it")
         time.sleep(poll_s)
 
 
@@ -243,16 +293,19 @@ def train_on_kubeflow(
     namespace: str | None = None,
     api=None,
     poll_s: float = 15,
+    trainer_version: str = TRAINER_VERSIONS[-1],
+    deadline_s: int = DEADLINE_S,
 ) -> tuple[dict, str]:
     """What the pipeline's train task does with train_engine=trainjob: stage the inputs on S3,
-    run the TrainJob, copy the model it wrote into `out_dir`. Returns (its metadata record, the
-    model's S3 prefix)."""
+    run the TrainJob (written for Kubeflow Trainer `trainer_version`), copy the model it wrote
+    into `out_dir`. Returns (its metadata record, the model's S3 prefix)."""
     import os
 
     from imagelingo.artifacts import CROSS_ENTROPY_DIR, read_metadata
     from imagelingo.storage import get_files
     from imagelingo.tracking import CLUSTER_MARKER
 
+    check_trainer_version(trainer_version)  # before anything is uploaded
     if not checkpoint_root.startswith("s3://"):
         raise ImageLingoError(
             f"train_engine trainjob needs checkpoint_root on S3 (s3://bucket/prefix), got "
@@ -273,12 +326,14 @@ def train_on_kubeflow(
         num_nodes=nodes,
         procs_per_node=procs_per_node,
         gpus_per_node=gpus_per_node,
+        trainer_version=trainer_version,
+        deadline_s=deadline_s,
     )
     if api is None:
         from imagelingo.deploy import KubeApi
 
         api = KubeApi()
-    run(api, body, poll_s=poll_s)
+    run(api, body, poll_s=poll_s, timeout_s=deadline_s)
     copied = get_files(model_uri, out_dir)
     missing = {"decoder.safetensors", "config.json", "vocab.json", "metadata.json"} - set(copied)
     if missing:
