@@ -232,6 +232,7 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
             procs_per_node=train_procs_per_node,
             gpus_per_node=train_gpus_per_node,
             image=TRAINING_IMAGE,
+            trainer_version=target.trainer,  # "": no Kubeflow Trainer there, `trainjob` refuses
             **constants(
                 "train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience", "scst_epochs"
             ),

@@ -247,17 +247,20 @@ def test_the_rbac_role_allows_the_calls_the_task_makes():
     assert {"get", "create", "delete"} <= set(rule["verbs"])
 
 
-def compiled_pipeline() -> dict:
-    from imagelingo.orchestration import PIPELINE_YAML
+def compiled_pipeline(target: str) -> dict:
+    from imagelingo.cluster.platforms import TARGETS
+    from imagelingo.orchestration import PIPELINES
 
-    return next(yaml.safe_load_all(PIPELINE_YAML.read_text()))
+    return next(yaml.safe_load_all((PIPELINES / TARGETS[target].pipeline_file).read_text()))
 
 
-def test_the_gpu_request_and_the_engine_are_chosen_per_run():
-    spec = compiled_pipeline()
+@pytest.mark.parametrize("target", ["kubeflow-1.10", "kubeflow-1.11"])
+def test_the_gpu_request_and_the_engine_are_chosen_per_run(target):
+    spec = compiled_pipeline(target)
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    # CPU unless a run asks: count 0 (a 0 limit of nvidia.com/gpu requests nothing)
-    assert parameters["accelerator_count"]["defaultValue"] == 0
+    # CPU unless a run asks: count "0" (a 0 limit of nvidia.com/gpu requests nothing); a string,
+    # which is what the KFP driver resolves (imagelingo.cluster.kfp_rules)
+    assert parameters["accelerator_count"]["defaultValue"] == "0"
     assert parameters["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
     assert parameters["train_engine"]["defaultValue"] == "task"
     for stage in ("features", "train"):
@@ -275,6 +278,9 @@ def test_the_gpu_request_and_the_engine_are_chosen_per_run():
     ):
         assert train[task_input] == {"componentInputParameter": parameter}
     assert train["image"]["runtimeValue"]["constant"].split("/")[-1].startswith("imagelingo:")
+    # the Trainer the target's Kubeflow installs: none on 1.10 (trainjob refuses there)
+    trainer = {"kubeflow-1.10": "", "kubeflow-1.11": "v2.1.0"}[target]
+    assert train["trainer_version"] == {"runtimeValue": {"constant": trainer}}
 
 
 def test_the_task_copies_back_the_model_and_the_cross_entropy_model_beside_it(s3_server, tmp_path):
