@@ -17,7 +17,8 @@ def ingest(
 ):
     """Any caption source `imagelingo ingest` reads (a Flickr8k, Karpathy JSON, COCO or CSV/JSONL
     folder or file, archive URLs, an s3:// prefix or file, "synthetic") -> validated dataset.
-    `data_fingerprint` (`imagelingo fingerprint SOURCE`) is not read here: it is part of KFP's
+    `data_fingerprint` (the pipeline's never-cached fingerprint task: `imagelingo fingerprint
+    SOURCE`) is not read here: it is part of KFP's
     cache key, so the same `source` with new data is ingested again instead of served from
     cache, and everything downstream of it re-runs."""
     import os

@@ -582,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "fingerprint",
-        help="what the data of a source is (DVC md5, S3 listing or folder hash): data_fingerprint",
+        help="what the data of a source is (DVC md5, S3 listing or folder hash): what the "
+        "pipeline's fingerprint task feeds to ingest's cache key",
     )
     p.add_argument("source", help="a folder, s3://bucket/prefix, URL or 'synthetic'")
     p.set_defaults(run=run_fingerprint)

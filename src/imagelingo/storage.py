@@ -118,7 +118,8 @@ CAPTION_FILE_SUFFIXES = (".json", ".csv", ".jsonl")
 
 def fingerprint(source: str, endpoint_url: str | None = None) -> str:
     """What a pipeline run's data is, as a short string that changes when the data does: ingest's
-    cache key (the pipeline parameter `data_fingerprint`), so a retraining run re-reads changed
+    cache key (the pipeline's never-cached `fingerprint` task feeds it to ingest as
+    `data_fingerprint`), so a retraining run re-reads changed
     data and skips unchanged data.
 
     - a DVC-tracked folder (`DIR.dvc` beside it): `dvc:<md5>` from the pointer, no data read;
