@@ -22,7 +22,7 @@ import google.protobuf
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kubeflow-pipelines"
-BACKENDS = ("2.5.0", "2.15.0")
+BACKENDS = ("2.5.0", "2.15.0", "2.17.0")
 
 
 def _checked(tag: str) -> Path:

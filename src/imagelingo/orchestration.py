@@ -119,8 +119,7 @@ def compile_target(target: Target, path: Path, pull_secrets: tuple[str, ...] = (
             + "; ".join(found)
         )
     header = (
-        f"# Target: {target.name} (Kubeflow {target.kubeflow}: KFP backend {target.kfp_backend}, "
-        f"KServe {target.kserve}).\n"
+        f"# Target: {target.name} ({target.description}).\n"
         f"# Upload this file in that release's KFP UI; `imagelingo submit` picks the target from\n"
         f"# the backend's version. Written by `imagelingo compile --target {target.name}`: do not "
         "edit.\n"

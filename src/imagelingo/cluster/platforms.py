@@ -16,7 +16,7 @@ from imagelingo.errors import ImageLingoError
 @dataclass(frozen=True)
 class Target:
     name: str  # what `--target` takes and the compiled file is named by
-    kubeflow: str  # the Kubeflow release ("" for a standalone install)
+    kubeflow: str  # the Kubeflow release ("" for standalone KFP, KServe and Trainer installs)
     kfp_backend: str  # the KFP API server / driver tag
     kserve: str
     knative: str
@@ -50,6 +50,12 @@ class Target:
     def pipeline_file(self) -> str:
         return f"imagelingo_pipeline.{self.name}.yaml"
 
+    @property
+    def description(self) -> str:
+        """e.g. "Kubeflow 1.11.0: KFP backend 2.15.0, KServe 0.15.2"."""
+        where = f"Kubeflow {self.kubeflow}" if self.kubeflow else "standalone installs"
+        return f"{where}: KFP backend {self.kfp_backend}, KServe {self.kserve}"
+
 
 def _version(tag: str) -> tuple[int, ...]:
     return tuple(int(part) for part in tag.lstrip("v").split(".")[:3])
@@ -78,9 +84,22 @@ TARGETS = {
             training_operator="",
             object_store="SeaweedFS",
         ),
+        # The newest KFP backend verified (tag 2.17.0: its protos, the driver's accelerator,
+        # fan-in and retry code and the cache key read at that tag), installed standalone beside
+        # the newest KServe (0.20.0: its kserve-deps.env names Knative 1.21.1) and Trainer.
+        Target(
+            name="kfp-2.17",
+            kubeflow="",
+            kfp_backend="2.17.0",
+            kserve="0.20.0",
+            knative="1.21.1",
+            trainer="v2.3.0",
+            training_operator="",
+            object_store="",
+        ),
     )
 }
-DEFAULT_TARGET = "kubeflow-1.11"  # the newest supported
+DEFAULT_TARGET = "kubeflow-1.11"  # what `imagelingo run` runs: the newest Kubeflow release
 
 
 def target(name: str) -> Target:
