@@ -11,9 +11,14 @@ Three rounds, each started exactly as on a cluster:
   copied unmodified, with gRPC stubs generated from inference.proto as the image's Dockerfile
   does. Environment as KServe sets it: PROTOCOL_VERSION v1 | v2, TS_SERVICE_ENVELOPE kserve |
   kservev2.
-- ours: the project's `imagelingo-torchserve` ServingRuntime (same image, no wrapper): its
-  command + args from manifests/ when a manifest defines it, else the agreed ones below;
-  TS_SERVICE_ENVELOPE=kserve is set too, to show that it is ignored.
+- pod-knative, pod-standard: the project's `imagelingo-torchserve` runtime as a pod
+  (podround.py): the InferenceService `imagelingo deploy` renders in that mode, the pod KServe
+  0.15.2 builds from it and the ServingRuntime in manifests/ (pod.py: merged container,
+  storage-initializer init container with the S3 Secret's env), run as a kubelet runs it
+  (kubelet.py): the storage-initializer downloads the store from moto on 127.0.0.1 with KServe
+  0.15.2's storage code (.venv-storage), then the runtime container runs as PID 1 of its own
+  PID namespace as uid 1000 with /mnt/models read-only, its exec readiness probe polled, and
+  SIGTERM ends it. Nothing about that pod is written in the rehearsal.
 
 Every round runs in a private network namespace (only a loopback interface) and a private mount
 namespace in which the packaged store is bind-mounted read-only at /mnt/models, as the storage
@@ -46,6 +51,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+import podround  # beside this file: the pod-faithful rounds (pod.py, kubelet.py)
+
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = Path(
     os.environ.get("IMAGELINGO_CLUSTER_REFERENCE", REPO.parent / "shared" / "cluster-reference")
@@ -57,14 +64,6 @@ STOCK_RUNTIME = REFERENCE / "kserve-runtimes/v0.20.0/config/runtimes/kserve-torc
 FLICKR8K = Path(os.environ.get("FLICKR8K_DIR", REPO.parent / "shared" / "flickr8k"))
 MOUNT = Path("/mnt/models")
 MODEL = "imagelingo"
-OUR_RUNTIME = "imagelingo-torchserve"
-OUR_COMMAND = [
-    "torchserve",
-    "--start",
-    "--foreground",
-    "--model-store=/mnt/models/model-store",
-    "--ts-config=/mnt/models/config/direct.properties",
-]
 MANAGEMENT = "http://127.0.0.1:8083"  # both packaged configs (serving/package.py)
 OVERSIZE_BYTES = 11 * 1024 * 1024  # over the documented 10 MiB (protocol.MAX_REQUEST_BYTES)
 
@@ -177,27 +176,6 @@ def probe_images(work: Path) -> tuple[list[bytes], str]:
     return images, "generated 224x224 JPEGs (no Flickr8k copy found)"
 
 
-def our_runtime_command() -> tuple[list[str], str]:
-    """command + args of the imagelingo-torchserve ServingRuntime in manifests/, if one exists."""
-    import yaml
-
-    for path in sorted((REPO / "manifests").rglob("*.yaml")):
-        try:
-            documents = list(yaml.safe_load_all(path.read_text()))
-        except yaml.YAMLError:
-            continue
-        for doc in documents:
-            if (
-                isinstance(doc, dict)
-                and doc.get("kind") == "ServingRuntime"
-                and doc.get("metadata", {}).get("name") == OUR_RUNTIME
-            ):
-                container = doc["spec"]["containers"][0]
-                command = list(container.get("command", [])) + list(container.get("args", []))
-                return command, str(path.relative_to(REPO))
-    return OUR_COMMAND, "the agreed command (no ServingRuntime manifest found in manifests/)"
-
-
 def stock_runtime_args() -> list[str]:
     import yaml
 
@@ -227,7 +205,6 @@ def run_outside(args: argparse.Namespace) -> int:
     )
     timings["package_s"] = round(time.monotonic() - t, 1)
     images, images_note = probe_images(work)
-    command, command_source = our_runtime_command()
     plan = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": os.environ.get("REHEARSAL_COMMAND")
@@ -237,8 +214,7 @@ def run_outside(args: argparse.Namespace) -> int:
         "model": model_note,
         "images": images_note,
         "stock_args": stock_runtime_args(),
-        "our_command": command,
-        "our_command_source": command_source,
+        "storage_venv": str(args.storage_venv.resolve()),
         "store": str(store),
         "home": str(home),
         "kfs_venv": str(args.kfs_venv.resolve()),
@@ -359,10 +335,10 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def cases(images: list[str]) -> list[tuple[str, str, str, bytes | None]]:
+def cases(images: list[str], model: str = MODEL) -> list[tuple[str, str, str, bytes | None]]:
     """(name, method, path, body). Bodies are KServe v1/v2 JSON unless the case says otherwise."""
     good, other = images
-    v1, v2 = f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer"
+    v1, v2 = f"/v1/models/{model}:predict", f"/v2/models/{model}/infer"
 
     def j(obj) -> bytes:
         return json.dumps(obj).encode()
@@ -425,9 +401,9 @@ def cases(images: list[str]) -> list[tuple[str, str, str, bytes | None]]:
             v2,
             j({"inputs": [tensor([good])], "parameters": {"beam_width": 10**9}}),
         ),
-        ("GET /v1/models/imagelingo", "GET", f"/v1/models/{MODEL}", None),
+        ("GET /v1/models/<m>", "GET", f"/v1/models/{model}", None),
         ("GET /v2/health/ready", "GET", "/v2/health/ready", None),
-        ("GET /v2/models/imagelingo/ready", "GET", f"/v2/models/{MODEL}/ready", None),
+        ("GET /v2/models/<m>/ready", "GET", f"/v2/models/{model}/ready", None),
         ("GET /ping", "GET", "/ping", None),
     ]
 
@@ -460,7 +436,7 @@ def run_round(name: str, plan: dict, work: Path) -> dict:
     logs = open(work / f"{name}.log", "wb")
     round_result = {"name": name}
     try:
-        if name.startswith("stock"):
+        if True:  # the stock runtime (the project's own runs as a pod: podround.py)
             protocol = name.split("-")[1]
             env |= {
                 "PROTOCOL_VERSION": protocol,
@@ -488,27 +464,11 @@ def run_round(name: str, plan: dict, work: Path) -> dict:
             processes.append(wrapper)
             port, described = 8080, "kserve wrapper :8080 -> TorchServe :8085"
             round_result["command"] = " ".join(args) + " ; python kserve_wrapper/__main__.py"
-        else:
-            env["TS_SERVICE_ENVELOPE"] = "kserve"  # ignored: enable_envvars_config=false
-            command = plan["our_command"]
-            server = subprocess.Popen(
-                [str(kfs_bin / command[0]), *command[1:]],
-                cwd=home,
-                env=env,
-                stdout=logs,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            processes.append(server)
-            port, described = 8080, "TorchServe :8080 (no wrapper)"
-            round_result["command"] = " ".join(command)
         round_result["env"] = {
             k: env[k] for k in ("PROTOCOL_VERSION", "TS_SERVICE_ENVELOPE") if k in env
         }
         round_result["serving"] = described
         ready_path = "/v1/models/imagelingo" if name != "stock-v2" else "/v2/health/ready"
-        if name == "ours":
-            ready_path = "/ping"  # the ServingRuntime's readiness probe
         round_result["ready_path"] = ready_path
         # both clocks from the launch: when the front (what KServe's readiness sees) first says
         # ready, and when TorchServe's model first has a READY worker
@@ -602,7 +562,12 @@ def run_inside(work: Path) -> int:
     for name in plan["rounds"]:
         log(f"round {name}")
         try:
-            report["rounds"].append(run_round(name, plan, work))
+            if name.startswith("pod-"):
+                mode = {"pod-knative": "Knative", "pod-standard": "Standard"}[name]
+                pod_round = podround.run_pod_round(mode, plan, work, cases, request, listeners)
+                report["rounds"].append(pod_round)
+            else:
+                report["rounds"].append(run_round(name, plan, work))
         except Exception as exc:  # record it and go on with the next round
             log(f"round {name} failed: {exc}")
             report["rounds"].append({"name": name, "error": str(exc)})
@@ -694,6 +659,8 @@ def render(report: dict) -> str:
         if "probes" not in r:
             lines.append(f"| {r['name']} | FAILED: {r.get('error')} | | | | | |")
             continue
+        if r["name"].startswith("pod-"):  # its own table below
+            continue
         env = ", ".join(f"{k}={val}" for k, val in r["env"].items())
         lines.append(
             f"| {r['name']} | `{r['command']}` | {env} | `GET {r['ready_path']}` 200 after "
@@ -716,6 +683,7 @@ def render(report: dict) -> str:
     names = [p["case"] for p in rounds[0]["probes"]] if rounds else []
     for i, name in enumerate(names):
         lines.append(f"| {name} | " + " | ".join(cell(r["probes"][i]) for r in rounds) + " |")
+    lines += podround.render([r for r in rounds if r["name"].startswith("pod-")])
     t = report["timings"]
     per_round = ", ".join(f"{r['name']} {r.get('round_s', '?')} s" for r in report["rounds"])
     lines += [
@@ -731,7 +699,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=REPO / "runtime-rehearsal")
     parser.add_argument("--kfs-venv", type=Path, default=REPO / ".venv-kfs")
     parser.add_argument("--model", type=Path, help="trained model dir (default: runs/*/model)")
-    parser.add_argument("--rounds", nargs="+", default=["stock-v1", "stock-v2", "ours"])
+    parser.add_argument("--storage-venv", type=Path, default=REPO / ".venv-storage")
+    parser.add_argument(
+        "--rounds", nargs="+", default=["stock-v1", "stock-v2", "pod-knative", "pod-standard"]
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

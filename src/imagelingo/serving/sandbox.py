@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,7 +104,7 @@ class Sandbox:
         if self.spec.uid is not None:
             user = [f"--setuid={self.spec.uid}", f"--setgid={self.spec.gid or self.spec.uid}"]
         enter = ["nsenter", f"--target={self.pid}", "--mount", "--pid", "--net", *user]
-        enter += [f"--wd={self.spec.cwd}", "env", "-i"]
+        enter += ["--wd", "env", "-i"]  # --wd alone: the cwd of PID 1
         enter += [f"{k}={v}" for k, v in self.spec.env.items()]
         return subprocess.run(
             enter + command, capture_output=True, text=True, timeout=timeout, check=False
@@ -137,17 +138,36 @@ class Sandbox:
         self.stop()
 
 
+def _expose_pyenv() -> None:
+    """/root is mode 700 on this machine, and the interpreters of pyenv that venvs link to live
+    under it: in this mount namespace only, a tmpfs (mode 711) covers /root, with /root/.pyenv
+    bound back, so that another user can run them (ENVIRONMENT.md)."""
+    pyenv = Path("/root/.pyenv")
+    if not pyenv.is_dir():
+        return
+    stash = Path(tempfile.mkdtemp(prefix="sandbox-pyenv-"))
+    subprocess.run(["mount", "--bind", str(pyenv), str(stash)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=711", "tmpfs", "/root"], check=True)
+    pyenv.mkdir()
+    subprocess.run(["mount", "--move", str(stash), str(pyenv)], check=True)
+    stash.rmdir()
+
+
 def _setup_and_exec(spec: Spec) -> None:
     """Inside the new namespaces: loopback up, volumes mounted, user dropped, then exec the
     command, which so becomes PID 1."""
     if Path("/proc/self/net/dev").read_text().count(":") == 1:  # a fresh network namespace
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    if spec.uid not in (None, 0) and not os.stat("/root").st_mode & 0o001:
+        _expose_pyenv()
+    # each source held open first: a mount over /tmp must not hide a source that lives there
+    sources = [os.open(m.source, os.O_PATH | os.O_DIRECTORY) for m in spec.mounts]
     covered: set[Path] = set()
-    for mount in spec.mounts:
+    for mount, source in zip(spec.mounts, sources, strict=True):
         target = Path(mount.target)
         if not target.exists():
             holder = next(p for p in target.parents if p.exists())
-            if holder not in covered:
+            if not covered & {holder, *holder.parents}:
                 # a tmpfs over it holds the mount points, visible only in this mount namespace;
                 # only where the image's own folders go, never over what the host runs from
                 if str(holder) not in TMPFS_HOLDERS:
@@ -155,9 +175,12 @@ def _setup_and_exec(spec: Spec) -> None:
                 subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(holder)])
                 covered.add(holder)
             target.mkdir(parents=True)
-        subprocess.run(["mount", "--bind", mount.source, str(target)], check=True)
+        held = f"/proc/{os.getpid()}/fd/{source}"
+        subprocess.run(["mount", "--bind", held, str(target)], check=True, pass_fds=(source,))
         if mount.read_only:
             subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+    for source in sources:
+        os.close(source)
     os.chdir(spec.cwd)
     if spec.uid is not None:
         os.setgroups([])
