@@ -244,3 +244,45 @@ def test_a_mar_that_cannot_load_is_never_ready(model_store, tmp_path):
         ready_after, failures = wait_ready(pod, timeout_s=25)
         pod.terminate(grace_s=30)
     assert ready_after is None and failures
+
+
+def test_the_rehearsed_pod_comes_from_the_manifests():
+    """serving/kfs-runtime/pod.py builds the pod from the rendered InferenceService and the
+    ServingRuntime, not from a copy: what the runtime says is what the pod runs."""
+    sys.path.insert(0, str(REPO_ROOT / "serving" / "kfs-runtime"))
+    import pod as podspec
+
+    from imagelingo.deploy import DeployConfig, inference_service, with_overrides
+
+    for mode, grace in (("Knative", 300), ("Standard", 30)):
+        config = with_overrides(DeployConfig(), name="captions", mode=mode)
+        isvc = inference_service(config, "s3://b/model-store/abc", "abc")
+        runtime = yaml.safe_load(RUNTIME.read_text())
+        annotations = {
+            "serving.kserve.io/s3-endpoint": "127.0.0.1:9",
+            "serving.kserve.io/s3-usehttps": "0",
+        }
+        pod = podspec.build_pod(isvc, runtime, config.s3_secret, annotations)
+        (container,) = pod["containers"]
+        rendered = replace_placeholders(runtime_container(), "captions")
+        assert container["command"] + container["args"] == rendered["command"] + rendered["args"]
+        assert container["readinessProbe"] == rendered["readinessProbe"]
+        # the InferenceService's resources and securityContext win, the runtime's runAsUser stays
+        assert container["resources"] == isvc["spec"]["predictor"]["model"]["resources"]
+        assert container["securityContext"]["runAsUser"] == 1000
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts[MOUNT] == {
+            "name": podspec.PROVISION_VOLUME,
+            "mountPath": MOUNT,
+            "readOnly": True,
+        }
+        (init,) = pod["initContainers"]
+        assert init["args"] == ["s3://b/model-store/abc", MOUNT]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in init["env"]}
+        assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and env["S3_USE_HTTPS"] == "0"
+        assert env["AWS_SECRET_ACCESS_KEY"] == {
+            "secretKeyRef": {"name": config.s3_secret, "key": "AWS_SECRET_ACCESS_KEY"}
+        }
+        assert "securityContext" not in init  # as KServe injects it (issue 22, point 7)
+        assert pod["terminationGracePeriodSeconds"] == grace
+        assert ("K_SERVICE" in {e["name"] for e in container.get("env", [])}) == (mode == "Knative")

@@ -680,9 +680,12 @@ def render(report: dict) -> str:
         lines.append(f"- {r['name']}: {', '.join(r['listeners'])}")
     lines += ["", "| case | " + " | ".join(r["name"] for r in rounds) + " |"]
     lines.append("|---" * (len(rounds) + 1) + "|")
-    names = [p["case"] for p in rounds[0]["probes"]] if rounds else []
-    for i, name in enumerate(names):
-        lines.append(f"| {name} | " + " | ".join(cell(r["probes"][i]) for r in rounds) + " |")
+    # the pod rounds skip the stock rounds' management-API cases (they unregister on their own)
+    by_case = [{p["case"]: p for p in r["probes"]} for r in rounds]
+    names = list(dict.fromkeys(p["case"] for r in rounds for p in r["probes"]))
+    for name in names:
+        cells = [cell(found[name]) if name in found else "—" for found in by_case]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += podround.render([r for r in rounds if r["name"].startswith("pod-")])
     t = report["timings"]
     per_round = ", ".join(f"{r['name']} {r.get('round_s', '?')} s" for r in report["rounds"])
