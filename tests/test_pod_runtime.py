@@ -241,7 +241,7 @@ def test_a_mar_that_cannot_load_is_never_ready(model_store, tmp_path):
     container = replace_placeholders(runtime_container(), "captions-prod")
     spec = container_spec(store, tmp_path, container["command"] + container["args"])
     with sandbox.Sandbox(spec, tmp_path / "container.log", private_network=True) as pod:
-        ready_after, failures = wait_ready(pod, timeout_s=25)
+        ready_after, failures = wait_ready(pod, timeout_s=15)
         pod.terminate(grace_s=30)
     assert ready_after is None and failures
 
