@@ -84,6 +84,7 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     moto, endpoint = start_moto(root)
+    node = None
     result = {"name": f"pod-{mode.lower()}", "mode": mode}
     started = time.monotonic()
     try:
@@ -146,6 +147,8 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
         result["stop"] = node.terminate()
         result["events"] = node.events
     finally:
+        if node is not None and getattr(node, "sandbox", None) is not None:
+            node.sandbox.stop()  # a failed round leaves no container behind
         moto.terminate()
         moto.wait(timeout=10)
         result["round_s"] = round(time.monotonic() - started, 1)

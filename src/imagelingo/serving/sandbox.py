@@ -67,6 +67,7 @@ class Sandbox:
         self.pid: int | None = None
         self.exit_code: int | None = None
         self.killed = False  # SIGKILL was needed: PID 1 outlived the grace period
+        self.log = None
 
     def start(self) -> Sandbox:
         why = available()
