@@ -61,8 +61,17 @@ $(KFS_VENV)/.installed: serving/kfs-runtime/requirements.txt
 	$(KFS_VENV)/bin/pip install --quiet --disable-pip-version-check -r serving/kfs-runtime/requirements.txt
 	touch $@
 
-runtime-rehearsal: install $(KFS_VENV)/.installed  ## stock kserve-torchserve vs imagelingo-torchserve, probed (~5 min)
-	REHEARSAL_COMMAND="make runtime-rehearsal" $(BIN)/python serving/kfs-runtime/rehearse.py --kfs-venv $(KFS_VENV)
+# KServe 0.15.2's storage-initializer code (its image runs `kserve.storage` of that release,
+# Python 3.9 here): the rehearsal's init container downloads the model store with it
+STORAGE_VENV ?= .venv-storage
+
+$(STORAGE_VENV)/.installed: serving/kfs-runtime/storage-requirements.txt
+	test -x $(STORAGE_VENV)/bin/python || $(PYTHON39) -m venv $(STORAGE_VENV)
+	$(STORAGE_VENV)/bin/pip install --quiet --disable-pip-version-check -r serving/kfs-runtime/storage-requirements.txt
+	touch $@
+
+runtime-rehearsal: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## stock kserve-torchserve, and imagelingo-torchserve as the pod KServe builds (Knative, Standard) (~5 min)
+	REHEARSAL_COMMAND="make runtime-rehearsal" $(BIN)/python serving/kfs-runtime/rehearse.py --kfs-venv $(KFS_VENV) --storage-venv $(STORAGE_VENV)
 
 images:  ## build the component images (needs a Docker engine); push them with docker push
 	docker build -f components/Dockerfile --target training -t $(IMAGE) .

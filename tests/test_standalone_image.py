@@ -42,13 +42,14 @@ def test_image_copies_the_packaged_store_and_direct_config_and_runs_it():
     assert copies == [
         ("model-store", f"{MOUNT}/model-store"),
         ("config/direct.properties", f"{MOUNT}/config/direct.properties"),
+        ("config/entrypoint.py", f"{MOUNT}/config/entrypoint.py"),
     ]
     command = image_cmd()
-    # the imagelingo-torchserve ServingRuntime's command + args
+    # the imagelingo-torchserve ServingRuntime's command + args, less the InferenceService name
     assert command == [
-        "torchserve",
-        "--start",
-        "--foreground",
+        "python",
+        f"{MOUNT}/config/entrypoint.py",
+        "serve",
         f"--model-store={MOUNT}/model-store",
         f"--ts-config={MOUNT}/config/direct.properties",
     ]
@@ -59,7 +60,10 @@ def test_image_starts_torchserve_as_the_serving_runtime_does():
     runtime = yaml.safe_load((REPO_ROOT / "manifests" / "base" / "servingruntime.yaml").read_text())
     assert runtime["metadata"]["name"] == "imagelingo-torchserve"
     container = runtime["spec"]["containers"][0]
-    assert container["command"] + container["args"] == image_cmd()
+    # KServe names the model after the InferenceService ({{.Name}}); the image keeps the
+    # packaged name
+    runtime_command = container["command"] + container["args"]
+    assert [a for a in runtime_command if a != "--model-name={{.Name}}"] == image_cmd()
 
 
 def test_direct_config_serves_on_the_exposed_port(model_store):
@@ -104,7 +108,8 @@ def test_direct_config_serves_and_ignores_the_environment(model_store, pipeline_
     paths = {
         f"--ts-config={MOUNT}/config/direct.properties": f"--ts-config={config}",
         f"--model-store={MOUNT}/model-store": f"--model-store={model_store / 'model-store'}",
-        "torchserve": str(Path(sys.executable).parent / "torchserve"),
+        "python": sys.executable,
+        f"{MOUNT}/config/entrypoint.py": str(model_store / "config" / "entrypoint.py"),
     }
     server = ServerProcess()
     server.log = open(tmp_path / "torchserve.log", "wb")

@@ -95,7 +95,11 @@ class CaptionHandler:
     def initialize(self, context: Any) -> None:
         model_dir = Path(context.system_properties["model_dir"])
         self.captioner = Captioner.load(model_dir)
-        self.model_name = context.manifest.get("model", {}).get("modelName", self.model_name)
+        # the name TorchServe registered (a v2 response's model_name): the snapshot key, which
+        # the runtime's entrypoint sets to the InferenceService's name; the MAR's manifest keeps
+        # the name it was packaged with
+        packaged = context.manifest.get("model", {}).get("modelName", self.model_name)
+        self.model_name = getattr(context, "model_name", None) or packaged
         self.initialized = True
         log.info("imagelingo handler ready: %s", model_dir)
 

@@ -6,13 +6,20 @@
     <out>/config/direct.properties       TorchServe answering clients itself on 8080: the
                                          project's `imagelingo-torchserve` ServingRuntime and
                                          the standalone image (serving/Dockerfile)
+    <out>/config/entrypoint.py           their PID 1 and readiness probe (serving/
+                                         pod_entrypoint.py: graceful stop, model-aware
+                                         readiness, the model served under the service's name)
     <out>/metadata.json
 
-KServe copies this directory (the storageUri prefix) to /mnt/models. Both configs are secure by
-default: the management API listens on 127.0.0.1 only with the model API off, models can only
+KServe copies this directory (the storageUri prefix) to /mnt/models. Both configs are as closed as
+TorchServe allows: the HTTP management API listens on 127.0.0.1 only with the model API off
+(0.11+), models can only
 be registered from the model store (allowed_urls), and TS_* environment variables are ignored
 (enable_envvars_config=false), so the TS_SERVICE_ENVELOPE=kserve that KServe always sets cannot
-wrap the handler in TorchServe's envelope.
+wrap the handler in TorchServe's envelope. TorchServe 0.9.0 (the image both runtimes use) has no
+address keys for gRPC: its gRPC inference (7070) and management (7071) APIs listen on all
+interfaces, unauthenticated, whatever this file says (torchserve_properties explains); only the
+NetworkPolicy, which admits the serving port alone, keeps other pods from them.
 
 The MAR must run in KServe's stock TorchServe image (torch, torchvision, Pillow; no timm, nltk or
 this package). So it carries a serving bundle (TorchScript encoder, decoder state dict, config,
@@ -60,6 +67,8 @@ RUNTIME_MODULES = (
     *(f"serving/{name}" for name in SERVING_MODULES),
 )
 HANDLER_ENTRY = Path(__file__).with_name("mar_entry.py")
+# Runs in the runtime image's Python 3.9, standard library only (tests/test_pod_runtime.py).
+POD_ENTRYPOINT = Path(__file__).with_name("pod_entrypoint.py")
 
 
 @settings("package")
@@ -124,6 +133,7 @@ def copy_runtime_sources(target: Path) -> None:
 MOUNT = "/mnt/models"
 STOCK_PROPERTIES = "config.properties"  # read by kserve-torchserve (--ts-config) and its wrapper
 DIRECT_PROPERTIES = "direct.properties"  # read by imagelingo-torchserve and serving/Dockerfile
+ENTRYPOINT = "entrypoint.py"  # PID 1 and readiness probe of both (pod_entrypoint.py)
 # TorchServe's management API: loopback only, and on a port that neither the kserve wrapper (HTTP
 # 8080, gRPC 8081, both hard-coded on all interfaces) nor TorchServe's other listeners use.
 MANAGEMENT_ADDRESS = "http://127.0.0.1:8083"
@@ -162,7 +172,15 @@ def torchserve_properties(
     torchserve-kfs tag KServe 0.20 deploys), whose ConfigManager ignores them:
     disable_token_authorization and enable_model_api (0.11+; 0.9.0 has no token auth and always
     has the model API on, so there the loopback management address and allowed_urls are what
-    protect it) and grpc_*_address (0.9.0 binds its gRPC ports on all interfaces regardless).
+    protect it) and grpc_*_address (0.11+). TorchServe 0.9.0 binds both gRPC servers with
+    NettyServerBuilder.forPort(port), all interfaces, and a failed bind ends the server
+    (pytorch/serve v0.9.0 frontend/server/src/main/java/org/pytorch/serve/ModelServer.java:
+    445-470, 77-110); its ConfigManager has gRPC port and SSL keys only (torchserve-kfs/v0.9.0/
+    .../util/ConfigManager.java:99-101,338-350). So on 0.9.0 the gRPC management API (7071:
+    Register, Unregister, ScaleWorker without authentication; Register is held to the store's
+    MARs by allowed_urls) cannot be closed from here; the NetworkPolicy admits only the serving
+    port, and the readiness probe (pod_entrypoint.py) turns an Unregister into a pod that is not
+    Ready instead of one answering 404.
     """
     snapshot = {
         "name": "startup.cfg",
@@ -223,6 +241,7 @@ def write_properties(out_dir: Path, config: ServingConfig) -> None:
     (out_dir / "config").mkdir(parents=True, exist_ok=True)
     (out_dir / "config" / STOCK_PROPERTIES).write_text(torchserve_properties(config))
     (out_dir / "config" / DIRECT_PROPERTIES).write_text(direct_properties(config))
+    shutil.copy2(POD_ENTRYPOINT, out_dir / "config" / ENTRYPOINT)
 
 
 def archive(staging: Path, export_dir: Path, config: ServingConfig, version: str) -> Path:

@@ -1,0 +1,190 @@
+"""One pod-faithful round of the rehearsal (rehearse.py runs it inside the pod's network
+namespace): the packaged store uploaded to an S3 API on 127.0.0.1 (moto), the InferenceService
+`imagelingo deploy` renders for it in one mode, the pod KServe builds from it (pod.py), run as a
+kubelet runs it (kubelet.py), probed, and stopped with SIGTERM.
+
+The InferenceService is named SERVICE, not the packaged model name, to show that the URL's model
+name follows the InferenceService (the runtime's --model-name={{.Name}}).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import kubelet
+import pod as podspec
+import yaml
+
+SERVICE = "captions"
+BUCKET = "imagelingo"
+# the storage-initializer image's entrypoint at KServe v0.15.2 (kserve/kserve
+# python/storage-initializer/scripts/initializer-entrypoint), its logging call left out
+INITIALIZER = (
+    "import sys\nfrom kserve.storage import Storage\nStorage.download(sys.argv[1], sys.argv[2])\n"
+)
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-secret"}
+
+
+def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
+    from imagelingo.serving.torchserve import free_port
+
+    port = free_port()
+    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    log = open(work / "moto.log", "wb")
+    process = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while not kubelet.tcp_open(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError("moto did not start")
+        time.sleep(0.1)
+    return process, f"127.0.0.1:{port}"
+
+
+def upload(store: Path, endpoint: str) -> tuple[str, str]:
+    """What `imagelingo deploy` uploads, where it uploads it: (storage URI, version)."""
+    import boto3
+
+    from imagelingo.deploy import store_version, upload_store, versioned_uri
+
+    os.environ.update(CREDENTIALS, AWS_DEFAULT_REGION="us-east-1")
+    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=BUCKET)
+    version = store_version(store)
+    uri = versioned_uri(f"s3://{BUCKET}/model-store", version)
+    upload_store(store, uri, f"http://{endpoint}")
+    return uri, version
+
+
+def network_policy_ports(mode: str) -> list[int]:
+    """Ports the rendered NetworkPolicy admits from any namespace (manifests/overlays)."""
+    overlay = "minio-standard" if mode == "Standard" else "minio"
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(podspec.REPO / "manifests/overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    ports = set()
+    for doc in yaml.safe_load_all(rendered):
+        if doc and doc["kind"] == "NetworkPolicy":
+            for rule in doc["spec"].get("ingress", []):
+                ports |= {p["port"] for p in rule.get("ports", [])}
+    return sorted(ports)
+
+
+def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) -> dict:
+    from imagelingo.deploy import DeployConfig, inference_service, with_overrides
+
+    root = work / f"pod-{mode.lower()}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    moto, endpoint = start_moto(root)
+    node = None
+    result = {"name": f"pod-{mode.lower()}", "mode": mode}
+    started = time.monotonic()
+    try:
+        uri, version = upload(Path(plan["store"]), endpoint)
+        config = with_overrides(DeployConfig(), name=SERVICE, mode=mode, storage_uri=uri)
+        isvc = inference_service(config, uri, version)
+        runtime = podspec.find_runtime(config.runtime)
+        annotations = podspec.secret_annotations("minio")
+        # the Secret's endpoint names the cluster's MinIO; here the S3 API is moto's
+        annotations["serving.kserve.io/s3-endpoint"] = endpoint
+        pod = podspec.build_pod(isvc, runtime, config.s3_secret, annotations)
+        (root / "pod.json").write_text(json.dumps({"isvc": isvc, "pod": pod}, indent=1))
+        images = {
+            runtime["spec"]["containers"][0]["image"]: kubelet.Image(
+                path=[str(Path(plan["kfs_venv"]) / "bin")],
+                env={"TEMP": "/home/model-server/tmp", "PYTHONUNBUFFERED": "TRUE"},
+                workdir="/home/model-server",  # torchserve-kfs/v0.9.0/docker/Dockerfile:135-136
+            ),
+            podspec.STORAGE_INITIALIZER_IMAGE: kubelet.Image(
+                path=[str(Path(plan["storage_venv"]) / "bin")],
+                entrypoint=["python", "-c", INITIALIZER],
+            ),
+        }
+        node = kubelet.Kubelet(pod, images, CREDENTIALS, root)
+        container = pod["containers"][0]
+        result["command"] = " ".join(container["command"] + container["args"])
+        result["user"] = container["securityContext"].get("runAsUser")
+        node.run_init_containers()
+        downloaded = sorted(
+            str(p.relative_to(node.volumes[podspec.PROVISION_VOLUME]))
+            for p in node.volumes[podspec.PROVISION_VOLUME].rglob("*")
+            if p.is_file()
+        )
+        result["downloaded"] = downloaded
+        node.start()
+        ready = node.wait_ready(True, float(os.environ.get("REHEARSAL_READY_S", 300)))
+        if ready is None:
+            raise RuntimeError(
+                f"never Ready (last probe: {node.last_probe}); see {root}/kserve-container.log"
+            )
+        result["ready_s"] = ready
+        images_b64 = plan["images_b64"]
+        port = container["ports"][0]["containerPort"]
+        body = json.dumps({"instances": [{"data": images_b64[0]}]}).encode()
+        first = request("POST", port, f"/v1/models/{SERVICE}:predict", body)
+        result["first_request"] = {"status": first[0], "body": first[1], "s": first[2]}
+        probes = []
+        for case, method, path, data in cases(images_b64, SERVICE):
+            status, text, seconds = request(method, port, path, data)
+            probes.append({"case": case, "status": status, "body": text, "s": seconds})
+        result["probes"] = probes
+        result["listeners"] = listeners()
+        result["policy_ports"] = network_policy_ports(mode)
+        # the model goes away (TorchServe 0.9.0: the model API cannot be switched off)
+        asked = time.monotonic() - node.started
+        status, text, _ = request("DELETE", 8083, f"/models/{SERVICE}")
+        result["unregister"] = {"status": status, "body": text}
+        gone = node.wait_ready(False, 60)
+        result["not_ready_after_unregister_s"] = None if gone is None else round(gone - asked, 1)
+        result["stop"] = node.terminate()
+        result["events"] = node.events
+    finally:
+        if node is not None and getattr(node, "sandbox", None) is not None:
+            node.sandbox.stop()  # a failed round leaves no container behind
+        moto.terminate()
+        moto.wait(timeout=10)
+        result["round_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def render(rounds: list[dict]) -> list[str]:
+    """The pod rounds' own table (rehearse.render adds their cases to the common one)."""
+    if not rounds:
+        return []
+    lines = [
+        "",
+        "The project's runtime as the pod KServe 0.15.2 builds from the rendered InferenceService "
+        f"(named `{SERVICE}`) and `imagelingo-torchserve` (serving/kfs-runtime/pod.py), run as a "
+        "kubelet runs it (kubelet.py):",
+        "",
+        "| round | PID 1 (uid) | storage-initializer downloaded | Ready after | first request "
+        "| good → caption | bad → 4xx | unregister → NotReady | SIGTERM → gone (grace) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        stop = r["stop"]
+        killed = " SIGKILL" if stop["killed"] else ""
+        lines.append(
+            f"| {r['name']} | `{r['command']}` ({r['user']}) | {', '.join(r['downloaded'])} "
+            f"| {r['ready_s']} s | **{r['first_request']['status']}** | "
+            f"{r['verdict']['good_captioned']} | {r['verdict']['bad_4xx']} | "
+            f"{r['unregister']['status']}, NotReady {r['not_ready_after_unregister_s']} s later | "
+            f"{stop['stop_s']} s{killed} ({stop['grace_s']} s) |"
+        )
+    lines += ["", "Listening sockets vs the ports the rendered NetworkPolicy admits:", ""]
+    for r in rounds:
+        open_ports = {int(a.rsplit(":", 1)[1]) for a in r["listeners"] if not a.startswith("127.")}
+        shut = sorted(open_ports - set(r["policy_ports"]))
+        lines.append(
+            f"- {r['name']}: listening {', '.join(r['listeners'])}; admitted {r['policy_ports']};"
+            f" on all interfaces but not admitted: {shut}"
+        )
+    return lines
