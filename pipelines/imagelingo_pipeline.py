@@ -167,7 +167,9 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
         train_gpus_per_node: int = 0,
         beam_width: int = P["evaluate"]["beam_width"],
         min_score: float = P["evaluate"]["min_score"],
-        # the new model must reach production's gate_metric + gate_margin (when one is serving)
+        # with compare_production, the new model must also reach production's gate_metric +
+        # gate_margin (when a version is in production): what retraining from CI asks
+        compare_production: bool = False,
         gate_margin: float = 0.0,
         deploy_target: str = "local",
         service_name: str = P["deploy"]["name"],
@@ -255,6 +257,7 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
             evaluation=scored.outputs["evaluation"],
             gate_metric=P["evaluate"]["gate_metric"],
             min_score=min_score,
+            compare_production=compare_production,
             gate_margin=gate_margin,
         )
         setup(decision, "500m", "512Mi")

@@ -34,6 +34,7 @@ def store(tmp_path):
     (root / "config").mkdir()
     (root / "model-store" / "imagelingo.mar").write_bytes(b"mar")
     (root / "config" / "direct.properties").write_text("model_store=/mnt/models/model-store\n")
+    (root / "config" / "entrypoint.py").write_text("# the runtime's PID 1\n")
     return root
 
 
@@ -123,6 +124,17 @@ def test_local_target_copies_the_store_and_renders_yaml(store, tmp_path):
     storage = rendered["spec"]["predictor"]["model"]["storageUri"]
     assert (tmp_path / "deploy" / "store" / "model-store" / "imagelingo.mar").read_bytes() == b"mar"
     assert storage == str(tmp_path / "deploy" / "store")
+
+
+def test_a_store_without_the_runtimes_entrypoint_is_refused_before_anything(store, tmp_path):
+    """imagelingo-torchserve's PID 1 is the store's config/entrypoint.py: a store packaged
+    before it would crash-loop on the cluster."""
+    (store / "config" / "entrypoint.py").unlink()
+    with pytest.raises(ImageLingoError, match="entrypoint.py not found.*imagelingo package"):
+        deploy(store, tmp_path / "deploy", "local")
+    assert not (tmp_path / "deploy").exists()
+    stock = DeployConfig(runtime="kserve-torchserve")  # the stock runtime does not start it
+    assert deploy(store, tmp_path / "stock", "local", stock)["action"] == "rendered"
 
 
 def test_a_given_storage_uri_gets_one_folder_per_model_version(store, tmp_path):
@@ -222,6 +234,7 @@ def test_kserve_deploy_uploads_the_version_then_creates_the_service(
     version = store_version(store)
     assert sorted(objects(s3_server)) == [
         f"imagelingo/{version}/config/direct.properties",
+        f"imagelingo/{version}/config/entrypoint.py",
         f"imagelingo/{version}/model-store/imagelingo.mar",
     ]
     assert record["action"] == "created" and record["url"].startswith("http://imagelingo.")

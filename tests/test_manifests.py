@@ -248,38 +248,6 @@ def test_the_runtime_deploy_names_is_in_the_overlay_and_accepts_its_model(overla
         assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
 
 
-def test_our_runtime_starts_torchserve_on_the_store_package_writes():
-    """The runtime's command, config file, port and probe match what `imagelingo package` writes
-    (direct.properties: TorchServe's own inference API on 8080)."""
-    from urllib.parse import urlparse
-
-    from imagelingo.serving.package import (
-        DIRECT_PROPERTIES,
-        MOUNT,
-        ServingConfig,
-        direct_properties,
-    )
-
-    runtime = yaml.safe_load((MANIFESTS / "base" / "servingruntime.yaml").read_text())
-    (container,) = runtime["spec"]["containers"]
-    assert container["name"] == "kserve-container"
-    assert container["command"] + container["args"] == [
-        "torchserve",
-        "--start",
-        "--foreground",
-        f"--model-store={MOUNT}/model-store",
-        f"--ts-config={MOUNT}/config/{DIRECT_PROPERTIES}",
-    ]
-    properties = dict(
-        line.split("=", 1) for line in direct_properties(ServingConfig()).splitlines() if line
-    )
-    port = urlparse(properties["inference_address"]).port
-    assert container["ports"][0]["containerPort"] == port == 8080
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": port}
-    assert properties["enable_envvars_config"] == "false"  # KServe's TS_* env cannot reach it
-    assert not container.get("env")
-
-
 def test_the_native_predictor_runtime_accepts_what_deploy_sends():
     """Its old modelFormat (imagelingo-mar) was one nothing sent, so it could never be chosen."""
     from imagelingo.deploy import RUNTIMES, DeployConfig, inference_service

@@ -46,6 +46,7 @@ def make_store(root, content: bytes):
     (root / "config").mkdir()
     (root / "model-store" / "imagelingo.mar").write_bytes(content)
     (root / "config" / "direct.properties").write_text("inference_address=http://0.0.0.0:8080\n")
+    (root / "config" / "entrypoint.py").write_text("# the runtime's PID 1\n")
     return root
 
 

@@ -791,10 +791,18 @@ def upload_store(store_dir: Path, storage_uri: str, endpoint_url: str | None = N
     return count
 
 
-def check_store(store_dir: Path) -> None:
+def check_store(store_dir: Path, runtime: str = "") -> None:
     for part in ("model-store", "config"):
         if not (Path(store_dir) / part).is_dir():
             raise ImageLingoError(f"{Path(store_dir) / part} not found: run `imagelingo package`")
+    # imagelingo-torchserve's PID 1 and readiness probe are the store's config/entrypoint.py
+    # (manifests/base/servingruntime.yaml): a store packaged before it would crash-loop
+    entrypoint = Path(store_dir) / "config" / "entrypoint.py"
+    if runtime == "imagelingo-torchserve" and not entrypoint.is_file():
+        raise ImageLingoError(
+            f"{entrypoint} not found: the imagelingo-torchserve runtime starts it; package the "
+            "model again with this version (`imagelingo package`)"
+        )
 
 
 def deploy(
@@ -822,7 +830,7 @@ def deploy(
     if target not in TARGETS:
         raise ImageLingoError(f"unknown deploy target {target!r}; expected one of {TARGETS}")
     check_storage_uri(target, config.storage_uri)
-    check_store(store_dir)
+    check_store(store_dir, config.runtime)
     version = store_version(store_dir)
     out_dir = Path(out_dir)
     if config.storage_uri:

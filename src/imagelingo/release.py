@@ -7,9 +7,10 @@ evaluation would skip registering in a registry configured since, and a cached g
 with the production model of an earlier day. Registering is idempotent: a second release of the
 same MLflow run finds its version instead of adding one.
 
-The gate: `gate_metric` must reach `min_score` and, when a version is in production, that
-version's `gate_metric` plus `margin` (what retraining from CI asks: a new model only if it beats
-the one serving). It writes release.md (links to the MLflow run and registry version, shown in
+The gate: `gate_metric` must reach `min_score` and, when a `margin` is given and a version is in
+production, that version's `gate_metric` plus `margin` (what retraining from CI asks: a new model
+only if it beats the one serving; off by default, since scores on different test data do not
+compare). It writes release.md (links to the MLflow run and registry version, shown in
 the KFP UI as a Markdown artifact) and metadata.json (the same, for lineage and for deploy).
 """
 
@@ -62,7 +63,7 @@ def release(
     out_dir: Path,
     gate_metric: str,
     min_score: float,
-    margin: float,
+    margin: float | None,
     uri: str | None = None,
 ) -> dict:
     """Register (once per run), gate, write release.md and metadata.json; returns the record,
@@ -77,14 +78,14 @@ def release(
     run_id = read_metadata(model_dir).get("mlflow_run_id", "")
     uri = tracking_uri(uri)
     # production's score before this version can become production
-    production = production_score(gate_metric, uri) if run_id else None
+    production = production_score(gate_metric, uri) if run_id and margin is not None else None
     version = (
         (existing_version(run_id, uri) or register(model_dir, dataset_dir, scores, uri))
         if run_id
         else ""
     )
     score = round(float(scores[gate_metric]), SCORE_DECIMALS)
-    bar = min_score if production is None else max(min_score, production + margin)
+    bar = min_score if production is None else max(min_score, production + (margin or 0.0))
     passed = score >= round(bar, SCORE_DECIMALS)
     reason = f"{gate_metric} {score:.4f} {'>=' if passed else '<'} {bar:.4f} " + (
         f"(min_score {min_score:.4f})"

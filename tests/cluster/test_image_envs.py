@@ -250,6 +250,7 @@ def test_the_deploy_image_releases_deploys_and_moves_the_registry_alias(
         "evaluation": outputs["evaluate"]["evaluation"],
         "gate_metric": P["evaluate"]["gate_metric"],
         "min_score": 0.0,
+        "compare_production": True,
         "gate_margin": 0.0,
     }
     tracking = {"MLFLOW_TRACKING_URI": mlflow_server}
