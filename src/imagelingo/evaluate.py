@@ -84,10 +84,10 @@ def evaluate(
     passed = metrics[gate_metric] >= min_score
     model_version = ""
     if split == "test":
-        _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
+        run_id = _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
         scores = {k: metrics[k] for k in METRICS if k in metrics}
         model_version = (
-            register(model_dir, dataset_dir, scores, mlflow_tracking_uri) if passed else ""
+            register(model_dir, dataset_dir, scores, mlflow_tracking_uri, run_id) if passed else ""
         )
     else:
         # Scoring dev is for choosing decoding settings (beam width, length penalty) without
@@ -261,8 +261,9 @@ def read_results(path: Path, records: list[ImageRecord], split: str) -> dict[str
     return captions
 
 
-def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: str | None) -> None:
-    """Attach test metrics and the report to the training run when there is one."""
+def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: str | None) -> str:
+    """Attach test metrics and the report to the training run when there is one (a new run
+    when the tracking store lacks it); returns the run's id, where the model is registered from."""
     from imagelingo.tracking import mlflow_run
 
     run_id = read_metadata(model_dir).get("mlflow_run_id")
@@ -270,3 +271,4 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: 
         mlflow.log_metrics({f"test_{k}": metrics[k] for k in METRICS if k in metrics})
         for name in ("report.html", "metrics.json", RESULTS_FILE):
             mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")
+        return mlflow.active_run().info.run_id
