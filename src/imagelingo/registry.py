@@ -2,7 +2,8 @@
 its test metrics (test_bleu4, test_cider, ...: imagelingo.metrics), the data it was trained on and
 the code that trained it; a deploy moves the `production` alias to the version it deployed.
 
-A version is an MLflow pyfunc model (imagelingo.mlflow_model), logged to the evaluated run:
+A version is an MLflow pyfunc model (imagelingo.mlflow_model) that evaluation logged to its run
+(log_captioner, where torch is; register needs mlflow alone):
 
     mlflow.pyfunc.load_model("models:/imagelingo@production").predict(df)  # df["image"]: bytes
     mlflow models serve -m models:/imagelingo@production --env-manager local
@@ -56,10 +57,10 @@ def dvc_md5(source: str) -> str:
 def register(
     model_dir: Path, dataset_dir: Path, scores: dict, uri: str | None = None, run_id: str = ""
 ) -> str:
-    """A new version of MODEL_NAME: the model logged as a pyfunc model to the MLflow run
-    `run_id` (the evaluation's: the training run when the tracking store has it), tagged with
-    its test `scores` (metric name -> value); returns its number, or "" when the model was
-    trained without an MLflow run."""
+    """A new version of MODEL_NAME: the pyfunc model that evaluation logged to the MLflow run
+    `run_id` (default: the model's training run), tagged with its test `scores` (metric name ->
+    value); returns its number, or "" when the model was trained without an MLflow run. Needs
+    mlflow alone (the deploy image registers too): the model was logged where torch is."""
     import mlflow
 
     trained = read_metadata(model_dir)
@@ -73,11 +74,29 @@ def register(
         "git_commit": trained.get("code_version", ""),
         "params": json.dumps(trained.get("params", {}), sort_keys=True),
     }
-    _client(uri)  # sets the tracking URI
-    with mlflow.start_run(run_id=run_id or trained["mlflow_run_id"]):
-        model_uri = log_captioner(model_dir, example_image(dataset_dir))
-    version = mlflow.register_model(model_uri, MODEL_NAME, tags=tags)
+    model_id = logged_captioner(run_id or trained["mlflow_run_id"], uri)
+    version = mlflow.register_model(f"models:/{model_id}", MODEL_NAME, tags=tags)
     return str(version.version)
+
+
+def logged_captioner(run_id: str, uri: str | None = None) -> str:
+    """The id of the newest pyfunc model LOGGED_MODEL in run `run_id`."""
+    import mlflow
+
+    experiment = _client(uri).get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{LOGGED_MODEL}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        max_results=1,
+        output_format="list",
+    )
+    if not found:
+        raise ImageLingoError(
+            f"MLflow run {run_id} has no logged model {LOGGED_MODEL!r} to register: "
+            "`imagelingo evaluate` on the test split logs it"
+        )
+    return found[0].model_id
 
 
 def example_image(dataset_dir: Path) -> bytes:
@@ -97,8 +116,9 @@ def example_image(dataset_dir: Path) -> bytes:
     return buffer.getvalue()
 
 
-def log_captioner(model_dir: Path, example: bytes) -> str:
-    """Log `model_dir` as a pyfunc model in the active run; returns its models:/ URI.
+def log_captioner(model_dir: Path, dataset_dir: Path) -> str:
+    """Log `model_dir` as a pyfunc model in the active run (its input example: one of
+    `dataset_dir`'s test images); returns its models:/ URI.
     Code: imagelingo.mlflow_model and the torch-only inference package, nothing else of this
     project. Artifact: the serving bundle at fp32, so it captions as `imagelingo caption` does."""
     import mlflow
@@ -134,7 +154,7 @@ def log_captioner(model_dir: Path, example: bytes) -> str:
             artifacts={mlflow_model.BUNDLE: str(bundle)},
             code_paths=[str(code)],
             signature=signature,
-            input_example=pd.DataFrame({mlflow_model.IMAGE: [example]}),
+            input_example=pd.DataFrame({mlflow_model.IMAGE: [example_image(dataset_dir)]}),
             # given, not inferred: inferring loads the model in a subprocess (slow)
             pip_requirements=[
                 f"mlflow=={mlflow.__version__}",
