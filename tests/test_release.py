@@ -7,8 +7,13 @@ import json
 import pytest
 
 from imagelingo.artifacts import write_metadata
-from imagelingo.registry import set_production, versions
+from imagelingo.registry import LOGGED_MODEL, set_production, versions
 from imagelingo.release import release
+
+
+def echo(model_input):
+    """A stand-in for the captioner's pyfunc model: registering reads only its logged record."""
+    return model_input
 
 
 @pytest.fixture
@@ -25,8 +30,8 @@ def evaluated_model(root, bleu4: float, uri: str):
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
-        pass
+    with mlflow.start_run() as run:  # evaluate logs the captioner as a pyfunc model to the run
+        mlflow.pyfunc.log_model(name=LOGGED_MODEL, python_model=echo, pip_requirements=[])
     model, dataset, evaluation = root / "model", root / "dataset", root / "evaluation"
     write_metadata(model, "train", {}, {}, {}, mlflow_run_id=run.info.run_id)
     dataset.mkdir(parents=True)

@@ -19,11 +19,18 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from client_forms import client_forms, malformed_forms
 from PIL import Image
 
 from imagelingo.data.dataset import load_records
 from imagelingo.encoders import caption_image_files
-from imagelingo.serving.client import caption_remote, endpoint, post_json, request_body
+from imagelingo.serving.client import (
+    caption_remote,
+    endpoint,
+    post_json,
+    predictions,
+    request_body,
+)
 from imagelingo.serving.local import local_server
 from imagelingo.serving.protocol import MAX_IMAGES_PER_REQUEST, MAX_REQUEST_BYTES
 
@@ -85,6 +92,23 @@ def test_concurrent_requests_are_batched_and_answered_correctly(server, test_ima
         if "batch: " in line
     ]
     assert max(batch_sizes) > 1, "no two concurrent requests were ever batched together"
+
+
+@pytest.mark.parametrize("form", list(client_forms(b"")))
+def test_each_client_form_gets_the_caption_of_plain_base64(server, test_images, form):
+    image = test_images[2].read_bytes()
+    protocol, body = client_forms(image)[form]
+    status, answer = post_json(endpoint(server.url, "imagelingo", protocol), body)
+    assert status == 200, (form, answer)
+    assert predictions(answer, protocol) == caption_remote(server.url, [image], protocol)
+
+
+@pytest.mark.parametrize("form", list(malformed_forms(b"")))
+def test_each_malformed_client_form_gets_a_400_naming_the_problem(server, test_images, form):
+    protocol, body, words = malformed_forms(test_images[2].read_bytes())[form]
+    status, answer = post_json(endpoint(server.url, "imagelingo", protocol), body)
+    assert status == 400 and words in answer["error"], (form, status, answer)
+    assert_still_serving(server, test_images[1].read_bytes())
 
 
 def post_expecting_continue(url: str, body: bytes) -> tuple[int, dict]:

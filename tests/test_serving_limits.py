@@ -104,6 +104,29 @@ def test_the_documented_body_size_is_a_413_before_the_json_is_parsed():
     assert error.value.status == 413
 
 
+def test_line_breaks_count_toward_the_body_limit_and_the_image_cap_holds_for_every_form():
+    # the forms of issue 23 are decoded from the same bounded body: no new size to budget
+    wrapped = "\r\n".join(["A" * 76] * (MAX_REQUEST_BYTES // 78 + 1))
+    with pytest.raises(BadRequest, match="bytes allowed") as error:
+        parse_body(json.dumps({"instances": [{"data": wrapped}]}).encode())
+    assert error.value.status == 413
+    many = [{"image_bytes": {"b64": b64(TINY_PNG)}}] * (MAX_IMAGES_PER_REQUEST + 1)
+    with pytest.raises(BadRequest, match=f"at most {MAX_IMAGES_PER_REQUEST} images") as error:
+        parse_v1({"instances": many})
+    assert error.value.status == 413
+
+
+def test_a_data_url_header_is_read_only_up_to_its_bound():
+    long_header = "data:image/jpeg;" + "x=y;" * 100 + "base64," + b64(TINY_PNG)
+    started = time.perf_counter()
+    with pytest.raises(BadRequest, match="needs ',' within its first 256 characters"):
+        parse_v1({"instances": [long_header]})
+    no_comma = "data:image/jpeg;base64" + "A" * (MAX_REQUEST_BYTES - 100)
+    with pytest.raises(BadRequest, match="needs ','"):
+        parse_v1({"instances": [no_comma]})
+    assert time.perf_counter() - started < 0.5
+
+
 def test_a_batch_of_full_requests_is_encoded_in_passes_of_bounded_size():
     # 256 images in one encoder pass (8 requests of 32) peaked at 3.4 GB resident
     runtime = FakeRuntime()

@@ -3,12 +3,23 @@ Every bad input becomes a BadRequest with a 4xx status and a message naming the 
 
 import base64
 import io
+import json
+import re
 
 import pytest
+from client_forms import client_forms, malformed_forms
 from PIL import Image
 
 from imagelingo.serving.images import decode_image
-from imagelingo.serving.protocol import BadRequest, Options, parse_options, parse_v1, parse_v2
+from imagelingo.serving.protocol import (
+    BadRequest,
+    Options,
+    decode_base64,
+    parse_options,
+    parse_v1,
+    parse_v2,
+)
+from imagelingo.serving.request import parse_body
 
 
 def encoded(image: Image.Image, fmt: str = "JPEG", **save) -> bytes:
@@ -42,6 +53,38 @@ def test_v2_reads_one_bytes_tensor():
     }
     images, options, name = parse_v2(body)
     assert images == [JPEG, JPEG] and options == Options() and name == "image"
+
+
+@pytest.mark.parametrize("form", list(client_forms(JPEG)))
+def test_every_client_form_gives_the_image_bytes(form):
+    protocol, body = client_forms(JPEG)[form]
+    images = parse_v1(body)[0] if protocol == "v1" else parse_v2(body)[0]
+    assert images == [JPEG]
+
+
+@pytest.mark.parametrize("form", list(malformed_forms(JPEG)))
+def test_malformed_client_forms_are_400s_naming_the_problem(form):
+    protocol, body, words = malformed_forms(JPEG)[form]
+    with pytest.raises(BadRequest, match=re.escape(words)) as error:
+        parse_body(json.dumps(body).encode())
+    assert error.value.status == 400 and "instance 0" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "DATA:image/jpeg;base64," + b64(JPEG),  # RFC 2397: the scheme is case-insensitive
+        "data:image/jpeg;name=photo.jpg;BASE64," + b64(JPEG),  # parameters before ;base64
+        " \t" + b64(JPEG) + "\r\n",  # leading and trailing whitespace
+    ],
+)
+def test_data_url_variants_and_surrounding_whitespace_are_accepted(text):
+    assert decode_base64(text, 0) == JPEG
+
+
+def test_only_ascii_whitespace_is_ignored_in_base64():
+    with pytest.raises(BadRequest, match="invalid base64"):
+        decode_base64(b64(JPEG)[:8] + "\u00a0" + b64(JPEG)[8:], 0)  # no-break space
 
 
 @pytest.mark.parametrize(

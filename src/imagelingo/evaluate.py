@@ -84,12 +84,12 @@ def evaluate(
         metrics,
     )
     passed = metrics[gate_metric] >= min_score
-    model_version = ""
+    model_version = run_id = ""
     if split == "test":
-        _log_to_mlflow(model_dir, out_dir, metrics, mlflow_tracking_uri)
+        run_id = _log_to_mlflow(model_dir, dataset_dir, out_dir, metrics, mlflow_tracking_uri)
         scores = {k: metrics[k] for k in METRICS if k in metrics}
         model_version = (
-            register(model_dir, dataset_dir, scores, mlflow_tracking_uri)
+            register(model_dir, dataset_dir, scores, mlflow_tracking_uri, run_id)
             if passed and register_version
             else ""
         )
@@ -117,6 +117,7 @@ def evaluate(
         metrics=metrics,
         quality_gate_passed=passed,
         model_version=model_version,  # in the MLflow registry ("" when not registered)
+        mlflow_run_id=run_id,  # the run the pyfunc model was logged to (what release registers)
         seconds=round(time.perf_counter() - started, 2),
     )
     if not passed:
@@ -265,8 +266,13 @@ def read_results(path: Path, records: list[ImageRecord], split: str) -> dict[str
     return captions
 
 
-def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: str | None) -> None:
-    """Attach test metrics and the report to the training run when there is one."""
+def _log_to_mlflow(
+    model_dir: Path, dataset_dir: Path, out_dir: Path, metrics: dict, tracking_uri: str | None
+) -> str:
+    """Attach test metrics, the report and the model as a pyfunc model (what the registry
+    registers) to the training run when there is one (a new run when the tracking store lacks
+    it); returns the run's id."""
+    from imagelingo.registry import log_captioner
     from imagelingo.tracking import mlflow_run
 
     run_id = read_metadata(model_dir).get("mlflow_run_id")
@@ -274,3 +280,5 @@ def _log_to_mlflow(model_dir: Path, out_dir: Path, metrics: dict, tracking_uri: 
         mlflow.log_metrics({f"test_{k}": metrics[k] for k in METRICS if k in metrics})
         for name in ("report.html", "metrics.json", RESULTS_FILE):
             mlflow.log_artifact(str(out_dir / name), artifact_path="evaluation")
+        log_captioner(model_dir, dataset_dir)
+        return mlflow.active_run().info.run_id

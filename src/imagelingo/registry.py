@@ -2,6 +2,12 @@
 its test metrics (test_bleu4, test_cider, ...: imagelingo.metrics), the data it was trained on and
 the code that trained it; a deploy moves the `production` alias to the version it deployed.
 
+A version is an MLflow pyfunc model (imagelingo.mlflow_model) that evaluation logged to its run
+(log_captioner, where torch is; register needs mlflow alone):
+
+    mlflow.pyfunc.load_model("models:/imagelingo@production").predict(df)  # df["image"]: bytes
+    mlflow models serve -m models:/imagelingo@production --env-manager local
+
     imagelingo models                      # versions, BLEU-4, CIDEr-D, which one is in production
     imagelingo models --gate --margin 0.005  # production's gate metric + margin: the retrain gate
 """
@@ -10,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from imagelingo.artifacts import read_metadata
@@ -18,6 +26,7 @@ from imagelingo.tracking import tracking_uri
 
 MODEL_NAME = "imagelingo"
 PRODUCTION = "production"
+LOGGED_MODEL = "captioner"  # the logged pyfunc model's name in its run
 SCORE_TAG = "test_"  # test_<metric>: one tag per test metric (imagelingo.metrics, not imported:
 # the deploy image, which reads the registry, has none of the metrics' packages)
 
@@ -45,22 +54,18 @@ def dvc_md5(source: str) -> str:
     return str(yaml.safe_load(pointer.read_text())["outs"][0].get("md5", ""))
 
 
-def register(model_dir: Path, dataset_dir: Path, scores: dict, uri: str | None = None) -> str:
-    """A new version of MODEL_NAME from the training run's model files, tagged with its test
-    `scores` (metric name -> value); returns its number, or "" when the model was trained
-    without an MLflow run."""
-    from mlflow.exceptions import MlflowException
+def register(
+    model_dir: Path, dataset_dir: Path, scores: dict, uri: str | None = None, run_id: str = ""
+) -> str:
+    """A new version of MODEL_NAME: the pyfunc model that evaluation logged to the MLflow run
+    `run_id` (default: the model's training run), tagged with its test `scores` (metric name ->
+    value); returns its number, or "" when the model was trained without an MLflow run. Needs
+    mlflow alone (the deploy image registers too): the model was logged where torch is."""
+    import mlflow
 
     trained = read_metadata(model_dir)
-    run_id = trained.get("mlflow_run_id")
-    if not run_id:
+    if not trained.get("mlflow_run_id"):
         return ""
-    client = _client(uri)
-    try:
-        client.create_registered_model(MODEL_NAME)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
     ingested = read_metadata(dataset_dir)
     tags = {f"{SCORE_TAG}{name}": f"{value:.4f}" for name, value in scores.items()}
     tags |= {
@@ -69,10 +74,123 @@ def register(model_dir: Path, dataset_dir: Path, scores: dict, uri: str | None =
         "git_commit": trained.get("code_version", ""),
         "params": json.dumps(trained.get("params", {}), sort_keys=True),
     }
-    version = client.create_model_version(
-        MODEL_NAME, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags
-    )
+    model_id = logged_captioner(run_id or trained["mlflow_run_id"], uri)
+    version = mlflow.register_model(f"models:/{model_id}", MODEL_NAME, tags=tags)
     return str(version.version)
+
+
+def logged_captioner(run_id: str, uri: str | None = None) -> str:
+    """The id of the newest pyfunc model LOGGED_MODEL in run `run_id`."""
+    import mlflow
+
+    experiment = _client(uri).get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{LOGGED_MODEL}'",
+        order_by=[{"field_name": "creation_time", "ascending": False}],
+        max_results=1,
+        output_format="list",
+    )
+    if not found:
+        raise ImageLingoError(
+            f"MLflow run {run_id} has no logged model {LOGGED_MODEL!r} to register: "
+            "`imagelingo evaluate` on the test split logs it"
+        )
+    return found[0].model_id
+
+
+def example_image(dataset_dir: Path) -> bytes:
+    """The input example: the first test image, shrunk to keep the logged example small."""
+    import io
+
+    from PIL import Image
+
+    from imagelingo.data.dataset import load_records
+
+    record = load_records(dataset_dir, "test")[0]
+    with Image.open(Path(dataset_dir) / "images" / record.image) as image:
+        image = image.convert("RGB")
+        image.thumbnail((128, 128))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def log_captioner(model_dir: Path, dataset_dir: Path) -> str:
+    """Log `model_dir` as a pyfunc model in the active run (its input example: one of
+    `dataset_dir`'s test images); returns its models:/ URI.
+    Code: imagelingo.mlflow_model and the torch-only inference package, nothing else of this
+    project. Artifact: the serving bundle at fp32, so it captions as `imagelingo caption` does."""
+    import mlflow
+    import pandas as pd
+    import PIL
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from imagelingo import mlflow_model
+    from imagelingo.inference.options import Options
+
+    package = Path(mlflow_model.__file__).parent
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("binary", mlflow_model.IMAGE)]),
+        outputs=Schema([ColSpec("string", mlflow_model.CAPTION)]),
+        params=ParamSchema(
+            [
+                ParamSpec("beam_width", "long", Options.beam_width),
+                ParamSpec("max_len", "long", Options.max_len),
+            ]
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="imagelingo-pyfunc-") as tmp:
+        bundle, code = Path(tmp) / "bundle", Path(tmp) / "imagelingo"
+        write_bundle(Path(model_dir), bundle)
+        shutil.copytree(package / "inference", code / "inference", ignore=_not_source)
+        shutil.copy2(package / "__init__.py", code / "__init__.py")
+        shutil.copy2(mlflow_model.__file__, code / "mlflow_model.py")
+        info = mlflow.pyfunc.log_model(
+            name=LOGGED_MODEL,
+            python_model=mlflow_model.CaptionerModel(),
+            artifacts={mlflow_model.BUNDLE: str(bundle)},
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=pd.DataFrame({mlflow_model.IMAGE: [example_image(dataset_dir)]}),
+            # given, not inferred: inferring loads the model in a subprocess (slow)
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"pillow=={PIL.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
+        )
+    return info.model_uri
+
+
+def write_bundle(model_dir: Path, bundle_dir: Path) -> None:
+    """The model as a serving bundle (Captioner.load reads it with torch alone): the encoder
+    traced to TorchScript as the MAR holds it (serving/package.py export_bundle, which a stage
+    may not import), the decoder's state dict, config and vocabulary; no serving.json, so fp32."""
+    import warnings
+
+    import torch
+
+    from imagelingo.encoders import load_captioner
+    from imagelingo.inference.captioner import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, VOCAB_FILE
+
+    captioner = load_captioner(model_dir)
+    size = captioner.spec.image_size
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream
+        traced = torch.jit.trace(captioner.encoder, torch.rand(1, 3, size, size))
+    bundle_dir.mkdir(parents=True)
+    traced.save(str(bundle_dir / ENCODER_FILE))
+    torch.save(captioner.decoder.state_dict(), bundle_dir / DECODER_FILE)
+    for name in (CONFIG_FILE, VOCAB_FILE):
+        shutil.copy2(model_dir / name, bundle_dir / name)
+
+
+def _not_source(directory: str, names: list[str]) -> list[str]:
+    return [name for name in names if name == "__pycache__"]
 
 
 def set_production(version: str, uri: str | None = None) -> None:

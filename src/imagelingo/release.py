@@ -68,19 +68,22 @@ def release(
 ) -> dict:
     """Register (once per run), gate, write release.md and metadata.json; returns the record,
     whose `deploy` says whether the gate passed."""
-    evaluated = read_metadata(evaluation_dir).get("metrics") or {}
+    evaluation = read_metadata(evaluation_dir)
+    evaluated = evaluation.get("metrics") or {}
     scores = {k: float(v) for k, v in evaluated.items() if k not in CONTEXT_KEYS}
     if gate_metric not in scores:
         raise ValueError(
             f"{evaluation_dir}: the evaluation has no {gate_metric!r} score "
             f"(it has {', '.join(sorted(scores)) or 'none'})"
         )
-    run_id = read_metadata(model_dir).get("mlflow_run_id", "")
+    # the run evaluate logged the pyfunc model to (the training run, unless the tracking store
+    # lacked it), else the training run
+    run_id = evaluation.get("mlflow_run_id") or read_metadata(model_dir).get("mlflow_run_id", "")
     uri = tracking_uri(uri)
     # production's score before this version can become production
     production = production_score(gate_metric, uri) if run_id and margin is not None else None
     version = (
-        (existing_version(run_id, uri) or register(model_dir, dataset_dir, scores, uri))
+        (existing_version(run_id, uri) or register(model_dir, dataset_dir, scores, uri, run_id))
         if run_id
         else ""
     )

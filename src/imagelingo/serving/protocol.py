@@ -1,9 +1,15 @@
 """KServe v1 and v2 request parsing and response building, with bounded per-request options.
 
-v1: {"instances": [{"data": "<base64>"} | {"b64": "<base64>"} | "<base64>"], "parameters": {...}}
-v2: {"inputs": [{"name": ..., "datatype": "BYTES", "shape": [n], "data": ["<base64>", ...]}],
+v1: {"instances": [{"data": IMAGE} | {"image_bytes": IMAGE} | {"b64": "<base64>"} | "<base64>"],
      "parameters": {...}}
-Options (beam_width, max_len) may be given per request in "parameters" or per v1 instance.
+v2: {"inputs": [{"name": ..., "datatype": "BYTES", "shape": [n], "data": [IMAGE, ...]}],
+     "parameters": {...}}
+where IMAGE is what clients send: "<base64>" (RFC 2045 line breaks and other whitespace inside
+are ignored: `base64` without -w0, Java's MIME encoder, `openssl base64`), a data URL
+"data:image/<type>;base64,<base64>" (a browser's FileReader.readAsDataURL), or {"b64": "<base64>"}
+(TensorFlow Serving's and AI Platform's binary convention, which KServe's samples send:
+{"instances": [{"image_bytes": {"b64": ...}}]}).
+Options (beam_width, max_len) are given per request in "parameters".
 
 Limits per request (each refusal names its limit): MAX_REQUEST_BYTES of body (413),
 MAX_IMAGES_PER_REQUEST images (413); images.py adds a per-image and a per-request pixel budget.
@@ -63,15 +69,80 @@ def parse_options(parameters: Any, defaults: Options = Options()) -> Options:
     )
 
 
+# RFC 2045 6.8: encoded lines are at most 76 characters; decoders ignore the line breaks. Only
+# ASCII whitespace is ignored here: any other character outside the alphabet is still a 400.
+WHITESPACE = {ord(c): None for c in " \t\r\n\v\f"}
+DATA_URL_HEADER = 256  # "data:image/jpeg;base64," with parameters; the ',' must come before this
+IMAGE_KEYS = ("data", "image_bytes", "b64")  # a v1 instance's image, in the order looked up
+
+
 def decode_base64(text: Any, index: int) -> bytes:
+    """One image as a client sent it: base64 text (whitespace ignored), a base64 data: URL of an
+    image type, or bytes (a runtime that decoded the base64 already)."""
     if isinstance(text, (bytes, bytearray)):
         return bytes(text)
     if not isinstance(text, str):
         raise BadRequest(f"instance {index}: expected a base64 string, got {type(text).__name__}")
+    if text[:5].lower() == "data:":  # RFC 2397; the scheme is case-insensitive
+        text = data_url_payload(text, index)
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text.translate(WHITESPACE), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadRequest(f"instance {index}: invalid base64 ({exc})") from exc
+
+
+def data_url_payload(url: str, index: int) -> str:
+    """The base64 text of `data:image/<type>[;<parameter>]*;base64,<text>` (RFC 2397 section 3),
+    or a BadRequest naming what the data URL lacks."""
+    header, comma, _ = url[:DATA_URL_HEADER].partition(",")
+    if not comma:
+        raise BadRequest(
+            f"instance {index}: a data URL needs ',' within its first {DATA_URL_HEADER} "
+            "characters (data:image/jpeg;base64,<base64>)"
+        )
+    media_type, *parameters = header[5:].split(";")
+    if not media_type.strip().lower().startswith("image/"):
+        raise BadRequest(
+            f"instance {index}: data URL of type {media_type.strip() or 'text/plain'!r} is not "
+            "an image (data:image/jpeg;base64,... expected)"
+        )
+    if not parameters or parameters[-1].strip().lower() != "base64":
+        raise BadRequest(
+            f"instance {index}: data URL {header + ','!r} is not base64 (';base64,' expected "
+            "before the data: percent-encoded image bytes are not accepted)"
+        )
+    return url[len(header) + 1 :]
+
+
+def unwrap_b64(payload: Any, index: int, key: str) -> Any:
+    """{"b64": "<base64>"} -> its text; other values are returned for decode_base64 to judge."""
+    if not isinstance(payload, dict):
+        return payload
+    if set(payload) != {"b64"}:
+        raise BadRequest(
+            f'instance {index}: "{key}" must be a base64 string or {{"b64": "<base64>"}}, got an '
+            f"object with keys {sorted(payload)}"
+        )
+    if not isinstance(payload["b64"], str):
+        raise BadRequest(
+            f'instance {index}: "b64" must be a base64 string, got {type(payload["b64"]).__name__}'
+        )
+    return payload["b64"]
+
+
+def instance_image(instance: Any, index: int) -> bytes:
+    """A v1 instance's image: a bare IMAGE, or one under "data", "image_bytes" or "b64"."""
+    if not isinstance(instance, dict):
+        return decode_base64(instance, index)
+    keys = [key for key in IMAGE_KEYS if key in instance]
+    if not keys:
+        raise BadRequest(
+            f'instance {index}: expected {{"data": "<base64 image>"}} (or "image_bytes"), got '
+            f"keys {sorted(instance)[:5]}"
+        )
+    if len(keys) > 1:
+        raise BadRequest(f"instance {index}: holds an image under both {keys}; send one")
+    return decode_base64(unwrap_b64(instance[keys[0]], index, keys[0]), index)
 
 
 def check_body_size(size: int) -> None:
@@ -99,15 +170,7 @@ def parse_v1(body: Any) -> tuple[list[bytes], Options]:
         raise BadRequest('"instances" must be a non-empty list')
     check_image_count(len(instances))
     options = parse_options(body.get("parameters"))
-    images = []
-    for i, instance in enumerate(instances):
-        if isinstance(instance, dict):
-            payload = instance.get("data", instance.get("b64"))
-            if payload is None:
-                raise BadRequest(f'instance {i}: expected {{"data": "<base64 image>"}}')
-        else:
-            payload = instance
-        images.append(decode_base64(payload, i))
+    images = [instance_image(instance, i) for i, instance in enumerate(instances)]
     return images, options
 
 
@@ -127,7 +190,7 @@ def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
     check_image_count(len(data))
     check_shape(tensor.get("shape"), len(data))
     options = parse_options(body.get("parameters"))
-    images = [decode_base64(item, i) for i, item in enumerate(data)]
+    images = [decode_base64(unwrap_b64(item, i, "data"), i) for i, item in enumerate(data)]
     return images, options, str(tensor.get("name", "image"))
 
 
