@@ -199,6 +199,7 @@ def test_the_local_target_renders_a_valid_file(tmp_path):
     for part in ("model-store", "config"):
         (store / part).mkdir(parents=True)
         (store / part / "f").write_text(part)
+    (store / "config" / "entrypoint.py").write_text("# the runtime's PID 1\n")
     deploy(store, tmp_path / "out", "local", DeployConfig(mode="Standard"))
     kserve_crds.assert_valid(  # every release: no cluster to ask, the portable API
         yaml.safe_load((tmp_path / "out" / "inferenceservice.yaml").read_text())

@@ -47,6 +47,7 @@ def test_evaluate_registers_deploy_promotes_and_models_lists(
     store = tmp_path / "store"
     (store / "model-store").mkdir(parents=True)
     (store / "config").mkdir()
+    (store / "config" / "entrypoint.py").write_text("# the runtime's PID 1\n")
     deploy(store, tmp_path / "deploy", "local", model_version=version)
     assert [v["version"] for v in versions() if v["production"]] == [version]
 

@@ -30,6 +30,7 @@ def evaluated_model(root, bleu4: float, uri: str):
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("imagelingo")  # not an experiment id an earlier test left active
     with mlflow.start_run() as run:  # evaluate logs the captioner as a pyfunc model to the run
         mlflow.pyfunc.log_model(name=LOGGED_MODEL, python_model=echo, pip_requirements=[])
     model, dataset, evaluation = root / "model", root / "dataset", root / "evaluation"

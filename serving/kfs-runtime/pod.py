@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from imagelingo.cluster.kserve import mode_of
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL_MOUNT = "/mnt/models"
 PROVISION_VOLUME = "kserve-provision-location"  # storage_initializer_injector.go:46
@@ -139,7 +141,9 @@ def s3_env(secret_name: str, annotations: dict[str, str]) -> list[dict]:
 
 def build_pod(isvc: dict, runtime: dict, secret_name: str, annotations: dict[str, str]) -> dict:
     """The predictor pod spec of `isvc` (a rendered InferenceService) on `runtime`."""
-    mode = isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    # Knative or Standard, whichever name deploy wrote for the release (0.15: Serverless,
+    # RawDeployment; imagelingo.cluster.kserve)
+    mode = mode_of(isvc)
     predictor = isvc["spec"]["predictor"]
     model = predictor["model"]
     (runtime_container,) = runtime["spec"]["containers"]
