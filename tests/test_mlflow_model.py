@@ -124,6 +124,8 @@ def test_mlflow_models_serve_answers_with_the_same_captions(
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
     env.pop("PYTHONPATH", None)  # the model's own code (code_paths) must be enough
+    # `mlflow models serve` execs `uvicorn` from PATH: this environment's, as an activated venv has
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = open(tmp_path / "serve.log", "wb")
     command = [str(Path(sys.executable).parent / "mlflow"), "models", "serve"]
     command += ["-m", PRODUCTION_URI, "--env-manager", "local", "-h", "127.0.0.1"]
