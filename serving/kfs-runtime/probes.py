@@ -124,6 +124,44 @@ def cases(images: list[str], model: str = MODEL) -> list[tuple[str, str, str, by
             v2,
             j({"inputs": [tensor([good])], "parameters": {"beam_width": 10**9}}),
         ),
+        # what clients send (issue 23): RFC 2045 line breaks, a browser's data: URL, KServe's
+        # image samples' {"b64": ...}; and a data: URL that is not an image
+        (
+            "v1 good JPEG, client form: base64 with line breaks",
+            "POST",
+            v1,
+            j(
+                {
+                    "instances": [
+                        {"data": "\n".join(good[i : i + 76] for i in range(0, len(good), 76))}
+                    ]
+                }
+            ),
+        ),
+        (
+            "v1 good JPEG, client form: data URL",
+            "POST",
+            v1,
+            j({"instances": [{"data": f"data:image/jpeg;base64,{good}"}]}),
+        ),
+        (
+            "v1 good JPEG, client form: image_bytes b64",
+            "POST",
+            v1,
+            j({"instances": [{"image_bytes": {"b64": good}}]}),
+        ),
+        (
+            "v2 good JPEG, client form: b64 object",
+            "POST",
+            v2,
+            j({"inputs": [tensor([{"b64": good}])]}),
+        ),
+        (
+            "v1 client form: data URL of text/plain",
+            "POST",
+            v1,
+            j({"instances": [{"data": f"data:text/plain;base64,{not_image}"}]}),
+        ),
         ("GET /v1/models/<m>", "GET", f"/v1/models/{model}", None),
         ("GET /v2/health/ready", "GET", "/v2/health/ready", None),
         ("GET /v2/models/<m>/ready", "GET", f"/v2/models/{model}/ready", None),
