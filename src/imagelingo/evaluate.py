@@ -272,7 +272,7 @@ def _log_to_mlflow(
     """Attach test metrics, the report and the model as a pyfunc model (what the registry
     registers) to the training run when there is one (a new run when the tracking store lacks
     it); returns the run's id."""
-    from imagelingo.registry import log_captioner
+    from imagelingo.model_logging import log_captioner
     from imagelingo.tracking import mlflow_run
 
     run_id = read_metadata(model_dir).get("mlflow_run_id")

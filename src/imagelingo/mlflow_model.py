@@ -8,7 +8,7 @@ Input: a column "image" of encoded images (JPEG, PNG, WebP, GIF), as bytes or as
 (whitespace ignored; `mlflow models serve` hands a binary column over as bytes). Output: a column
 "caption". Params: beam_width and max_len, defaults as served (inference/options.py).
 
-registry.log_captioner logs it: this module and the torch-only inference package are its code
+model_logging.log_captioner logs it: this module and the torch-only inference package are its code
 (code_paths), the serving bundle exported at fp32 (TorchScript encoder, decoder weights, config,
 vocabulary) its artifact, so it captions as `imagelingo caption` does. It imports nothing of this
 project but imagelingo.inference.
