@@ -155,7 +155,7 @@ def profile(command: list[str], env: dict, interval: float = 0.2) -> dict:
     if code != 0:
         raise SystemExit(f"{' '.join(command[:3])} ... failed with exit code {code}")
     return {
-        "seconds": round(_uptime() - started, 1),
+        "seconds": round(_uptime() - started, 2),
         "tasks": sampler.rows(since=started),
         "resolution_s": round(sampler.max_gap, 2),
     }

@@ -20,7 +20,13 @@ from imagelingo.devices import resolve_device
 from imagelingo.errors import ImageLingoError, QualityGateError
 from imagelingo.features import FeatureStore, LazyRows
 from imagelingo.inference.captioner import Captioner
-from imagelingo.metrics import GATE_METRICS, METRICS, caption_metrics, cider_per_image
+from imagelingo.metrics import (
+    GATE_METRICS,
+    METRICS,
+    caption_metrics,
+    cider_per_image,
+    prestart_meteor,
+)
 from imagelingo.registry import register
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,7 @@ def evaluate(
     started = time.perf_counter()
     if beam_width < 1:
         raise ImageLingoError(f"beam_width must be >= 1, got {beam_width}")
+    prestart_meteor()  # its jar loads while the model decodes
     captioner = Captioner.load(model_dir).to(resolve_device(config.device))
     records, features = split_features(captioner, model_dir, features_dir, dataset_dir, split)
     captions = captioner.caption_features(features, beam_width, max_len, length_penalty)

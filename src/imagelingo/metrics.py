@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -159,8 +160,28 @@ def cider_per_image(references: dict[str, list[str]], hypotheses: dict[str, str]
     return [float(x) for x in Cider().compute_score(gts, res)[1]]
 
 
-@functools.lru_cache(maxsize=1)
+_METEOR_START = threading.Lock()  # one jar, also when prestart_meteor's thread is still starting it
+
+
+def prestart_meteor() -> None:
+    """Start the METEOR jar in a background thread: loading its paraphrase table takes ~5 s,
+    which then passes while the caller decodes instead of after it. A failure here is left for
+    the scoring's own call to raise, with its message."""
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            _meteor_jar()
+
+    threading.Thread(target=start, name="meteor-start", daemon=True).start()
+
+
 def _meteor_jar():
+    with _METEOR_START:
+        return _started_meteor_jar()
+
+
+@functools.lru_cache(maxsize=1)
+def _started_meteor_jar():
     """One METEOR 1.5 jar per process, started on first use: it takes seconds to load its
     paraphrase table, and a process that scores several times (tests, a benchmark) pays once."""
     from pycocoevalcap.meteor.meteor import Meteor
@@ -184,7 +205,7 @@ def _meteor(gts: dict, res: dict) -> float:
     try:
         return float(meteor.compute_score(gts, res)[0])
     except (ValueError, OSError) as exc:  # the jar died or answered nothing (memory, a bad install)
-        _meteor_jar.cache_clear()
+        _started_meteor_jar.cache_clear()
         if meteor.lock.locked():  # a failed compute_score keeps it, and Meteor.__del__ takes it
             meteor.lock.release()
         meteor.meteor_p.kill()
