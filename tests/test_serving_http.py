@@ -81,11 +81,15 @@ def test_v2_and_v1_give_the_same_captions_for_several_instances(server, test_ima
 
 
 def test_concurrent_requests_are_batched_and_answered_correctly(server, test_images):
+    """Batched with others, each request gets what it gets alone: caption, tokens, and the score
+    within 1e-5 relative (issue 30; tests/test_batch_invariance.py)."""
     images = [p.read_bytes() for p in test_images]
-    alone = [caption_remote(server.url, [image])[0]["caption"] for image in images]
+    alone = [caption_remote(server.url, [image])[0] for image in images]
     with ThreadPoolExecutor(max_workers=len(images)) as pool:
         together = list(pool.map(lambda image: caption_remote(server.url, [image]), images * 3))
-    assert [t[0]["caption"] for t in together] == alone * 3
+    for got, expected in zip([t[0] for t in together], alone * 3, strict=True):
+        assert (got["caption"], got["tokens"]) == (expected["caption"], expected["tokens"])
+        assert abs(got["score"] - expected["score"]) <= 1e-5 * abs(expected["score"])
     batch_sizes = [
         int(line.split("batch: ")[1].split(" requests")[0])
         for line in served_log(server).splitlines()

@@ -122,3 +122,24 @@ def stock_runtime_args() -> list[str]:
 
     runtime = yaml.safe_load(STOCK_RUNTIME.read_text())
     return list(runtime["spec"]["containers"][0]["args"])
+
+
+def mix_images(count: int = 200) -> tuple[list[bytes], str]:
+    """The images the pod rounds caption alone and in batch mixes (issue 30): the first `count`
+    Flickr8k test images, else generated ones (colours and noise, each different)."""
+    test_list = FLICKR8K / "Flickr_8k.testImages.txt"
+    if test_list.is_file():
+        names = test_list.read_text().split()[:count]
+        return [(FLICKR8K / "images" / n).read_bytes() for n in names], f"{count} Flickr8k test"
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(0)
+    images = []
+    for _ in range(24):
+        buffer = io.BytesIO()
+        pixels = bytes(rng.randrange(256) for _ in range(64 * 64 * 3))
+        Image.frombytes("RGB", (64, 64), pixels).resize((224, 224)).save(buffer, "JPEG")
+        images.append(buffer.getvalue())
+    return images, "24 generated noise JPEGs (no Flickr8k copy found)"

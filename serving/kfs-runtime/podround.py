@@ -9,6 +9,8 @@ name follows the InferenceService (the runtime's --model-name={{.Name}}).
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -79,6 +81,7 @@ def network_policy_ports(mode: str) -> list[int]:
 
 def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) -> dict:
     from imagelingo.deploy import DeployConfig, inference_service, with_overrides
+    from imagelingo.serving.consistency import check_batch_mixes
 
     root = work / f"pod-{mode.lower()}"
     shutil.rmtree(root, ignore_errors=True)
@@ -136,6 +139,13 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
             status, text, seconds = request(method, port, path, data)
             probes.append({"case": case, "status": status, "body": text, "s": seconds})
         result["probes"] = probes
+        # issue 30: each image's answer alone vs inside random batch mixes
+        mixes = check_batch_mixes(
+            f"http://127.0.0.1:{port}",
+            [base64.b64decode(i) for i in plan["mix_images_b64"]],
+            model=SERVICE,
+        )
+        result["batch_mixes"] = {**dataclasses.asdict(mixes), "ok": mixes.ok}
         result["listeners"] = listeners()
         result["policy_ports"] = network_policy_ports(mode)
         # the model goes away (TorchServe 0.9.0: the model API cannot be switched off)
@@ -166,8 +176,9 @@ def render(rounds: list[dict]) -> list[str]:
         "kubelet runs it (kubelet.py):",
         "",
         "| round | PID 1 (uid) | storage-initializer downloaded | Ready after | first request "
-        "| good → caption | bad → 4xx | unregister → NotReady | SIGTERM → gone (grace) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| good → caption | bad → 4xx | alone = batched (issue 30) | unregister → NotReady "
+        "| SIGTERM → gone (grace) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rounds:
         stop = r["stop"]
@@ -175,7 +186,7 @@ def render(rounds: list[dict]) -> list[str]:
         lines.append(
             f"| {r['name']} | `{r['command']}` ({r['user']}) | {', '.join(r['downloaded'])} "
             f"| {r['ready_s']} s | **{r['first_request']['status']}** | "
-            f"{r['verdict']['good_captioned']} | {r['verdict']['bad_4xx']} | "
+            f"{r['verdict']['good_captioned']} | {r['verdict']['bad_4xx']} | {mixes_cell(r)} | "
             f"{r['unregister']['status']}, NotReady {r['not_ready_after_unregister_s']} s later | "
             f"{stop['stop_s']} s{killed} ({stop['grace_s']} s) |"
         )
@@ -188,3 +199,14 @@ def render(rounds: list[dict]) -> list[str]:
             f" on all interfaces but not admitted: {shut}"
         )
     return lines
+
+
+def mixes_cell(round_result: dict) -> str:
+    mixes = round_result.get("batch_mixes")
+    if mixes is None:
+        return "not run"
+    same = mixes["compared"] - mixes["token_mismatches"]
+    return (
+        f"{same}/{mixes['compared']} same tokens, score diff ≤ "
+        f"{mixes['max_relative_score_diff']:.0e} ({mixes['images']} images)"
+    )

@@ -49,7 +49,14 @@ from pathlib import Path
 
 import podround  # beside this file: the pod-faithful rounds (pod.py, kubelet.py)
 from common import MOUNT, REPO, log
-from inputs import choose_model, kfs_versions, prepare_wrapper, probe_images, stock_runtime_args
+from inputs import (
+    choose_model,
+    kfs_versions,
+    mix_images,
+    prepare_wrapper,
+    probe_images,
+    stock_runtime_args,
+)
 from probes import cases, listeners, request
 from report import render, verdicts
 from stock import run_round, setup_namespace
@@ -77,6 +84,7 @@ def run_outside(args: argparse.Namespace) -> int:
     )
     timings["package_s"] = round(time.monotonic() - t, 1)
     images, images_note = probe_images(work)
+    mixes, mixes_note = mix_images()
     plan = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": os.environ.get("REHEARSAL_COMMAND")
@@ -91,6 +99,8 @@ def run_outside(args: argparse.Namespace) -> int:
         "home": str(home),
         "kfs_venv": str(args.kfs_venv.resolve()),
         "images_b64": [base64.b64encode(i).decode() for i in images],
+        "mix_images": mixes_note,
+        "mix_images_b64": [base64.b64encode(i).decode() for i in mixes],
         "rounds": args.rounds,
         "timings": timings,
     }
@@ -117,7 +127,7 @@ def run_inside(work: Path) -> int:
     setup_namespace(Path(plan["store"]))
     with open(MOUNT / "config" / "config.properties") as f:  # what the wrapper reads
         assert "model_snapshot" in f.read()
-    report = {key: plan[key] for key in plan if key != "images_b64"}
+    report = {key: plan[key] for key in plan if not key.endswith("images_b64")}
     report["rounds"] = []
     ok = True
     for name in plan["rounds"]:

@@ -47,10 +47,11 @@ def verdicts(round_result: dict) -> dict:
                 good.append(is_caption(probe["status"], probe["body"], case[:2]))
         else:
             bad.append(isinstance(probe["status"], int) and 400 <= probe["status"] < 500)
+    mixes_ok = round_result.get("batch_mixes", {}).get("ok", True)  # pod rounds (issue 30)
     return {
         "good_captioned": f"{sum(good)}/{len(good)}",
         "bad_4xx": f"{sum(bad)}/{len(bad)}",
-        "ok": all(good) and (all(bad) or protocol is not None),
+        "ok": all(good) and (all(bad) or protocol is not None) and mixes_ok,
     }
 
 

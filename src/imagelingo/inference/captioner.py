@@ -14,6 +14,7 @@ builds it (timm or torchvision weights), which only the training environment has
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import warnings
@@ -29,6 +30,7 @@ from .decoder import BeamResult, CaptionDecoder, DecoderConfig, beam_search
 from .errors import ImageLingoError
 from .options import Options
 from .preprocess import EncoderSpec, preprocess
+from .quantized import quantize_rows
 from .vocab import Vocab
 
 WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE = "decoder.safetensors", "config.json", "vocab.json"
@@ -61,7 +63,8 @@ class Speed:
     # bf16: the encoder under CPU autocast, on CPUs with native bf16 (AVX-512 BF16, AMX);
     # elsewhere it would be emulated and slower, so it stays fp32 there
     encoder_precision: str = "fp32"
-    # int8: dynamic quantization of the decoder's Linear and LSTMCell weights
+    # int8: the decoder's Linear and LSTMCell weights in int8, each activation row quantized
+    # by its own range (inference/quantized.py)
     decoder_precision: str = "fp32"
 
     def __post_init__(self) -> None:
@@ -98,13 +101,8 @@ class Captioner:
         self.vocab, self.spec, self.speed = vocab, spec, speed
         self.decoder = decoder.eval()
         if speed.decoder_precision == "int8":
-            with warnings.catch_warnings():
-                # newer torch points to torchao for this; the runtime's torch 2.1 has no torchao
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                self.decoder = torch.ao.quantization.quantize_dynamic(
-                    self.decoder, {torch.nn.Linear, torch.nn.LSTMCell}, dtype=torch.qint8
-                )
+            # each row quantized by its own range: a caption does not depend on its batch
+            self.decoder = quantize_rows(copy.deepcopy(self.decoder).cpu())
         self.encoder = encoder.eval() if encoder is not None else None
         self.encoder_bf16 = speed.encoder_precision == "bf16" and native_bf16()
 
@@ -171,7 +169,11 @@ class Captioner:
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised images [N, 3, S, S] -> fp32 region features [N, R, F]: the one place the
-        encoder runs (its precision, memory format)."""
+        encoder runs (its precision, memory format), one image per pass. oneDNN picks its
+        convolution kernels by batch size (and threads), so an image encoded inside a batch gets
+        features ~1e-5 away from its own pass (bit-exact only between equal shapes): a served
+        caption would depend on how many requests came with it (issue 30). Alone, each image
+        always takes the same path (its cost: benchmarks/RESULTS.md, issue 30)."""
         if self.encoder is None:
             raise ImageLingoError(
                 "this captioner has no encoder: load a serving bundle, or a model directory "
@@ -186,7 +188,12 @@ class Captioner:
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.encoder_bf16),
         ):
             pixels = pixels.to(module_device(self.encoder))
-            features = self.encoder(pixels.contiguous(memory_format=torch.channels_last))
+            features = torch.cat(
+                [
+                    self.encoder(image.unsqueeze(0).contiguous(memory_format=torch.channels_last))
+                    for image in pixels
+                ]
+            )
         return features.float()
 
     def caption_features(

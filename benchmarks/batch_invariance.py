@@ -1,0 +1,293 @@
+"""Does a served caption depend on its batch, and what does batch invariance cost? (issue 30)
+
+    python benchmarks/batch_invariance.py --model runs/f8k/model --images ../shared/flickr8k
+
+Served, for two versions of the code: `--baseline REF` (default: the commit before issue 30, whose
+int8 decoder used torch's per-call activation scale and whose encoder ran one pass per batch),
+checked out into a git worktree, and this checkout. Each version packages the same model as
+params.yaml says (`imagelingo package`, int8 decoder) and serves it with each local runtime
+(`imagelingo serve`, its own code on PYTHONPATH); this script, the client, measures over HTTP:
+
+- consistency: `--sample` Flickr8k test images alone vs in random batch mixes, 3 rounds
+  (imagelingo.serving.consistency): answers with other tokens, the largest score difference;
+- speed: images/s, p50 and p95 at 1 and 8 clients, one test JPEG per request
+  (serving_benchmark.load_test);
+- quality: test BLEU-4 of all 1,000 Flickr8k test images captioned over HTTP, 8 clients.
+
+This checkout's all-fp32 packaging is served too (TorchServe), the reference the int8 decoder is
+held to. In-process, on this checkout's model: the encoder one image per pass against one pass
+per batch of 8, and one beam search (8 images, beam 3) with the decoder per-tensor int8 (torch's
+quantize_dynamic, the baseline), per-row int8 and fp32. Appends a section to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from flickr8k_benchmark import RESULTS, machine  # noqa: E402
+from serving_benchmark import (  # noqa: E402
+    load_test,
+    served_bleu4,
+    served_call,
+    test_images,
+    test_references,
+)
+
+from imagelingo.errors import ImageLingoError  # noqa: E402
+from imagelingo.serving.client import caption_remote  # noqa: E402
+from imagelingo.serving.consistency import check_batch_mixes  # noqa: E402
+from imagelingo.serving.torchserve import free_port  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINE = "ac72da0"  # main before issue 30
+HEADER = (
+    "| served | same tokens as alone | max score diff | c=1 images/s | c=1 p50 ms "
+    "| c=8 images/s | c=8 p50 / p95 ms | test BLEU-4 |\n|---|---|---|---|---|---|---|---|"
+)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni")
+
+
+def cpu_flags() -> str:
+    """The lscpu flags that decide which int8/bf16 kernels this CPU gets."""
+    flags = next(
+        line.split(":", 1)[1].split()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("flags")
+    )
+    return ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str, tmp: Path):
+    worktree = tmp / "baseline"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), ref],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield worktree / "src"
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], check=False
+        )
+
+
+def imagelingo(*args: str) -> list[str]:
+    return [sys.executable, "-m", "imagelingo.cli", *args]
+
+
+def code_env(code: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(code)}
+
+
+def package(code: Path, model: Path, out: Path, *overrides: str) -> Path:
+    command = imagelingo(*overrides, "package", "--model", str(model), "--out", str(out))
+    subprocess.run(command, env=code_env(code), check=True, capture_output=True)
+    return out
+
+
+@contextlib.contextmanager
+def served(code: Path, runtime: str, store: Path, workdir: Path, probe: bytes):
+    """`imagelingo serve` of `code` on a free port; yields its URL once a caption comes back."""
+    port = free_port()
+    command = imagelingo(
+        "-p",
+        f"serve.runtime={runtime}",
+        "-p",
+        f"serve.port={port}",
+        "serve",
+        str(store),
+        "--workdir",
+        str(workdir),
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / "serve.log", "wb") as log:
+        process = subprocess.Popen(
+            command,
+            env=code_env(code),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not answers(url, probe):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{runtime} of {code} did not start; see {workdir}/serve.log")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def answers(url: str, image: bytes) -> bool:
+    try:
+        return bool(caption_remote(url, [image]))
+    except ImageLingoError:
+        return False
+
+
+def measure_served(url: str, images: list[bytes], sample: list[bytes], test_set) -> dict:
+    consistency = check_batch_mixes(url, sample)
+    print("  consistency:", consistency.summary(), *consistency.examples, sep="\n    ")
+    speed = {c: load_test(served_call(url), images, 96 if c > 1 else 32, c) for c in (1, 8)}
+    print("  speed:", json.dumps(speed))
+    bleu = served_bleu4(url, *test_set)
+    print(f"  test BLEU-4 {bleu:.4f}", flush=True)
+    return {"consistency": consistency, "speed": speed, "bleu4": bleu}
+
+
+def in_process(model: Path, images: list[bytes]) -> dict:
+    """The encoder per image vs per batch of 8, and one beam search per decoder precision."""
+    import copy
+
+    import torch
+
+    from imagelingo.encoders import load_captioner
+    from imagelingo.inference.preprocess import preprocess
+    from imagelingo.inference.quantized import quantize_rows
+    from imagelingo.serving.images import decode_image
+
+    captioner = load_captioner(model)
+    torch.set_num_threads(2)  # params.yaml package.torch_threads
+    pixels = torch.stack([preprocess(decode_image(b), captioner.spec) for b in images[:8]])
+
+    def best_of(work, repeats: int = 5) -> float:
+        work()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return 1000 * min(times)
+
+    encoder = captioner.encoder
+    with torch.inference_mode():
+        batched = lambda: encoder(pixels.contiguous(memory_format=torch.channels_last))  # noqa: E731
+        timings = {
+            "encoder, one pass per 8 images": best_of(batched),
+            "encoder, one pass per image": best_of(lambda: captioner.encode(pixels)),
+        }
+        features = captioner.encode(pixels)
+    fp32 = captioner.decoder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        per_tensor = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(fp32), {torch.nn.Linear, torch.nn.LSTMCell}, dtype=torch.qint8
+        )
+    per_row = quantize_rows(copy.deepcopy(fp32))
+    for name, decoder in [
+        ("int8 per tensor (baseline)", per_tensor),
+        ("int8 per row", per_row),
+        ("fp32", fp32),
+    ]:
+        captioner.decoder = decoder
+        timings[f"beam search, decoder {name}"] = best_of(
+            lambda: captioner.caption_features(features, beam_width=3, max_len=30)
+        )
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=REPO / "runs/f8k/model")
+    parser.add_argument("--images", type=Path, default=REPO.parent / "shared/flickr8k")
+    parser.add_argument("--baseline", default=BASELINE, help="git ref of the code before")
+    parser.add_argument("--sample", type=int, default=200, help="test images checked for mixes")
+    parser.add_argument("--runtimes", nargs="+", default=["torchserve", "kserve"])
+    args = parser.parse_args()
+
+    images = test_images(args.images, 48)
+    test_set = test_references(args.images)
+    sample = test_set[0][: args.sample]
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="imagelingo-invariance-") as tmp_name:
+        tmp = Path(tmp_name)
+        with baseline_checkout(args.baseline, tmp) as baseline_src:
+            runs = [
+                (f"baseline {args.baseline} {runtime}", baseline_src, runtime, ())
+                for runtime in args.runtimes
+            ]
+            runs += [
+                (f"this checkout {runtime}", REPO / "src", runtime, ()) for runtime in args.runtimes
+            ]
+            fp32 = ("-p", "package.decoder_precision=fp32", "-p", "package.encoder_precision=fp32")
+            runs.append(
+                (f"this checkout {args.runtimes[0]} all-fp32", REPO / "src", args.runtimes[0], fp32)
+            )
+            for name, code, runtime, overrides in runs:
+                print(f"== {name}", flush=True)
+                store = tmp / f"store-{code.parent.name}-{'fp32' if overrides else 'params'}"
+                if not store.exists():
+                    package(code, args.model.resolve(), store, *overrides)
+                with served(code, runtime, store, tmp / name.replace(" ", "-"), images[0]) as url:
+                    results[name] = measure_served(url, images, sample, test_set)
+    timings = in_process(args.model, images)
+    print(json.dumps(timings, indent=1))
+    write_results(args, results, timings)
+
+
+def write_results(args, results: dict, timings: dict) -> None:
+    rows = []
+    for name, r in results.items():
+        c, s1, s8 = r["consistency"], r["speed"][1], r["speed"][8]
+        rows.append(
+            f"| {name} | {c.compared - c.token_mismatches}/{c.compared} | "
+            f"{c.max_relative_score_diff:.1e} | {s1['images_per_s']:.1f} | {s1['p50_ms']:.0f} | "
+            f"{s8['images_per_s']:.1f} | {s8['p50_ms']:.0f} / {s8['p95_ms']:.0f} | "
+            f"{r['bleu4']:.4f} |"
+        )
+    examples = [
+        f"- {name}: {e}" for name, r in results.items() for e in r["consistency"].examples[:2]
+    ]
+    timing_rows = [f"| {name} | {ms:.0f} |" for name, ms in timings.items()]
+    section = f"""
+## Batch invariance of served captions (issue 30), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
+
+- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`
+- machine: {machine()}; CPU flags: {cpu_flags()}
+- model: `{args.model}`; each version packaged with params.yaml's `package` section (int8
+  decoder; the encoder's bf16 applies only where the CPU has native bf16) and served by
+  `imagelingo serve` on 127.0.0.1 with that version's code; baseline = `{args.baseline}`
+- consistency: {args.sample} Flickr8k test images, each alone, then in 3 rounds of random mixes
+  (concurrent requests of 1-4 images, 8 clients, options mixed: default / beam 1 / beam 5 with
+  max_len 12): batched answers with the same tokens as alone, and the largest relative score
+  difference (the issue's bound: identical tokens, 1e-5)
+- speed: one test JPEG per request, v1; quality: all 1,000 test images over HTTP, corpus BLEU-4
+
+{HEADER}
+{chr(10).join(rows)}
+
+{chr(10).join(examples) if examples else "No batched answer differed from its answer alone."}
+
+In-process on the same model (best of 5, 2 torch threads), 8 test images:
+
+| work | ms |
+|---|---|
+{chr(10).join(timing_rows)}
+"""
+    with open(RESULTS, "a") as handle:
+        handle.write(section)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
