@@ -161,7 +161,7 @@ def in_process(model: Path, images: list[bytes]) -> dict:
 
     from imagelingo.encoders import load_captioner
     from imagelingo.inference.preprocess import preprocess
-    from imagelingo.inference.quantized import quantize_rows
+    from imagelingo.inference.quantized import RowInt8Decoder
     from imagelingo.serving.images import decode_image
 
     captioner = load_captioner(model)
@@ -191,7 +191,7 @@ def in_process(model: Path, images: list[bytes]) -> dict:
         per_tensor = torch.ao.quantization.quantize_dynamic(
             copy.deepcopy(fp32), {torch.nn.Linear, torch.nn.LSTMCell}, dtype=torch.qint8
         )
-    per_row = quantize_rows(copy.deepcopy(fp32))
+    per_row = RowInt8Decoder(fp32).eval()
     for name, decoder in [
         ("int8 per tensor (baseline)", per_tensor),
         ("int8 per row", per_row),

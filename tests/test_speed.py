@@ -10,7 +10,7 @@ from imagelingo.errors import ImageLingoError
 from imagelingo.inference.captioner import Captioner, Speed, native_bf16
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
 from imagelingo.inference.preprocess import EncoderSpec
-from imagelingo.inference.quantized import RowInt8Linear, RowInt8LSTMCell
+from imagelingo.inference.quantized import RowInt8Decoder, RowInt8Linear
 from imagelingo.inference.vocab import SPECIAL_TOKENS, Vocab
 from imagelingo.serving.package import ServingConfig
 
@@ -55,9 +55,8 @@ def test_params_package_section_is_what_the_bundle_gets():
 def test_int8_decoder_is_quantized_and_still_captions():
     fp32, int8 = tiny_captioner(Speed()), tiny_captioner(Speed(decoder_precision="int8"))
     assert isinstance(fp32.decoder.lstm, torch.nn.LSTMCell)
-    assert isinstance(int8.decoder.lstm, RowInt8LSTMCell)
-    assert isinstance(int8.decoder.out, RowInt8Linear)
-    assert isinstance(fp32.decoder.out, torch.nn.Linear)  # the fp32 decoder is left as it was
+    assert isinstance(int8.decoder, RowInt8Decoder)
+    assert isinstance(int8.decoder.read_hidden, RowInt8Linear)
     features = torch.randn(3, 4, 16)
     assert len(int8.caption_features(features, beam_width=2, max_len=5)) == 3
 

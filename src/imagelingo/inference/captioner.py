@@ -14,7 +14,6 @@ builds it (timm or torchvision weights), which only the training environment has
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -30,7 +29,7 @@ from .decoder import BeamResult, CaptionDecoder, DecoderConfig, beam_search
 from .errors import ImageLingoError
 from .options import Options
 from .preprocess import EncoderSpec, preprocess
-from .quantized import quantize_rows
+from .quantized import RowInt8Decoder
 from .vocab import Vocab
 
 WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE = "decoder.safetensors", "config.json", "vocab.json"
@@ -102,7 +101,7 @@ class Captioner:
         self.decoder = decoder.eval()
         if speed.decoder_precision == "int8":
             # each row quantized by its own range: a caption does not depend on its batch
-            self.decoder = quantize_rows(copy.deepcopy(self.decoder).cpu())
+            self.decoder = RowInt8Decoder(self.decoder).eval()
         self.encoder = encoder.eval() if encoder is not None else None
         self.encoder_bf16 = speed.encoder_precision == "bf16" and native_bf16()
 

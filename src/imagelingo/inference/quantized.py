@@ -27,6 +27,8 @@ import warnings
 import torch
 from torch import nn
 
+from .decoder import CaptionDecoder
+
 
 class RowInt8Linear(nn.Module):
     """nn.Linear with int8 weights (symmetric, one scale per output channel) and each input row
@@ -34,7 +36,7 @@ class RowInt8Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        weight = weight.detach().float()
+        weight = weight.detach().cpu().float()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
         # newer torch deprecates quantized tensors; the runtime's torch 2.1 has nothing else
         with warnings.catch_warnings():
@@ -45,12 +47,12 @@ class RowInt8Linear(nn.Module):
         self.packed = torch.ops.quantized.linear_prepack(qweight, None)
         # W 1 of the weights the kernel really multiplies with
         self.register_buffer("weight_row_sum", qweight.dequantize().sum(dim=1))
-        self.register_buffer(
-            "bias", torch.zeros(len(weight)) if bias is None else bias.detach().float().clone()
-        )
+        bias = torch.zeros(len(weight)) if bias is None else bias.detach().cpu().float().clone()
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
+        # two reductions: torch.aminmax is 4-15x slower on these shapes (RESULTS.md, issue 30)
+        lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
         span = hi - lo
         span = torch.where(span > 0, span, torch.ones_like(span))
         unit = (x - lo) / span
@@ -60,32 +62,53 @@ class RowInt8Linear(nn.Module):
         return torch.addcmul(torch.addcmul(self.bias, lo, self.weight_row_sum), product, span)
 
 
-class RowInt8LSTMCell(nn.Module):
-    """nn.LSTMCell over two RowInt8Linear (input and hidden state quantized apart, as
-    quantize_dynamic does); gate order i, f, g, o as torch's."""
+class RowInt8Decoder(nn.Module):
+    """A CaptionDecoder's `init_state` and `step` (what beam_search calls) on RowInt8Linear
+    layers. The four layers that read the hidden state h (word scores, attention query, context
+    gate, the LSTM's hidden gates) are one int8 product per step, so h is quantized once; the
+    state carries their results to the next step, and beam search reorders them with it. Three
+    int8 products per step instead of torch's five (RESULTS.md, issue 30). Per-row quantization
+    makes the fused product give each layer exactly what it would alone."""
 
-    def __init__(self, cell: nn.LSTMCell) -> None:
+    def __init__(self, decoder: CaptionDecoder) -> None:
         super().__init__()
+        c, cell = decoder.config, decoder.lstm
+        self.config = c
+        self.project = int8(decoder.project[0])  # followed by its ReLU
+        self.att_context, self.att_score = int8(decoder.att_context), int8(decoder.att_score)
+        self.init_h, self.init_c = int8(decoder.init_h), int8(decoder.init_c)
+        self.embed = nn.Embedding.from_pretrained(decoder.embed.weight.detach().cpu().float())
         self.input_gates = RowInt8Linear(cell.weight_ih, cell.bias_ih + cell.bias_hh)
-        self.hidden_gates = RowInt8Linear(cell.weight_hh, None)
+        readers = (decoder.out, decoder.att_hidden, decoder.gate)
+        self.read_hidden = RowInt8Linear(
+            torch.cat([*(r.weight.cpu() for r in readers), cell.weight_hh.cpu()]),
+            torch.cat([*(r.bias.cpu() for r in readers), torch.zeros(4 * c.hidden_dim)]),
+        )
+        self.splits = [c.vocab_size, c.attention_dim, c.context_dim, 4 * c.hidden_dim]
 
-    def forward(
-        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        h, c = state
-        i, f, g, o = (self.input_gates(x) + self.hidden_gates(h)).chunk(4, dim=1)
+    def _with_readings(self, h: torch.Tensor, c: torch.Tensor, *rest: torch.Tensor):
+        scores, query, gate, hidden_gates = self.read_hidden(h).split(self.splits, dim=1)
+        return scores, (h, c, *rest, query, gate, hidden_gates)
+
+    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        context = torch.relu(self.project(features))
+        mean = context.mean(dim=1)
+        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        return self._with_readings(h, c, context, self.att_context(context))[1]
+
+    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        """CaptionDecoder.step: one word in -> (word scores [B, V], next state, attention)."""
+        h, c, context, context_att, query, gate, hidden_gates = state
+        energy = self.att_score(torch.tanh(context_att + query.unsqueeze(1)))
+        alpha = torch.softmax(energy.squeeze(2), dim=1)
+        attended = torch.sigmoid(gate) * torch.bmm(alpha.unsqueeze(1), context).squeeze(1)
+        x = torch.cat([self.embed(words), attended], dim=1)
+        i, f, g, o = (self.input_gates(x) + hidden_gates).chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+        h = torch.sigmoid(o) * torch.tanh(c)
+        scores, state = self._with_readings(h, c, context, context_att)
+        return scores, state, alpha
 
 
-def quantize_rows(module: nn.Module) -> nn.Module:
-    """Replace every nn.Linear and nn.LSTMCell inside `module` (in place) by its row-quantized
-    int8 twin; returns `module`."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            setattr(module, name, RowInt8Linear(child.weight, child.bias))
-        elif isinstance(child, nn.LSTMCell):
-            setattr(module, name, RowInt8LSTMCell(child))
-        else:
-            quantize_rows(child)
-    return module
+def int8(linear: nn.Linear) -> RowInt8Linear:
+    return RowInt8Linear(linear.weight, linear.bias)
