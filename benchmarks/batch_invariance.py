@@ -213,6 +213,14 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE, help="git ref of the code before")
     parser.add_argument("--sample", type=int, default=200, help="test images checked for mixes")
     parser.add_argument("--runtimes", nargs="+", default=["torchserve", "kserve"])
+    parser.add_argument(
+        "--speed-rounds",
+        type=int,
+        default=2,
+        help="then the baseline and this checkout served in turn (first runtime), this many "
+        "times each, timed at 8 clients: the machine's drift falls on both alike",
+    )
+    parser.add_argument("--speed-only", action="store_true", help="only the rounds in turn")
     args = parser.parse_args()
 
     images = test_images(args.images, 48)
@@ -233,60 +241,86 @@ def main() -> None:
             runs.append(
                 (f"this checkout {args.runtimes[0]} all-fp32", REPO / "src", args.runtimes[0], fp32)
             )
-            for name, code, runtime, overrides in runs:
-                print(f"== {name}", flush=True)
+
+            def serve(name: str, code: Path, runtime: str, overrides: tuple = ()):
                 store = tmp / f"store-{code.parent.name}-{'fp32' if overrides else 'params'}"
                 if not store.exists():
                     package(code, args.model.resolve(), store, *overrides)
-                with served(code, runtime, store, tmp / name.replace(" ", "-"), images[0]) as url:
+                return served(code, runtime, store, tmp / name.replace(" ", "-"), images[0])
+
+            for name, code, runtime, overrides in [] if args.speed_only else runs:
+                print(f"== {name}", flush=True)
+                with serve(name, code, runtime, overrides) as url:
                     results[name] = measure_served(url, images, sample, test_set)
-    timings = in_process(args.model, images)
+            in_turn = []
+            for round_number in range(1, args.speed_rounds + 1):
+                for name, code in (("baseline", baseline_src), ("this checkout", REPO / "src")):
+                    with serve(name, code, args.runtimes[0]) as url:
+                        in_turn.append(
+                            (round_number, name, load_test(served_call(url), images, 96, 8))
+                        )
+                    print(round_number, name, json.dumps(in_turn[-1][2]), flush=True)
+    timings = {} if args.speed_only else in_process(args.model, images)
     print(json.dumps(timings, indent=1))
-    write_results(args, results, timings)
+    write_results(args, results, timings, in_turn)
 
 
-def write_results(args, results: dict, timings: dict) -> None:
-    rows = []
-    for name, r in results.items():
-        c, s1, s8 = r["consistency"], r["speed"][1], r["speed"][8]
-        rows.append(
-            f"| {name} | {c.compared - c.token_mismatches}/{c.compared} | "
-            f"{c.max_relative_score_diff:.1e} | {s1['images_per_s']:.1f} | {s1['p50_ms']:.0f} | "
-            f"{s8['images_per_s']:.1f} | {s8['p50_ms']:.0f} / {s8['p95_ms']:.0f} | "
-            f"{r['bleu4']:.4f} |"
-        )
-    examples = [
-        f"- {name}: {e}" for name, r in results.items() for e in r["consistency"].examples[:2]
+def write_results(args, results: dict, timings: dict, in_turn: list) -> None:
+    parts = [
+        f"\n## Batch invariance of served captions (issue 30), "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n",
+        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+        f"- machine: {machine()}; CPU flags: {cpu_flags()}",
+        f"- model: `{args.model}`; each version packaged with params.yaml's `package` section "
+        "(int8 decoder; bf16 encoder only where the CPU has native bf16) and served by "
+        f"`imagelingo serve` on 127.0.0.1 with that version's code; baseline = `{args.baseline}`",
     ]
-    timing_rows = [f"| {name} | {ms:.0f} |" for name, ms in timings.items()]
-    section = f"""
-## Batch invariance of served captions (issue 30), {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
-
-- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`
-- machine: {machine()}; CPU flags: {cpu_flags()}
-- model: `{args.model}`; each version packaged with params.yaml's `package` section (int8
-  decoder; the encoder's bf16 applies only where the CPU has native bf16) and served by
-  `imagelingo serve` on 127.0.0.1 with that version's code; baseline = `{args.baseline}`
-- consistency: {args.sample} Flickr8k test images, each alone, then in 3 rounds of random mixes
-  (concurrent requests of 1-4 images, 8 clients, options mixed: default / beam 1 / beam 5 with
-  max_len 12): batched answers with the same tokens as alone, and the largest relative score
-  difference (the issue's bound: identical tokens, 1e-5)
-- speed: one test JPEG per request, v1; quality: all 1,000 test images over HTTP, corpus BLEU-4
-
-{HEADER}
-{chr(10).join(rows)}
-
-{chr(10).join(examples) if examples else "No batched answer differed from its answer alone."}
-
-In-process on the same model (best of 5, 2 torch threads), 8 test images:
-
-| work | ms |
-|---|---|
-{chr(10).join(timing_rows)}
-"""
+    if results:
+        parts += [
+            f"- consistency: {args.sample} Flickr8k test images, each alone, then in 3 rounds of "
+            "random mixes (concurrent requests of 1-4 images, 8 clients, options mixed: default "
+            "/ beam 1 / beam 5 with max_len 12): batched answers with the same tokens as alone, "
+            "and the largest relative score difference (the bound: identical tokens, 1e-5)",
+            "- speed: one test JPEG per request, v1; quality: all 1,000 test images over HTTP, "
+            "corpus BLEU-4\n",
+            HEADER,
+            *(result_row(name, r) for name, r in results.items()),
+            "",
+            *(
+                f"- {name}: {e}"
+                for name, r in results.items()
+                for e in r["consistency"].examples[:2]
+            ),
+        ]
+    if in_turn:
+        parts += [
+            f"\nServed in turn, {args.runtimes[0]}, 8 clients, 96 requests each:\n",
+            "| round | code | images/s | p50 / p95 ms |\n|---|---|---|---|",
+            *(
+                f"| {n} | {name} | {r['images_per_s']:.1f} | {r['p50_ms']:.0f} / "
+                f"{r['p95_ms']:.0f} |"
+                for n, name, r in in_turn
+            ),
+        ]
+    if timings:
+        parts += [
+            "\nIn-process on the same model (best of 5, 2 torch threads), 8 test images:\n",
+            "| work | ms |\n|---|---|",
+            *(f"| {name} | {ms:.0f} |" for name, ms in timings.items()),
+        ]
+    section = "\n".join(parts) + "\n"
     with open(RESULTS, "a") as handle:
         handle.write(section)
     print(section)
+
+
+def result_row(name: str, r: dict) -> str:
+    c, s1, s8 = r["consistency"], r["speed"][1], r["speed"][8]
+    return (
+        f"| {name} | {c.compared - c.token_mismatches}/{c.compared} | "
+        f"{c.max_relative_score_diff:.1e} | {s1['images_per_s']:.1f} | {s1['p50_ms']:.0f} | "
+        f"{s8['images_per_s']:.1f} | {s8['p50_ms']:.0f} / {s8['p95_ms']:.0f} | {r['bleu4']:.4f} |"
+    )
 
 
 if __name__ == "__main__":
