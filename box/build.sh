@@ -2,8 +2,10 @@
 # Builds the box's control-plane binaries from the consumer modules in this
 # folder into bin/<k8s-version>/:
 #   kube (multi-call) + symlinks kube-apiserver, kube-controller-manager,
-#   kube-scheduler, kubectl;  etcd (the version that Kubernetes release pairs with).
-# Usage: box/build.sh [k8s-v1.32] [k8s-v1.34] [etcd-v3.5] [etcd-v3.6]   (default: all)
+#   kube-scheduler, kubectl, kubelet, kube-proxy;  etcd and coredns (coredns/coredns-v1.1x),
+#   each the version that Kubernetes release pairs with.
+# Usage: box/build.sh [k8s-v1.32] [k8s-v1.34] [etcd-v3.5] [etcd-v3.6] [coredns-v1.11] [coredns-v1.12]
+#   (default: all)
 # Uses the default GOCACHE/GOMODCACHE (~/.cache/go-build, ~/go/pkg/mod), shared
 # by all modules. Builds run under `nice -n 15` with -p=1 so that one core stays
 # for the machine's other work; BOX_GO_P=2 (or more) builds faster.
@@ -15,10 +17,10 @@ cd "$box"
 export CGO_ENABLED=0 GOTOOLCHAIN=local
 p=${BOX_GO_P:-1}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(k8s-v1.34 etcd-v3.6 k8s-v1.32 etcd-v3.5)
+[ ${#targets[@]} -gt 0 ] || targets=(k8s-v1.34 etcd-v3.6 k8s-v1.32 etcd-v3.5 coredns-v1.12 coredns-v1.11)
 
-# Which Kubernetes version's bin/ folder an etcd module belongs to.
-declare -A etcd_for=([etcd-v3.5]=k8s-v1.32 [etcd-v3.6]=k8s-v1.34)
+# Which Kubernetes version's bin/ folder an etcd or coredns module belongs to.
+declare -A etcd_for=([etcd-v3.5]=k8s-v1.32 [etcd-v3.6]=k8s-v1.34 [coredns-v1.11]=k8s-v1.32 [coredns-v1.12]=k8s-v1.34)
 
 modver() { (cd "$box/$1" && go list -m -f '{{.Version}}' "$2"); }
 
@@ -53,7 +55,7 @@ for t in "${targets[@]}"; do
     # Tags and flags as upstream hack/lib/golang.sh builds non-debug binaries.
     (cd "$t" && timed "$t" nice -n 15 go build -p "$p" -trimpath \
         -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$box/$outdir/kube" .)
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
       ln -sfn kube "$outdir/$c"
     done
     ;;
@@ -66,6 +68,16 @@ for t in "${targets[@]}"; do
     # As upstream scripts/build-binary.sh: CGO_ENABLED=0, -trimpath, GitSHA.
     (cd "$t" && timed "$t" nice -n 15 go build -p "$p" -trimpath \
         -ldflags "-s -w${sha:+ -X go.etcd.io/etcd/api/v3/version.GitSHA=${sha:0:7}}" -o "$box/$outdir/etcd" .)
+    ;;
+  coredns-v*)
+    cver=$(modver "coredns/$t" github.com/coredns/coredns)   # e.g. v1.12.1
+    kver=$(modver "${etcd_for[$t]}" k8s.io/kubernetes)
+    sha=$(go mod download -json "github.com/coredns/coredns@$cver" | sed -n 's/.*"Hash": "\([0-9a-f]*\)".*/\1/p')
+    outdir=bin/$kver
+    mkdir -p "$outdir"
+    # As upstream Makefile: CGO_ENABLED=0, -ldflags "-s -w -X ...coremain.GitCommit=...".
+    (cd "coredns/$t" && timed "$t" nice -n 15 go build -p "$p" -trimpath \
+        -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${sha:0:7}" -o "$box/$outdir/coredns" .)
     ;;
   *) echo "unknown target $t" >&2; exit 2 ;;
   esac

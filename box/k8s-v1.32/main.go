@@ -1,5 +1,6 @@
 // Command kube is a multi-call binary for the Kubernetes control plane
-// (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl), built
+// (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl) and the
+// node components (kubelet, kube-proxy), built
 // from k8s.io/kubernetes at the version pinned in go.mod. It dispatches on the
 // base name of argv[0] (symlinks kube-apiserver -> kube, ...) or, when called
 // as "kube", on its first argument: `kube kube-apiserver --version`.
@@ -25,7 +26,9 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var commands = map[string]func(){
@@ -33,6 +36,9 @@ var commands = map[string]func(){
 	"kube-controller-manager": func() { os.Exit(cli.Run(controllermanager.NewControllerManagerCommand())) },
 	"kube-scheduler":          func() { os.Exit(cli.Run(scheduler.NewSchedulerCommand())) },
 	"kubectl":                 runKubectl,
+	// upstream cmd/kubelet/kubelet.go and cmd/kube-proxy/proxy.go main()
+	"kubelet":    func() { os.Exit(cli.Run(kubelet.NewKubeletCommand())) },
+	"kube-proxy": func() { os.Exit(cli.Run(proxy.NewProxyCommand())) },
 }
 
 // runKubectl is upstream v1.32 cmd/kubectl/kubectl.go main().
@@ -53,7 +59,7 @@ func main() {
 	}
 	run, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "usage: %s {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl} [flags]\n"+
+		fmt.Fprintf(os.Stderr, "usage: %s {kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy} [flags]\n"+
 			"  (or call it through a symlink with one of those names)\n", filepath.Base(os.Args[0]))
 		os.Exit(2)
 	}
