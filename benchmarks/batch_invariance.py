@@ -22,12 +22,9 @@ quantize_dynamic, the baseline), per-row int8 and fp32. Appends a section to RES
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -37,7 +34,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flickr8k_benchmark import RESULTS, machine  # noqa: E402
+import harness  # noqa: E402
 from serving_benchmark import (  # noqa: E402
     load_test,
     served_bleu4,
@@ -57,17 +54,6 @@ HEADER = (
     "| served | same tokens as alone | max score diff | c=1 images/s | c=1 p50 ms "
     "| c=8 images/s | c=8 p50 / p95 ms | test BLEU-4 |\n|---|---|---|---|---|---|---|---|"
 )
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni")
-
-
-def cpu_flags() -> str:
-    """The lscpu flags that decide which int8/bf16 kernels this CPU gets."""
-    flags = next(
-        line.split(":", 1)[1].split()
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("flags")
-    )
-    return ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
 
 
 @contextlib.contextmanager
@@ -159,7 +145,7 @@ def in_process(model: Path, images: list[bytes]) -> dict:
 
     import torch
 
-    from imagelingo.encoders import load_captioner
+    from imagelingo.captioning import load_captioner
     from imagelingo.inference.preprocess import preprocess
     from imagelingo.inference.quantized import RowInt8Decoder
     from imagelingo.serving.images import decode_image
@@ -168,21 +154,12 @@ def in_process(model: Path, images: list[bytes]) -> dict:
     torch.set_num_threads(2)  # params.yaml package.torch_threads
     pixels = torch.stack([preprocess(decode_image(b), captioner.spec) for b in images[:8]])
 
-    def best_of(work, repeats: int = 5) -> float:
-        work()
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            work()
-            times.append(time.perf_counter() - started)
-        return 1000 * min(times)
-
     encoder = captioner.encoder
     with torch.inference_mode():
         batched = lambda: encoder(pixels.contiguous(memory_format=torch.channels_last))  # noqa: E731
         timings = {
-            "encoder, one pass per 8 images": best_of(batched),
-            "encoder, one pass per image": best_of(lambda: captioner.encode(pixels)),
+            "encoder, one pass per 8 images": 1000 * harness.best_of(batched),
+            "encoder, one pass per image": 1000 * harness.best_of(lambda: captioner.encode(pixels)),
         }
         features = captioner.encode(pixels)
     fp32 = captioner.decoder
@@ -198,18 +175,15 @@ def in_process(model: Path, images: list[bytes]) -> dict:
         ("fp32", fp32),
     ]:
         captioner.decoder = decoder
-        timings[f"beam search, decoder {name}"] = best_of(
+        timings[f"beam search, decoder {name}"] = 1000 * harness.best_of(
             lambda: captioner.caption_features(features, beam_width=3, max_len=30)
         )
     return timings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=REPO / "runs/f8k/model")
-    parser.add_argument("--images", type=Path, default=REPO.parent / "shared/flickr8k")
+    parser = harness.parser(__doc__, "model", "images")
+    harness.add_results(parser)
     parser.add_argument("--baseline", default=BASELINE, help="git ref of the code before")
     parser.add_argument("--sample", type=int, default=200, help="test images checked for mixes")
     parser.add_argument("--runtimes", nargs="+", default=["torchserve", "kserve"])
@@ -267,10 +241,9 @@ def main() -> None:
 
 def write_results(args, results: dict, timings: dict, in_turn: list) -> None:
     parts = [
-        f"\n## Batch invariance of served captions (issue 30), "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {machine()}; CPU flags: {cpu_flags()}",
+        harness.heading("Batch invariance of served captions (issue 30)"),
+        f"- command: `{harness.command()}`",
+        f"- machine: {harness.machine()}",
         f"- model: `{args.model}`; each version packaged with params.yaml's `package` section "
         "(int8 decoder; bf16 encoder only where the CPU has native bf16) and served by "
         f"`imagelingo serve` on 127.0.0.1 with that version's code; baseline = `{args.baseline}`",
@@ -308,10 +281,7 @@ def write_results(args, results: dict, timings: dict, in_turn: list) -> None:
             "| work | ms |\n|---|---|",
             *(f"| {name} | {ms:.0f} |" for name, ms in timings.items()),
         ]
-    section = "\n".join(parts) + "\n"
-    with open(RESULTS, "a") as handle:
-        handle.write(section)
-    print(section)
+    harness.append_section("\n".join(parts) + "\n", args.results)
 
 
 def result_row(name: str, r: dict) -> str:

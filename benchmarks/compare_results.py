@@ -19,18 +19,18 @@ images happen to be in the split (RESULTS.md, "How sure a CIDEr-D difference is"
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+import harness
 
 from imagelingo.evaluate import bootstrap_cider, results_cider
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = harness.parser(__doc__, "dataset", required=True)
     parser.add_argument("results_a", type=Path, help="the baseline's captions.json")
     parser.add_argument("results_b", type=Path, help="the candidate's captions.json")
-    parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--split", default="test", choices=("dev", "test"))
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)

@@ -12,10 +12,10 @@ written; prints a Markdown table (best CIDEr-D marked) and one JSON line per set
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+
+import harness
 
 from imagelingo.evaluate import EvaluateConfig, score_captions, split_features
 from imagelingo.inference.captioner import Captioner
@@ -26,10 +26,7 @@ def floats(text: str) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
+    parser = harness.parser(__doc__, "model", "features", "dataset", required=True)
     parser.add_argument("--split", default="dev", choices=("dev", "test"))
     parser.add_argument("--beams", default="3", help="comma-separated beam widths")
     parser.add_argument("--length-penalties", default="0,0.5,1", help="comma-separated")

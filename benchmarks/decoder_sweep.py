@@ -11,13 +11,13 @@ features on the accelerator and skips MLflow so several settings train side by s
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+import harness
 import torch
 import yaml
 from PIL import Image
@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imagelingo.data.dataset import ImageRecord  # noqa: E402
 from imagelingo.data.text import tokenize  # noqa: E402
-from imagelingo.data.vocab import Vocab  # noqa: E402
 from imagelingo.encoders import build_encoder, preprocess  # noqa: E402
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig, beam_search  # noqa: E402
+from imagelingo.inference.vocab import Vocab  # noqa: E402
 from imagelingo.loss import caption_loss  # noqa: E402
 from imagelingo.metrics import bleu_scores  # noqa: E402
 from imagelingo.train import TrainConfig, _batches  # noqa: E402
@@ -157,7 +157,7 @@ def train(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = harness.parser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract")
     p.add_argument("--images", type=Path, nargs="+", required=True)
@@ -166,7 +166,7 @@ def main() -> None:
     p = sub.add_parser("train")
     p.add_argument("--features", type=Path, required=True)
     p.add_argument("--captions", type=Path, required=True)
-    p.add_argument("--vocab", type=Path, required=True)
+    harness.add_inputs(p, "vocab", required=True)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()

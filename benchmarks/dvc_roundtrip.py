@@ -10,23 +10,20 @@ outcome and timings to benchmarks/RESULTS.md. tests/test_dvc.py does the same on
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import harness
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
 
@@ -90,8 +87,9 @@ def roundtrip(source: Path, work: Path, endpoint: str) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("flickr8k_dir", type=Path)
+    harness.add_results(parser)
     args = parser.parse_args()
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -115,20 +113,18 @@ def main() -> int:
         ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     t = result["timings"]
-    with RESULTS.open("a") as out:
-        out.write(
-            f"\n## DVC round trip of Flickr8k through S3 (moto), "
-            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-            f"- command: `python benchmarks/dvc_roundtrip.py {args.flickr8k_dir}`\n"
-            f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}; code {commit}\n"
-            f"- {result['files']:,} files, {result['bytes'] / 2**20:.0f} MiB: "
-            f"dvc add {t['add']:.0f} s, push {t['push']:.0f} s, pull into a fresh clone "
-            f"{t['pull']:.0f} s\n"
-            f"- every file identical by sha256: **{result['identical']}**; directory md5 "
-            f"`{result['md5']}` equals data/flickr8k.dvc's: "
-            f"**{result['md5_matches_committed_pointer']}**\n"
-        )
+    harness.append_section(
+        harness.heading("DVC round trip of Flickr8k through S3 (moto)")
+        + f"\n- command: `{harness.command()}`\n"
+        f"- machine: {harness.machine()}; code {commit}\n"
+        f"- {result['files']:,} files, {result['bytes'] / 2**20:.0f} MiB: "
+        f"dvc add {t['add']:.0f} s, push {t['push']:.0f} s, pull into a fresh clone "
+        f"{t['pull']:.0f} s\n"
+        f"- every file identical by sha256: **{result['identical']}**; directory md5 "
+        f"`{result['md5']}` equals data/flickr8k.dvc's: "
+        f"**{result['md5_matches_committed_pointer']}**\n",
+        args.results,
+    )
     return 0 if result["identical"] and result["md5_matches_committed_pointer"] else 1
 
 

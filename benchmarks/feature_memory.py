@@ -23,7 +23,6 @@ default before issue 14).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 
 READERS = ("pread", "memmap", "in_memory")
@@ -188,11 +188,10 @@ def measure(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = harness.parser(__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("make")
-    m.add_argument("--features", type=Path, default=Path("runs/f8k/features"))
-    m.add_argument("--dataset", type=Path, default=Path("runs/f8k/dataset"))
+    harness.add_inputs(m, "features", "dataset")
     m.add_argument("--copies", type=int, required=True)
     m.add_argument("--out", type=Path, required=True)
     r = sub.add_parser("measure")
@@ -204,7 +203,7 @@ def main() -> None:
     o.add_argument("--reader", choices=READERS, required=True)
     o.add_argument("--mode", choices=MODES, required=True)
     for p in (r, o):
-        p.add_argument("--vocab", type=Path, default=Path("runs/f8k/vocab/vocab.json"))
+        harness.add_inputs(p, "vocab")
         p.add_argument("--batches", type=int, default=40)
     args = parser.parse_args()
     if args.command == "make":

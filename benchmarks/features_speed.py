@@ -16,7 +16,6 @@ images under a temporary folder; nothing is written next to the dataset).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -27,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import torch
 from torch.utils.data import DataLoader
 
@@ -166,12 +166,12 @@ def compare(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = harness.parser(__doc__)
     sub = parser.add_subparsers(dest="mode", required=True)
     g = sub.add_parser("grid")
     c = sub.add_parser("compare")
     for p in (g, c):
-        p.add_argument("--dataset", type=Path, default=Path("runs/f8k/dataset"))
+        harness.add_inputs(p, "dataset")
         p.add_argument("--images", type=int, default=800)
         p.add_argument("--rounds", type=int, default=2)
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731

@@ -28,18 +28,17 @@ A check on tiny data (minutes), written elsewhere than RESULTS.md:
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+import harness
+
 BEAMS = (1, 3, 5)
 DEFAULT_BEAM = 3  # params.yaml's evaluate.beam_width: the pipeline's evaluate
 # (metrics.json key, column) in the results table; spice joins when it ran
@@ -159,37 +158,11 @@ same stage run alone in one process above:
 """
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory_kib = int(
-        next(
-            line.split()[1]
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-    )
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory_kib / 2**20:.0f} GiB RAM, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
-    )
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = harness.parser(__doc__)
     parser.add_argument("flickr8k_dir", type=Path)
     parser.add_argument("--workdir", type=Path, default=Path("benchmarks/out/flickr8k"))
-    parser.add_argument(
-        "--results", type=Path, default=RESULTS, help="markdown file the section is appended to"
-    )
+    harness.add_results(parser)
     parser.add_argument(
         "-p",
         "--param",
@@ -289,17 +262,14 @@ def main() -> None:
     rows = "\n".join(
         f"| {name} | {s['seconds']:.0f} | {s['peak_rss_mib']} |" for name, s in stages.items()
     )
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
     best = (
         f"(greedy dev BLEU-4 {trained['best_val_bleu4']:.4f})"
         if "best_val_bleu4" in trained
         else ""
     )
-    section = f"""
-## Flickr8k end to end, {started:%Y-%m-%d %H:%M} UTC
-
-- command: `{command}`
-- machine: {machine()}
+    section = f"""{harness.heading("Flickr8k end to end", started)}
+- command: `{harness.command()}`
+- machine: {harness.machine()}
 - code: {trained.get("code_version")}; encoder {features["encoder"]["name"]};
   params overrides: {args.param or "none (params.yaml defaults)"}
 - ingest -> evaluate (beam {DEFAULT_BEAM}, {final} model) wall time: **{total / 60:.1f} min**
@@ -325,14 +295,7 @@ sections report (our tokens).
     if dag is not None:
         images = sum(split["images"] for split in features["counts"].values())
         section += dag_section(dag, stages, images)
-    if not args.results.exists():
-        args.results.write_text(
-            "# Benchmark results\n\nMeasured numbers, newest last. Each section "
-            "names the command that produced it.\n"
-        )
-    with open(args.results, "a") as handle:
-        handle.write(section)
-    print(section)
+    harness.append_section(section, args.results)
 
 
 if __name__ == "__main__":

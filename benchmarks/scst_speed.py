@@ -14,12 +14,11 @@ line per precision.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
-from pathlib import Path
 
+import harness
 import torch
 
 from imagelingo.data.dataset import load_records
@@ -32,10 +31,7 @@ from imagelingo.train import TrainConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--features", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
+    parser = harness.parser(__doc__, "model", "features", "dataset", required=True)
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--precision", default="fp32,bf16", help="comma-separated, baseline first")
     args = parser.parse_args()

@@ -21,12 +21,9 @@ per request) in the same run. Appends a section to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime as dt
 import io
 import json
-import shlex
 import statistics
 import sys
 import tempfile
@@ -40,10 +37,9 @@ import torch
 from imagelingo.serving.client import caption_remote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flickr8k_benchmark import RESULTS, machine  # noqa: E402
+import harness  # noqa: E402
 
-DEFAULT_MODEL = Path("benchmarks/out/flickr8k/model")
-DEFAULT_IMAGES = Path("../shared/flickr8k")
+DEFAULT_MODEL = Path("benchmarks/out/flickr8k/model")  # what `make benchmark` trained
 
 
 def test_images(flickr8k: Path, count: int) -> list[bytes]:
@@ -141,11 +137,8 @@ def seed_baseline_call(vocab_size: int, decode_steps: int, beam_width: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="trained model dir")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="Flickr8k directory")
+    parser = harness.parser(__doc__, "model", "images", model=DEFAULT_MODEL)
+    harness.add_results(parser)
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--runtimes", nargs="+", default=["torchserve", "kserve"])
@@ -214,11 +207,9 @@ def write_results(
         for name, by_c in results.items()
         if name != "seed-style baseline"
     }
-    section = f"""
-## Serving latency and throughput, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
-
-- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`
-- machine: {machine()}
+    section = f"""{harness.heading("Serving latency and throughput")}
+- command: `{harness.command()}`
+- machine: {harness.machine()}
 - model: `{args.model}` (vocab {vocab_size}); one Flickr8k test JPEG per request, KServe v1
   over HTTP on 127.0.0.1; beam 3; TorchServe batchSize {config.batch_size},
   maxBatchDelay {config.max_batch_delay_ms} ms, {config.max_workers} worker(s) x
@@ -237,9 +228,7 @@ def write_results(
 Throughput at concurrency {top} against the baseline (goal: 65 images/s and 10x):
 {", ".join(f"{name} {ratio:.1f}x" for name, ratio in goal.items())}.
 """
-    with open(RESULTS, "a") as handle:
-        handle.write(section)
-    print(section)
+    harness.append_section(section, args.results)
 
 
 if __name__ == "__main__":

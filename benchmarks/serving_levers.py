@@ -9,13 +9,13 @@ test BLEU-4 of the default and of fp32 in the same run). Numbers: benchmarks/RES
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
 from serving_benchmark import load_test, served_call, test_images  # noqa: E402
 
 
@@ -33,9 +33,7 @@ def variants(base) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=Path("runs/f8k/model"))
-    parser.add_argument("--images", type=Path, default=Path("../shared/flickr8k"))
+    parser = harness.parser(__doc__, "model", "images")
     parser.add_argument("--requests", type=int, default=96)
     args = parser.parse_args()
 

@@ -15,10 +15,7 @@ runtime had an error or grew by `--max-growth` or more.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime as dt
-import shlex
 import sys
 import tempfile
 import threading
@@ -32,8 +29,8 @@ import psutil
 from imagelingo.serving.client import caption_remote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flickr8k_benchmark import RESULTS, machine  # noqa: E402
-from serving_benchmark import DEFAULT_IMAGES, percentile, test_images  # noqa: E402
+import harness  # noqa: E402
+from serving_benchmark import percentile, test_images  # noqa: E402
 
 SAMPLE_EVERY_S = 5.0
 
@@ -105,11 +102,9 @@ def soak(url: str, pid: int, images: list[bytes], seconds: float, concurrency: i
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, required=True, help="trained model dir")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="Flickr8k directory")
+    parser = harness.parser(__doc__, "images")
+    harness.add_inputs(parser, "model", required=True)
+    harness.add_results(parser)
     parser.add_argument("--minutes", type=float, default=10.0, help="per runtime")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runtimes", nargs="+", default=["torchserve", "kserve"])
@@ -150,11 +145,9 @@ def write_results(args, results: dict, passed: bool) -> None:
     title = f"{args.minutes:g} min per local runtime at concurrency {args.concurrency}"
     columns = ["runtime", "requests", "errors", "images/s", "p50 / p95 ms", "RSS start MiB"]
     columns += ["after warm-up", "peak", "end", "growth"]
-    section = f"""
-## Soak: {title}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
-
-- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`
-- machine: {machine()}
+    section = f"""{harness.heading(f"Soak: {title}")}
+- command: `{harness.command()}`
+- machine: {harness.machine()}
 - model: `{args.model}`; one Flickr8k test JPEG per KServe v1 request over HTTP on 127.0.0.1,
   beam 3; memory is the RSS of the server's whole process tree, sampled every {SAMPLE_EVERY_S:g} s;
   growth from the end of the warm-up ({next(iter(results.values()))["warm_up_s"]:g} s) to the end
@@ -166,9 +159,7 @@ def write_results(args, results: dict, passed: bool) -> None:
 Verdict (no error, growth under {100 * args.max_growth:g}%): {"pass" if passed else "FAIL"}.
 {f"Errors: {errors}" if errors else ""}
 """
-    with open(RESULTS, "a") as handle:
-        handle.write(section)
-    print(section)
+    harness.append_section(section, args.results)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,18 @@ last, so the drift of a loaded machine shows.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
+import harness
 import torch
 from torch.nn.utils import clip_grad_norm_
 
 from imagelingo.data.dataset import load_records
-from imagelingo.data.vocab import Vocab
 from imagelingo.devices import autocast
 from imagelingo.features import FeatureStore
 from imagelingo.inference.decoder import CaptionDecoder
+from imagelingo.inference.vocab import Vocab
 from imagelingo.loss import caption_loss
 from imagelingo.train import TrainConfig, _batches, _encode_captions, decoder_config
 
@@ -84,10 +83,7 @@ def measure(samples, store, vocab_size, config, threads, precision, layout, batc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", type=Path, default=Path("runs/f8k/features"))
-    parser.add_argument("--dataset", type=Path, default=Path("runs/f8k/dataset"))
-    parser.add_argument("--vocab", type=Path, default=Path("runs/f8k/vocab/vocab.json"))
+    parser = harness.parser(__doc__, "features", "dataset", "vocab")
     parser.add_argument("--batches", type=int, default=20, help="timed batches per variant")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch threads of every variant (0: torch's)"

@@ -19,11 +19,11 @@ import pytest
 from tiers import SLOW_FIXTURES, unmarked_work
 
 from imagelingo.data.synthetic import generate_synthetic
-from imagelingo.data.vocab import build_vocab_stage
 from imagelingo.features import FeaturesConfig, extract_features
 from imagelingo.ingest import ingest
 from imagelingo.serving.torchserve import free_port
 from imagelingo.train import TrainConfig, train
+from imagelingo.vocab import build_vocab_stage
 
 FLICKR8K = Path(
     os.environ.get("FLICKR8K_DIR", Path(__file__).resolve().parents[2] / "shared" / "flickr8k")

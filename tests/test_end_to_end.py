@@ -13,14 +13,15 @@ from collections import Counter
 import pytest
 import torch
 
+from imagelingo.captioning import caption_image_files
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
-from imagelingo.data.vocab import Vocab
-from imagelingo.encoders import SPECS, caption_image_files
+from imagelingo.encoders import SPECS
 from imagelingo.errors import QualityGateError
 from imagelingo.evaluate import EvaluateConfig, evaluate
 from imagelingo.inference.captioner import save_model_dir
 from imagelingo.inference.decoder import CaptionDecoder
+from imagelingo.inference.vocab import Vocab
 from imagelingo.metrics import bleu_scores
 from imagelingo.train import TrainConfig, decoder_config
 

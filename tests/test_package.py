@@ -13,9 +13,9 @@ import zipfile
 import pytest
 import torch
 
+from imagelingo.captioning import caption_image_files
 from imagelingo.config import REPO_ROOT
 from imagelingo.data.dataset import load_records
-from imagelingo.encoders import caption_image_files
 from imagelingo.errors import ImageLingoError
 from imagelingo.serving.package import allowed_urls, package_model
 from imagelingo.serving.store import read_properties

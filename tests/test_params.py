@@ -22,7 +22,6 @@ from imagelingo.cli import build_parser, resolve_params
 from imagelingo.config import (
     REPO_ROOT,
     ServeConfig,
-    VocabConfig,
     apply_overrides,
     from_params,
     load_params,
@@ -35,6 +34,7 @@ from imagelingo.ingest import IngestConfig
 from imagelingo.orchestration import PIPELINE_YAML
 from imagelingo.serving.package import ServingConfig
 from imagelingo.train import TrainConfig
+from imagelingo.vocab import VocabConfig
 
 PARAMS = load_params()
 SETTINGS = {

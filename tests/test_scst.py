@@ -12,13 +12,14 @@ from trained import assert_same_weights, run
 
 import imagelingo.scst as scst_module
 from imagelingo.artifacts import read_metadata
+from imagelingo.checkpoint import CHECKPOINT
 from imagelingo.cider import CiderD
 from imagelingo.data.text import tokenize
-from imagelingo.data.vocab import Vocab
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
+from imagelingo.inference.vocab import Vocab
 from imagelingo.scst import reward_cider, sample_captions, self_critical_loss, with_end
-from imagelingo.train import CHECKPOINT, TrainConfig, train
+from imagelingo.train import TrainConfig, train
 
 # A small decoder, briefly trained with cross-entropy; SCST then runs a few short epochs.
 CE = TrainConfig(

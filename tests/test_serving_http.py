@@ -22,8 +22,8 @@ import pytest
 from client_forms import client_forms, malformed_forms
 from PIL import Image
 
+from imagelingo.captioning import caption_image_files
 from imagelingo.data.dataset import load_records
-from imagelingo.encoders import caption_image_files
 from imagelingo.serving.client import (
     caption_remote,
     endpoint,

@@ -4,8 +4,8 @@ import io
 
 import pytest
 
+from imagelingo.captioning import caption_image_files, load_captioner
 from imagelingo.data.dataset import load_records
-from imagelingo.encoders import caption_image_files, load_captioner
 from imagelingo.serving.images import decode_image
 from imagelingo.serving.protocol import Options, prediction
 

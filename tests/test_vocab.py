@@ -2,7 +2,8 @@
 
 from imagelingo.data.dataset import ImageRecord, write_records
 from imagelingo.data.text import tokenize
-from imagelingo.data.vocab import SPECIAL_TOKENS, Vocab, build_vocab, build_vocab_stage
+from imagelingo.inference.vocab import SPECIAL_TOKENS, Vocab
+from imagelingo.vocab import build_vocab, build_vocab_stage
 
 
 def test_tokenizer_lowercases_and_drops_punctuation_offline():

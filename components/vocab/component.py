@@ -9,7 +9,7 @@ def vocab(dataset: Input[Dataset], min_freq: int, vocab: Output[Artifact]):
     """The vocabulary from TRAIN captions only (vocab.json)."""
     from pathlib import Path
 
-    from imagelingo.data.vocab import build_vocab_stage
+    from imagelingo.vocab import build_vocab_stage
 
     record = build_vocab_stage(Path(dataset.path), Path(vocab.path), min_freq)
     vocab.metadata.update(record["counts"])

@@ -80,10 +80,10 @@ def train_small_model(root: Path) -> Path:
     """No trained model under runs/: a brief one on generated scenes (about a minute)."""
     sys.path.insert(0, str(REPO / "src"))
     from imagelingo.data.synthetic import generate_synthetic
-    from imagelingo.data.vocab import build_vocab_stage
     from imagelingo.features import FeaturesConfig, extract_features
     from imagelingo.ingest import ingest
     from imagelingo.train import TrainConfig, train
+    from imagelingo.vocab import build_vocab_stage
 
     model = root / "model"
     if (model / "config.json").is_file():

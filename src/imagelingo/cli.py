@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS
-from imagelingo.config import ServeConfig, VocabConfig, apply_overrides, from_params, load_params
+from imagelingo.config import ServeConfig, apply_overrides, from_params, load_params
 from imagelingo.errors import ImageLingoError, QualityGateError
 
 DEFAULT_CACHE = Path(os.environ.get("IMAGELINGO_CACHE", Path.home() / ".cache" / "imagelingo"))
@@ -42,7 +42,7 @@ def run_ingest(args, params: dict) -> dict:
 
 
 def run_vocab(args, params: dict) -> dict:
-    from imagelingo.data.vocab import build_vocab_stage
+    from imagelingo.vocab import VocabConfig, build_vocab_stage
 
     return build_vocab_stage(args.dataset, args.out, from_params(VocabConfig, params).min_freq)
 
@@ -111,7 +111,7 @@ def run_caption(args, params: dict) -> dict:
         served = caption_remote(args.url, images, args.protocol, args.model_name, options)
         texts = [s["caption"] for s in served]
     else:
-        from imagelingo.encoders import caption_image_files
+        from imagelingo.captioning import caption_image_files
 
         captions = caption_image_files(args.model, args.images, p.beam_width, p.max_len, p.device)
         texts = [c.text for c in captions]

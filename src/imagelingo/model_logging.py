@@ -89,7 +89,7 @@ def write_bundle(model_dir: Path, bundle_dir: Path) -> None:
 
     import torch
 
-    from imagelingo.encoders import load_captioner
+    from imagelingo.captioning import load_captioner
     from imagelingo.inference.captioner import CONFIG_FILE, DECODER_FILE, ENCODER_FILE, VOCAB_FILE
 
     captioner = load_captioner(model_dir)

@@ -13,9 +13,9 @@ The CE phase's best model is kept in out_dir/cross_entropy/ before SCST starts; 
 from those weights, with a fresh Adam at `scst_lr`. Every SCST epoch ends with a greedy decode
 of dev scored by the plain CIDEr-D, as evaluate reports it (val_cider): the best-on-val_cider
 weights become the model in out_dir (the CE model stays there if SCST never beats it), and
-`patience` epochs without a better val_cider stop the phase. The checkpoint (train.py's file)
-records the phase: a killed SCST phase resumes after its last finished epoch, with the weights
-an uninterrupted run has.
+`patience` epochs without a better val_cider stop the phase. The checkpoint (imagelingo.checkpoint,
+train.py's file) records the phase: a killed SCST phase resumes after its last finished epoch,
+with the weights an uninterrupted run has.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from imagelingo.artifacts import CROSS_ENTROPY_DIR
+from imagelingo.checkpoint import CHECKPOINT, load_checkpoint, persist_epoch
 from imagelingo.cider import CiderD
 from imagelingo.data.text import tokenize
-from imagelingo.data.vocab import Vocab
 from imagelingo.devices import autocast, grad_scaler, scaled_step
 from imagelingo.errors import ImageLingoError
 from imagelingo.features import FeatureStore
 from imagelingo.inference.captioner import MODEL_FILES, WEIGHTS_FILE, Captioner, save_model_dir
 from imagelingo.inference.decoder import CaptionDecoder
+from imagelingo.inference.vocab import Vocab
 from imagelingo.metrics import bleu_scores
 
 log = logging.getLogger(__name__)
@@ -244,8 +245,6 @@ def run_scst(
     phase's state) and SCST entries in its history. Returns the "scst" state."""
     from safetensors.torch import load_file
 
-    from imagelingo.train import CHECKPOINT, persist_epoch
-
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         raise ImageLingoError(
             "SCST runs in one process: after the torchrun CE phase, continue it with "
@@ -291,7 +290,7 @@ def run_scst(
         _keep_cross_entropy_model(
             out_dir, config, progress, checkpoint_uri, s3_endpoint_url, started=True
         )
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(checkpoint_path)
         changed = {
             k: (checkpoint["config"].get(k), getattr(config, k))
             for k in SCST_SETTINGS[1:]

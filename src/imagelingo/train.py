@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,10 +25,10 @@ from tqdm import tqdm
 
 from imagelingo import distributed
 from imagelingo.artifacts import write_metadata
+from imagelingo.checkpoint import CHECKPOINT, load_checkpoint, persist_epoch
 from imagelingo.config import settings
 from imagelingo.data.dataset import load_records
 from imagelingo.data.text import tokenize
-from imagelingo.data.vocab import Vocab
 from imagelingo.devices import (
     autocast,
     grad_scaler,
@@ -39,8 +38,9 @@ from imagelingo.devices import (
 )
 from imagelingo.errors import ImageLingoError
 from imagelingo.features import FeatureStore
-from imagelingo.inference.captioner import MODEL_FILES, Captioner, save_model_dir
+from imagelingo.inference.captioner import Captioner, save_model_dir
 from imagelingo.inference.decoder import CaptionDecoder, DecoderConfig
+from imagelingo.inference.vocab import Vocab
 from imagelingo.loss import caption_loss
 from imagelingo.metrics import bleu_scores
 from imagelingo.resume import BEFORE_THE_SETTING, changed_settings, inputs_digest
@@ -48,7 +48,6 @@ from imagelingo.scst import run_scst, scst_metadata
 from imagelingo.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
 
 
 @settings("train")
@@ -130,40 +129,6 @@ def validation_bleu4(
     return bleu_scores(references, [c.words for c in captions])["bleu4"]
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
-
-
-def persist_epoch(
-    out_dir: Path,
-    config: TrainConfig,
-    progress: dict,
-    decoder: CaptionDecoder,
-    optimizer: torch.optim.Optimizer,
-    checkpoint_uri: str | None,
-    s3_endpoint_url: str | None,
-) -> None:
-    """End of an epoch (either phase): write the checkpoint, then mirror the best weights and it
-    under checkpoint_uri for a retried pod, the weights first: the checkpoint names their epoch."""
-    checkpoint_path = Path(out_dir) / CHECKPOINT
-    _save_checkpoint(
-        checkpoint_path,
-        {
-            "config": asdict(config),
-            "progress": progress,
-            "decoder": decoder.state_dict(),
-            "optimizer": optimizer.state_dict(),
-        },
-    )
-    if checkpoint_uri:
-        from imagelingo.storage import put_files
-
-        files = [Path(out_dir) / n for n in MODEL_FILES if (Path(out_dir) / n).is_file()]
-        put_files([*files, checkpoint_path], checkpoint_uri, s3_endpoint_url)
-
-
 def checkpoint_location(
     root: str, dataset_dir: Path, vocab_path: Path, features_dir: Path, config: TrainConfig
 ) -> str:
@@ -238,7 +203,7 @@ def train(
     }
     checkpoint_path, checkpoint = out_dir / CHECKPOINT, None
     if world.main and resume and checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(checkpoint_path)
     elif world.main and resume:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
     checkpoint = distributed.broadcast(world, checkpoint)  # every rank resumes from rank 0's

@@ -1,1 +1,1 @@
-"""Datasets: Flickr8k parsing and download, the synthetic scenes, text and vocabulary."""
+"""Datasets: Flickr8k parsing and download, the synthetic scenes, text."""

@@ -8,7 +8,7 @@ from a trained model directory or from a serving bundle.
                                             config.json, vocab.json, serving.json (optional)
 
 config.json is {"decoder": DecoderConfig fields, "encoder": EncoderSpec fields}: weights plus plain
-config, no pickled modules. A model directory holds no encoder: imagelingo.encoders.load_captioner
+config, no pickled modules. A model directory holds no encoder: imagelingo.captioning.load_captioner
 builds it (timm or torchvision weights), which only the training environment has.
 """
 
@@ -176,7 +176,7 @@ class Captioner:
         if self.encoder is None:
             raise ImageLingoError(
                 "this captioner has no encoder: load a serving bundle, or a model directory "
-                "with imagelingo.encoders.load_captioner"
+                "with imagelingo.captioning.load_captioner"
             )
         # channels_last runs the depthwise convolutions ~30% faster on CPU (RESULTS.md); the
         # features differ by ~1e-5, far below the fp16 rounding of the training features.

@@ -1,4 +1,4 @@
-"""The caption vocabulary: word ids <-> words, saved as JSON (built by imagelingo.data.vocab)."""
+"""The caption vocabulary: word ids <-> words, saved as JSON (built by imagelingo.vocab)."""
 
 from __future__ import annotations
 

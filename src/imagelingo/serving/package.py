@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 
 from imagelingo.artifacts import write_metadata
+from imagelingo.captioning import load_captioner
 from imagelingo.config import settings
-from imagelingo.encoders import load_captioner
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.captioner import (
     CONFIG_FILE,

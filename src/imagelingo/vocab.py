@@ -1,4 +1,8 @@
-"""The caption vocabulary: built from TRAIN captions only, saved as JSON."""
+"""Stage 2, vocab: the caption vocabulary from the TRAIN captions only, saved as vocab.json.
+
+The Vocab it builds is imagelingo.inference.vocab's, the one training, evaluation and serving
+read: that module is its one home, and this stage is the only code that makes one from captions.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,18 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from imagelingo.config import settings
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.vocab import SPECIAL_TOKENS, Vocab
 
-__all__ = ["SPECIAL_TOKENS", "Vocab", "build_vocab", "build_vocab_stage"]
+__all__ = ["VocabConfig", "build_vocab", "build_vocab_stage"]
+
+
+@settings("vocab")
+class VocabConfig:
+    """params.yaml's `vocab` section."""
+
+    min_freq: int
 
 
 def build_vocab(
