@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Starts a control plane (etcd, kube-apiserver, kube-controller-manager from box/bin/<k8s>)
+# and the KServe controller manager built from source (box/bin/kserve-<v>/manager), installed
+# from the objects the release installs (box/manifests.py), and leaves them running.
+#   box/kserve/start-kserve.sh kubeflow-1.11   # KServe v0.15.2 on Kubernetes v1.34.4
+#   box/kserve/start-kserve.sh kubeflow-1.10   # KServe v0.15.0 on Kubernetes v1.32.13
+#   box/kserve/start-kserve.sh kserve-0.20     # KServe v0.20.0 standalone on Kubernetes v1.34.4
+# KNATIVE_CRDS=1 also applies Knative Serving's CRDs and config-* ConfigMaps from the same
+# install (Kubeflow targets), before the manager starts (it looks for them only at start).
+# Prints the work dir W; `source W/env` gives KUBECONFIG and K (kubectl);
+# box/kserve/stop-kserve.sh [W] stops everything and removes the pod IP.
+#
+# What stands in for what (no kubelet yet, no cert-manager):
+# - the manager runs as a host process with its Deployment's env and args, in-cluster config
+#   as the kserve-controller-manager ServiceAccount (a token from the TokenRequest API
+#   mounted where the kubelet mounts it, in a mount namespace), its webhook server on POD_IP:9443 (POD_IP, default 10.244.0.2, is
+#   added to lo: Endpoints may not hold 127.0.0.0/8);
+# - the Endpoints and EndpointSlice of kserve-webhook-server-service are written by hand
+#   (kube-controller-manager runs without its `endpoint` controller, which would empty them:
+#   there is no Pod); kube-apiserver runs with --enable-aggregator-routing=true, so webhooks
+#   are called on those endpoints (v1.34 reads EndpointSlices, v1.32 Endpoints);
+# - the serving certificate is made as cert-manager v1.16.1 makes it for the release's
+#   `serving-cert` Certificate with its selfSigned Issuer (a self-signed cert whose ca.crt is
+#   the cert itself: pkg/controller/certificaterequests/selfsigned/selfsigned.go:207-211;
+#   RSA 2048, 90 days: pkg/apis/certmanager/v1/const.go:26), stored in the Certificate's
+#   secretName, and caBundle is injected as cainjector does (ca.crt of that Secret,
+#   pkg/controller/cainjector/sources.go:134) by box/manifests.py --inject-ca.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+box=$(dirname "$here")
+py=${PYTHON:-$(dirname "$box")/.venv/bin/python}
+target=${1:?usage: start-kserve.sh kubeflow-1.11|kubeflow-1.10|kserve-0.20}
+gomod=$(go env GOMODCACHE)
+case $target in
+kubeflow-1.11) kv=v0.15.2 kbin=v1.34.4 ns=kubeflow src=(v1.11.0) sel=(--preset kserve) ;;
+kubeflow-1.10) kv=v0.15.0 kbin=v1.32.13 ns=kubeflow src=(v1.10.2) sel=(--preset kserve) ;;
+kserve-0.20)
+  kv=v0.20.0 kbin=v1.34.4 ns=kserve sel=(--skip-kind LLMInferenceServiceConfig)
+  d=$gomod/github.com/kserve/kserve@v0.20.0/install/v0.20.0
+  [ -f "$d/kserve.yaml" ] || go mod download github.com/kserve/kserve@v0.20.0
+  src=("$d/kserve.yaml" "$d/kserve-cluster-resources.yaml") ;;
+*) echo "unknown target $target" >&2; exit 2 ;;
+esac
+bin=$box/bin/$kbin
+mgr=$box/bin/kserve-$kv/manager
+POD_IP=${POD_IP:-10.244.0.2}
+[ -x "$mgr" ] || { echo "no $mgr: run box/kserve/build.sh $kv" >&2; exit 1; }
+W=$(mktemp -d /tmp/box-kserve.XXXXXX)
+echo "$W" > "$here/.last-workdir"
+K=$bin/kubectl
+log() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
+T0=$(date +%s.%N)
+started() { echo "$1 $2" >> "$W/pids"; }  # name pid
+fail() { log "FAILED: $*"; for f in "$W"/*.log; do echo "== $f"; tail -15 "$f"; done
+         trap - ERR; KEEP=1 "$here/stop-kserve.sh" "$W"; exit 1; }
+trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
+
+for port in 9443 8080; do   # webhook server (all addresses), metrics (127.0.0.1, the Deployment's arg)
+  ! ss -Hltn "sport = :$port" | grep -q . || fail "port $port is in use on this host"
+done
+read -r P_ETCD P_PEER P_API P_KCM < <("$py" - <<'PY'
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])
+PY
+)
+log "target=$target kserve=$kv kubernetes=$kbin work=$W apiserver=127.0.0.1:$P_API pod-ip=$POD_IP"
+
+# ---- PKI (as box/start-apiserver-smoke.sh) ----------------------------------
+P=$W/pki; mkdir -p "$P"
+ossl() { openssl "$@" 2>>"$W/openssl.log"; }
+ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 2 -subj "/CN=box-ca"
+cert() { # name, subject, extensions
+  ossl req -newkey rsa:2048 -nodes -keyout "$P/$1.key" -out "$P/$1.csr" -subj "$2"
+  printf '%s\n' "$3" > "$P/$1.ext"
+  ossl x509 -req -in "$P/$1.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial \
+    -days 2 -extfile "$P/$1.ext" -out "$P/$1.crt"
+}
+cert apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
+  'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
+  'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local')"
+client_ext=$(printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')
+cert admin "/O=system:masters/CN=kubernetes-admin" "$client_ext"
+cert kcm "/CN=system:kube-controller-manager" "$client_ext"
+ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/front-proxy-ca.key" -out "$P/front-proxy-ca.crt" \
+  -days 2 -subj "/CN=box-front-proxy-ca"
+ossl req -newkey rsa:2048 -nodes -keyout "$P/front-proxy-client.key" -out "$P/front-proxy-client.csr" \
+  -subj "/CN=front-proxy-client"
+printf '%s\n' "$client_ext" > "$P/front-proxy-client.ext"
+ossl x509 -req -in "$P/front-proxy-client.csr" -CA "$P/front-proxy-ca.crt" -CAkey "$P/front-proxy-ca.key" \
+  -CAcreateserial -days 2 -extfile "$P/front-proxy-client.ext" -out "$P/front-proxy-client.crt"
+ossl genrsa -out "$P/sa.key" 2048
+ossl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub"
+kc() { # kubeconfig name, cert name
+  local f=$W/$1.kubeconfig
+  "$K" config set-cluster box --server="https://127.0.0.1:$P_API" \
+    --certificate-authority="$P/ca.crt" --embed-certs=true --kubeconfig="$f" >/dev/null
+  "$K" config set-credentials "$1" --client-certificate="$P/$2.crt" \
+    --client-key="$P/$2.key" --embed-certs=true --kubeconfig="$f" >/dev/null
+  "$K" config set-context box --cluster=box --user="$1" --kubeconfig="$f" >/dev/null
+  "$K" config use-context box --kubeconfig="$f" >/dev/null
+}
+kc admin admin; kc kcm kcm
+export KUBECONFIG=$W/admin.kubeconfig
+cat > "$W/env" <<EOF
+export KUBECONFIG=$W/admin.kubeconfig K=$K W=$W NS=$ns POD_IP=$POD_IP KSERVE=$kv TARGET=$target
+EOF
+wait_for() { # description, timeout seconds, command...
+  local what=$1 to=$2; shift 2
+  local end=$(( $(date +%s) + to ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || fail "timeout waiting for $what"
+    sleep 0.5
+  done
+  log "$what"
+}
+
+# ---- etcd, kube-apiserver, kube-controller-manager --------------------------
+"$bin/etcd" --name box --data-dir "$W/etcd" \
+  --listen-client-urls "http://127.0.0.1:$P_ETCD" --advertise-client-urls "http://127.0.0.1:$P_ETCD" \
+  --listen-peer-urls "http://127.0.0.1:$P_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$P_PEER" \
+  --initial-cluster "box=http://127.0.0.1:$P_PEER" --initial-cluster-state new \
+  > "$W/etcd.log" 2>&1 &
+started etcd $!
+wait_for "etcd healthy" 30 curl -fsS "http://127.0.0.1:$P_ETCD/health"
+"$bin/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$P_ETCD" \
+  --bind-address=127.0.0.1 --secure-port="$P_API" --advertise-address=127.0.0.1 \
+  --endpoint-reconciler-type=none \
+  --enable-aggregator-routing=true \
+  --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
+  --client-ca-file="$P/ca.crt" \
+  --requestheader-client-ca-file="$P/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
+  --api-audiences=https://kubernetes.default.svc.cluster.local \
+  --service-cluster-ip-range=10.96.0.0/12 \
+  --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+  --allow-privileged=true --cert-dir="$W/apiserver-certs" \
+  > "$W/apiserver.log" 2>&1 &
+started kube-apiserver $!
+wait_for "kube-apiserver /readyz ($("$K" version --client 2>/dev/null | head -1))" 120 "$K" get --raw /readyz
+"$bin/kube-controller-manager" \
+  --kubeconfig="$W/kcm.kubeconfig" \
+  --authentication-kubeconfig="$W/kcm.kubeconfig" --authorization-kubeconfig="$W/kcm.kubeconfig" \
+  --bind-address=127.0.0.1 --secure-port="$P_KCM" --cert-dir="$W/kcm-certs" \
+  --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
+  --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
+  --use-service-account-credentials=true --controllers='*,-endpoint,bootstrapsigner,tokencleaner' \
+  --service-cluster-ip-range=10.96.0.0/12 --leader-elect=false \
+  > "$W/controller-manager.log" 2>&1 &
+started kube-controller-manager $!
+wait_for "kube-controller-manager /healthz" 60 curl -fsSk "https://127.0.0.1:$P_KCM/healthz"
+
+# ---- the serving certificate, as cert-manager's selfSigned issuer makes it ----
+man() { "$py" "$box/manifests.py" "${src[@]}" "$@" 2>/dev/null; }
+man --kind Certificate --name serving-cert --namespace "$ns" > "$W/certificate.yaml"
+read -r secret cn dns < <("$py" - "$W/certificate.yaml" <<'PY'
+import sys, yaml
+c = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d)["spec"]
+print(c["secretName"], c.get("commonName", ""), ",".join("DNS:" + n for n in c["dnsNames"]))
+PY
+)
+C=$W/webhook-certs; mkdir -p "$C"
+ossl req -x509 -newkey rsa:2048 -nodes -days 90 -keyout "$C/tls.key" -out "$C/tls.crt" \
+  -subj "/CN=$cn" -addext "subjectAltName=$dns" \
+  -addext "keyUsage=critical,digitalSignature,keyEncipherment" -addext "basicConstraints=critical,CA:FALSE"
+cp "$C/tls.crt" "$C/ca.crt"     # selfSigned: ca.crt is the certificate itself
+
+# ---- the release's KServe objects, split into three phases --------------------
+# 1: Namespace + CRDs; 2: the rest (RBAC, Services, ConfigMap, webhook configurations with
+# caBundle, ...) but Deployments/DaemonSets (no kubelet yet) and cert-manager's kinds;
+# 3: ClusterServingRuntimes and ClusterStorageContainer, which KServe's webhook admits.
+man "${sel[@]}" --skip-kind Certificate --skip-kind Issuer --skip-kind LLMInferenceServiceConfig \
+  --inject-ca "$ns/serving-cert=$C/ca.crt" > "$W/kserve.yaml"
+"$py" - "$W" <<'PY'
+import sys, yaml
+w = sys.argv[1]
+docs = [d for d in yaml.load_all(open(f"{w}/kserve.yaml"), Loader=yaml.CSafeLoader) if d]
+phase = lambda d: (1 if d["kind"] in ("Namespace", "CustomResourceDefinition") else
+                   3 if d["kind"] in ("ClusterServingRuntime", "ClusterStorageContainer") else
+                   0 if d["kind"] in ("Deployment", "DaemonSet") else 2)
+for n in (0, 1, 2, 3):
+    yaml.dump_all([d for d in docs if phase(d) == n], open(f"{w}/phase{n}.yaml", "w"),
+                  Dumper=yaml.CSafeDumper, sort_keys=False)
+PY
+"$K" create namespace "$ns" --dry-run=client -o yaml | "$K" apply -f - >/dev/null  # 0.20: none in kserve.yaml
+"$K" apply --server-side -f "$W/phase1.yaml" > "$W/apply-phase1.log" 2>&1 || fail "apply phase 1"
+"$K" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+log "phase 1: $(wc -l < "$W/apply-phase1.log") Namespace/CRD objects applied, CRDs Established"
+if [ "${KNATIVE_CRDS:-0}" = 1 ] && [ "$target" = kserve-0.20 ]; then
+  log "KNATIVE_CRDS=1 ignored: KServe 0.20's install holds no Knative (it pins Knative 1.21.1, not in cluster-reference)"
+elif [ "${KNATIVE_CRDS:-0}" = 1 ]; then
+  # Only Knative Serving's CRDs, namespace and config-* ConfigMaps from the same install (no
+  # Knative controller or webhook): enough for KServe to see Knative and build its Service.
+  man --kind CustomResourceDefinition --name '*.knative.dev' > "$W/knative.yaml"
+  { echo "---"; man --kind Namespace --name knative-serving; echo "---"
+    man --kind ConfigMap --namespace knative-serving --name 'config-*'; } >> "$W/knative.yaml"
+  "$K" apply --server-side -f "$W/knative.yaml" > "$W/apply-knative.log" 2>&1 || fail "apply Knative CRDs"
+  "$K" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+  log "KNATIVE_CRDS=1: $(wc -l < "$W/apply-knative.log") Knative CRDs/Namespace/ConfigMaps applied (no Knative controllers)"
+fi
+"$K" -n "$ns" create secret tls "$secret" --cert="$C/tls.crt" --key="$C/tls.key" \
+  --dry-run=client -o json | "$py" -c '
+import json, sys
+s = json.load(sys.stdin); s["data"]["ca.crt"] = s["data"]["tls.crt"]
+s["metadata"]["annotations"] = {"cert-manager.io/certificate-name": "serving-cert",
+  "cert-manager.io/issuer-name": "selfsigned-issuer", "cert-manager.io/issuer-kind": "Issuer",
+  "cert-manager.io/issuer-group": "cert-manager.io"}
+print(json.dumps(s))' | "$K" apply -f - >/dev/null
+log "Secret $ns/$secret: self-signed $cn ($dns), as cert-manager would issue Certificate $ns/serving-cert"
+"$K" apply --server-side -f "$W/phase2.yaml" > "$W/apply-phase2.log" 2>&1 || fail "apply phase 2"
+log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied; not applied (no kubelet): $(grep -c '^kind:' "$W/phase0.yaml") Deployments/DaemonSets"
+
+# ---- the pod IP and the webhook Service's endpoints -------------------------
+if ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; then
+  ip addr add "$POD_IP/32" dev lo
+  echo "$POD_IP" > "$W/added-ip"
+fi
+"$K" apply -f - > /dev/null <<EOF
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: kserve-webhook-server-service
+  namespace: $ns
+  labels: {box.local/written-by: start-kserve.sh}
+subsets:
+- addresses: [{ip: "$POD_IP"}]
+  ports: [{port: 9443, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kserve-webhook-server-service-box
+  namespace: $ns
+  labels:
+    kubernetes.io/service-name: kserve-webhook-server-service
+    endpointslice.kubernetes.io/managed-by: start-kserve.box.local
+addressType: IPv4
+ports: [{name: "", port: 9443, protocol: TCP}]
+endpoints:
+- addresses: ["$POD_IP"]
+  conditions: {ready: true}
+EOF
+log "Endpoints + EndpointSlice kserve-webhook-server-service -> $POD_IP:9443 (by hand)"
+
+# ---- the KServe controller manager -----------------------------------------
+# Its ServiceAccount volume as the kubelet projects it (token from the TokenRequest API,
+# ca.crt, namespace), mounted at /var/run/secrets/kubernetes.io/serviceaccount in a mount
+# namespace of its own (a tmpfs over /run, nothing changes on the host), and the
+# KUBERNETES_SERVICE_* env: so it runs with in-cluster config, as in its pod (controller-
+# runtime's leader election reads its namespace from that file).
+mkdir -p "$W/sa"
+"$K" -n "$ns" create token kserve-controller-manager --duration=24h > "$W/sa/token"
+cp "$P/ca.crt" "$W/sa/ca.crt"; printf '%s' "$ns" > "$W/sa/namespace"
+mapfile -t margs < <("$py" - "$W/phase0.yaml" <<'PY'
+import sys, yaml
+d = next(d for d in yaml.safe_load_all(open(sys.argv[1]))
+         if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "kserve-controller-manager")
+c = next(c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "manager")
+print("\n".join(c.get("args", [])))
+PY
+)
+mkdir -p "$W/manager-tmp/k8s-webhook-server/serving-certs"
+cp "$C/tls.crt" "$C/tls.key" "$C/ca.crt" "$W/manager-tmp/k8s-webhook-server/serving-certs/"
+# The Deployment's env (POD_NAMESPACE from the fieldRef, SECRET_NAME) and args; TMPDIR moves
+# controller-runtime's default cert dir ($TMPDIR/k8s-webhook-server/serving-certs, where the
+# Deployment mounts the Secret) into W; the health probe binds the pod IP (in a pod: :8081).
+env -u KUBECONFIG POD_NAMESPACE="$ns" SECRET_NAME="$secret" TMPDIR="$W/manager-tmp" \
+  KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$P_API" \
+  unshare --mount --propagation private bash -c '
+    sa=/var/run/secrets/kubernetes.io/serviceaccount
+    mount -t tmpfs -o size=1m,mode=755 tmpfs /run && mkdir -p $sa && cp "$0"/* $sa/ && exec "$@"' \
+  "$W/sa" "$mgr" "${margs[@]}" --health-probe-addr="$POD_IP:8081" > "$W/manager.log" 2>&1 &
+started kserve-manager $!
+log "manager started: $mgr ${margs[*]} --health-probe-addr=$POD_IP:8081"
+wait_for "manager /readyz on $POD_IP:8081" 120 curl -fsS "http://$POD_IP:8081/readyz"
+log "$(head -1 "$W/manager.log")"
+
+# ---- phase 3: the objects that go through KServe's webhooks -------------------
+"$K" apply --server-side -f "$W/phase3.yaml" > "$W/apply-phase3.log" 2>&1 || fail "apply phase 3"
+log "phase 3: $(wc -l < "$W/apply-phase3.log") ClusterServingRuntimes/ClusterStorageContainer applied through the webhooks"
+log "RSS MiB: $(while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p") / 1024 )); done < "$W/pids")"
+log "READY: source $W/env"
