@@ -51,7 +51,16 @@ def effective_mode(annotation: str | None, version: str) -> str:
 
 
 def webhook(isvc: dict, version: str) -> None:
-    """KServe 0.20's mutating webhook: old mode names become the new ones."""
+    """KServe's mutating webhook. Every release writes `model.name: ""` into each predictor: the
+    defaulter answers with a JSON patch from json.Marshal of the defaulted object
+    (controller-runtime v0.19.1 pkg/webhook/admission/defaulter_custom.go:89-93), and the model
+    embeds corev1.Container inline (kserve v0.15.2 pkg/apis/serving/v1beta1/predictor.go:101),
+    whose `json:"name"` has no omitempty (k8s.io/api v0.32.3 core/v1/types.go:2758); seen on
+    the box (box/NOTES-kserve.md). 0.20: old mode names become the new ones."""
+    spec = isvc.get("spec", {})
+    for pred in [spec.get("predictor", {})] + [c["predictor"] for c in spec.get("canary", [])]:
+        if "model" in pred:
+            pred["model"].setdefault("name", "")
     if tuple(int(p) for p in version.split(".")[:2]) < (0, 20):
         return
     annotations = isvc["metadata"].get("annotations", {})

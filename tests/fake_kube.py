@@ -275,7 +275,11 @@ class FakeKube:
     def _reconcile(self, prefix: str) -> None:
         for path, obj in self.objects.items():
             if path.startswith(prefix) and obj.get("kind") == "InferenceService":
+                status = copy.deepcopy(obj.get("status"))
                 self.controller.step(obj)
+                if obj.get("status") != status:  # a status write is a write: a new
+                    self.version += 1  # resourceVersion, so a PUT with the one read before
+                    obj["metadata"]["resourceVersion"] = str(self.version)  # it gets a 409
 
     def crd(self) -> dict:
         """The InferenceService CRD of the KServe release played (fixtures: exact copies)."""

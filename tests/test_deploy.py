@@ -5,9 +5,13 @@ nothing half-applied."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import boto3
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 from fake_kube import FakeKube
 
 from imagelingo.cli import main
@@ -15,6 +19,7 @@ from imagelingo.deploy import (
     DeployConfig,
     KServe,
     KubeApi,
+    check_bucket,
     deploy,
     inference_service,
     store_version,
@@ -224,6 +229,69 @@ def test_an_unwritable_bucket_stops_deploy_before_any_change(store, tmp_path, ku
     with pytest.raises(ImageLingoError, match="S3 bucket 'absent'"):
         deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri="s3://absent/x"))
     assert not any(method in ("POST", "PUT") for method, _ in kube.requests)
+
+
+PROFILE = "kubeflow-user-example-com"
+
+
+def iam_user(iam, name: str, statement: dict) -> dict:
+    iam.create_user(UserName=name)
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=policy)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    names = ("aws_access_key_id", "aws_secret_access_key")
+    return dict(zip(names, (key["AccessKeyId"], key["SecretAccessKey"]), strict=True))
+
+
+@pytest.fixture
+def profile_keys(s3_server, monkeypatch):
+    """In the environment: keys with the IAM policy Kubeflow 1.11's sync.py gives a profile
+    (kubeflow/manifests v1.11.0 pipelines-profile-controller/sync.py:356-377: Put*, Get*, List*
+    on four prefixes of mlpipeline, nothing on the bucket itself); from then on moto checks every
+    request (its /moto-api/reset-auth). Returns an S3 client with an admin's keys.
+    tests/box/test_objectstore.py runs the same against SeaweedFS with sync.py itself."""
+    where = {"endpoint_url": s3_server, "region_name": "us-east-1"}
+    boto3.client("s3", **where).create_bucket(Bucket="mlpipeline")
+    iam = boto3.client("iam", **where)
+    admin = iam_user(iam, "admin", {"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+    prefixes = ["artifacts", f"private-artifacts/{PROFILE}", f"private/{PROFILE}", "shared"]
+    profile = {
+        "Effect": "Allow",
+        "Action": ["s3:Put*", "s3:Get*", "s3:List*"],
+        "Resource": [f"arn:aws:s3:::mlpipeline/{prefix}/*" for prefix in prefixes],
+    }
+    keys = iam_user(iam, PROFILE, profile)
+    auth = urllib.request.Request(
+        f"{s3_server}/moto-api/reset-auth", b"0", {"Content-Type": "text/plain"}, method="POST"
+    )
+    urllib.request.urlopen(auth).close()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["aws_secret_access_key"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the first keys it read
+    return boto3.client("s3", **where, **admin)
+
+
+def test_check_bucket_needs_no_bucket_permission(profile_keys, s3_server):
+    # issue 26 (1): a profile's keys may not HeadBucket, and deploy must not need it
+    with pytest.raises(ClientError, match="403"):
+        boto3.client("s3", endpoint_url=s3_server).head_bucket(Bucket="mlpipeline")
+    check_bucket(f"s3://mlpipeline/private/{PROFILE}/imagelingo/model-store/1", s3_server)
+    assert "Contents" not in profile_keys.list_objects_v2(Bucket="mlpipeline")
+
+
+def test_check_bucket_names_a_denied_prefix_and_the_allowed_ones(profile_keys, s3_server):
+    uri = "s3://mlpipeline/imagelingo/model-store/1"
+    with pytest.raises(ImageLingoError) as denied:
+        check_bucket(uri, s3_server)
+    assert str(denied.value).startswith(f"{uri}: AccessDenied: ")
+    assert "private-artifacts/<namespace>,private/<namespace>,shared}/..." in str(denied.value)
+    assert str(denied.value).endswith("use s3://mlpipeline/private/<namespace>/...")
+
+
+def test_check_bucket_names_a_missing_bucket(s3_server):
+    with pytest.raises(ImageLingoError) as missing:
+        check_bucket("s3://absent/x/1", s3_server)
+    assert str(missing.value) == "S3 bucket 'absent' does not exist (s3://absent/x/1)"
 
 
 def test_kserve_deploy_uploads_the_version_then_creates_the_service(

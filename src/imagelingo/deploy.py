@@ -452,7 +452,8 @@ class KubeApi:
             reason = {401: "unauthorized", 403: "forbidden", 404: "not found"}.get(
                 exc.status, f"HTTP {exc.status} {exc.reason}"
             )
-            raise ImageLingoError(f"{what}: {reason}{_api_message(exc)}") from exc
+            error = Conflict if exc.status == 409 else ImageLingoError
+            raise error(f"{what}: {reason}{_api_message(exc)}") from exc
         except (HTTPError, OSError) as exc:
             raise ImageLingoError(
                 f"Kubernetes API {self.host} unreachable ({type(exc).__name__})"
@@ -593,6 +594,10 @@ class KubeApi:
         )
 
 
+class Conflict(ImageLingoError):
+    """409 from the API server: the object changed since it was read (resourceVersion)."""
+
+
 def _api_message(exc: Any) -> str:
     import json
 
@@ -679,45 +684,58 @@ def check_object_store_reachable(endpoint: str, namespace: str, labels: dict | A
 
 
 def check_bucket(storage_uri: str, endpoint_url: str | None) -> None:
-    """The credentials this process has can write under storage_uri's bucket."""
+    """The credentials this process has may use storage_uri's prefix, where deploy writes and
+    KServe's storage-initializer reads. Nothing bucket-level (issue 26): Kubeflow 1.11's
+    per-profile keys are allowed object paths only (pipelines-profile-controller sync.py:347-377)
+    and its SeaweedFS denies them HeadBucket. So it reads a key under the prefix that is not
+    there: NoSuchKey = allowed, 403 = denied, NoSuchBucket = no bucket. GetObject, not
+    HeadObject: a HEAD answer has no body, so its 404 does not say which (NOTES-objectstore.md)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from imagelingo.storage import s3_client, split_s3_uri
 
-    bucket, _ = split_s3_uri(storage_uri)
+    bucket, prefix = split_s3_uri(storage_uri)
+    probe = "/".join(filter(None, [prefix.rstrip("/"), ".imagelingo-deploy-check"]))
     try:
-        s3_client(endpoint_url).head_bucket(Bucket=bucket)
+        s3_client(endpoint_url).get_object(Bucket=bucket, Key=probe)["Body"].close()
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "?")
-        raise ImageLingoError(f"S3 bucket {bucket!r}: {code} (credentials or bucket)") from exc
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "?")
+        if code == "NoSuchKey":
+            return
+        if code == "NoSuchBucket":
+            raise ImageLingoError(f"S3 bucket {bucket!r} does not exist ({storage_uri})") from exc
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+            allowed = "{artifacts,private-artifacts/<namespace>,private/<namespace>,shared}"
+            raise ImageLingoError(
+                f"{storage_uri}: {code}: these S3 credentials may not read or write there; "
+                "Kubeflow 1.11's per-profile keys (mlpipeline-minio-artifact) allow only "
+                f"s3://mlpipeline/{allowed}/...: use s3://mlpipeline/private/<namespace>/..."
+            ) from exc
+        raise ImageLingoError(f"{storage_uri}: S3 {code}: {error.get('Message', '')}") from exc
     except BotoCoreError as exc:
-        raise ImageLingoError(f"S3 bucket {bucket!r}: {exc}") from exc
+        raise ImageLingoError(f"{storage_uri}: {exc}") from exc
 
 
-def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, desired: dict) -> str:
-    """Poll until the update to `desired` serves; return the URL. `before` is the object as it
-    was before the update (None: created). Not the generation: KServe copies observedGeneration
-    from the child (cluster/kserve.py). Knative mode: the update reached the Knative Service and
-    its latest created revision is the latest ready one; Standard mode: every predictor
-    Deployment carries the update and finished its rollout."""
+def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, written: dict) -> str:
+    """Poll until our write serves; return the URL. `before` is the object our write replaced
+    (None: created), `written` the API server's answer to the write (apply): what changed and
+    where the rollout starts are read from it (changed_by_write). Not status.observedGeneration
+    against the InferenceService's generation: KServe copies it from the child (cluster/
+    kserve.py). Knative mode: after a change, the child's observedGeneration moves past the one
+    in our write's answer, and its latest created revision is the latest ready one; Standard
+    mode: every predictor Deployment carries the update and finished its rollout."""
     deadline, pause = time.monotonic() + config.timeout_s, 0.05
-    # what we change on a live service: the spec and our imagelingo.io/ annotations (the mode
-    # cannot change, and KServe 0.16+ rewrites its old name, so it is left out)
-    changed = before is None or (
-        before.get("spec") != desired["spec"]
-        or _ours(before["metadata"].get("annotations", {}))
-        != _ours(desired["metadata"]["annotations"])
-    )
+    changed = changed_by_write(before, written)
+    at_write = None if before is None else written.get("status", {})
     while True:
         isvc = api.get_isvc(config.namespace, config.name) or {}
         status = isvc.get("status", {})
-        if mode_of(desired) == "Knative":
-            done, why = knative_rolled_out(
-                status, None if before is None else before.get("status", {}), changed
-            )
+        if mode_of(written) == "Knative":
+            done, why = knative_rolled_out(status, at_write, changed)
         else:
             deployments = api.predictor_deployments(config.namespace, config.name)
-            done, why = standard_rolled_out(deployments, desired)
+            done, why = standard_rolled_out(deployments, written)
         if done:
             return status.get("url", "")
         if time.monotonic() > deadline:
@@ -729,17 +747,65 @@ def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, desired:
         pause = min(5, pause * 2)  # a quick answer when the cluster is quick, then every 5 s
 
 
+def changed_by_write(before: dict | None, written: dict) -> bool:
+    """Whether our write changed what KServe rolls out, as the API server says. Not our spec
+    against the live one: KServe's defaulting webhook writes fields we never render
+    (spec.predictor.model.name "" always, automountServiceAccountToken when configured), so
+    they never match. The API server bumps metadata.generation only when the stored spec
+    changes (after defaulting); our imagelingo.io/ annotations, which do not bump it, count too
+    (KServe copies them to the pods: cluster/kserve.py)."""
+    if before is None:
+        return True
+    old, new = before["metadata"], written["metadata"]
+    return old.get("generation") != new.get("generation") or _ours(
+        old.get("annotations", {})
+    ) != _ours(new.get("annotations", {}))
+
+
 def _ours(annotations: dict) -> dict:
     return {k: v for k, v in annotations.items() if k.startswith("imagelingo.io/")}
 
 
-def apply(api: KubeApi, desired: dict, current: dict | None) -> tuple[str, dict]:
+def apply(
+    api: KubeApi, desired: dict, current: dict | None, attempts: int = 5
+) -> tuple[str, dict | None, dict]:
     """Create, or replace (PUT) the spec with exactly `desired`'s. The metadata others own
     survives: KServe's finalizer, owner references, foreign labels and annotations (those of
-    imagelingo.io/ are ours: one we no longer render is removed)."""
+    imagelingo.io/ are ours: one we no longer render is removed). Returns the action, the object
+    the write replaced and the API server's answer: the object as stored, after admission
+    (what wait_ready starts from).
+
+    `current` was read before the upload; KServe's controller writes the object's status and
+    finalizer meanwhile, and each write is a new resourceVersion, so the PUT gets 409 Conflict
+    (seen on the box: box/NOTES-kserve.md). Then the object is read again and the PUT repeated,
+    as long as only others' fields moved: a spec or imagelingo.io/ annotation that changed means
+    someone else deployed, and `desired` (computed from `current`) would undo it."""
     if current is None:
-        return "created", api.create_isvc(desired)
-    return "replaced", api.replace_isvc(replacement(desired, current))
+        return "created", None, api.create_isvc(desired)
+    meta = current["metadata"]
+    for _ in range(attempts):
+        try:
+            return "replaced", current, api.replace_isvc(replacement(desired, current))
+        except Conflict:
+            fresh = api.get_isvc(meta["namespace"], meta["name"])
+            if fresh is None or not changed_by_others_only(current, fresh):
+                raise ImageLingoError(
+                    f"InferenceService {meta['namespace']}/{meta['name']} was changed by someone "
+                    "else while deploy ran (its spec or imagelingo.io/ annotations moved): "
+                    "nothing was written; look at it and run deploy again"
+                ) from None
+            current = fresh
+    raise ImageLingoError(
+        f"InferenceService {meta['namespace']}/{meta['name']}: still 409 Conflict after "
+        f"{attempts} writes (something rewrites it continuously)"
+    )
+
+
+def changed_by_others_only(read: dict, fresh: dict) -> bool:
+    """Whether `fresh` differs from `read` only in what others own (status, finalizers...)."""
+    return read.get("spec") == fresh.get("spec") and _ours(
+        read["metadata"].get("annotations", {})
+    ) == _ours(fresh["metadata"].get("annotations", {}))
 
 
 def replacement(desired: dict, current: dict) -> dict:
@@ -860,8 +926,8 @@ def deploy(
     (out_dir / "inferenceservice.yaml").write_text(to_yaml(desired))
     action, url = "rendered", ""
     if api is not None:
-        action, _ = apply(api, desired, current)
-        url = wait_ready(api, config, current, desired)
+        action, before, written = apply(api, desired, current)
+        url = wait_ready(api, config, before, written)
     if model_version:
         from imagelingo.registry import set_production
 
@@ -898,8 +964,8 @@ def change_traffic(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "inferenceservice.yaml").write_text(to_yaml(desired))
-    apply(api, desired, current)
-    url = wait_ready(api, config, current, desired)
+    _, before, written = apply(api, desired, current)
+    url = wait_ready(api, config, before, written)
     return {"action": action, "url": url, "spec": desired["spec"]}
 
 

@@ -104,21 +104,23 @@ def _ready(status: dict) -> dict:
     return found[0] if found else {}
 
 
-def knative_rolled_out(status: dict, before: dict | None, changed: bool) -> tuple[bool, str]:
-    """(done, why not) for an InferenceService in Knative mode, after an update.
+def knative_rolled_out(status: dict, at_write: dict | None, changed: bool) -> tuple[bool, str]:
+    """(done, why not) for an InferenceService in Knative mode, after our write.
 
-    `before` is the status seen before the update (None: just created). The update has reached
-    the Knative Service once the child's generation that KServe copies moved past the one seen
-    before (when the update changed anything KServe passes on); then the predictor's latest
-    created revision must be its latest ready one and the InferenceService Ready."""
+    `at_write` is the status in the API server's answer to our write (None: we created it), not
+    one read before the upload, which a rollout under way since would move past. A write that
+    `changed` anything has reached the Knative Service once the child's generation that KServe
+    copies moved past that one; then the predictor's latest created revision must be its latest
+    ready one and the InferenceService Ready (no Ready condition, as KServe 0.15.0 until Knative
+    reports a URL: not ready)."""
     ready = _ready(status)
     predictor = status.get("components", {}).get("predictor", {})
     created, latest_ready = (
         predictor.get("latestCreatedRevision"),
         predictor.get("latestReadyRevision"),
     )
-    moved = status.get("observedGeneration", 0) > (before or {}).get("observedGeneration", 0)
-    if changed and before is not None and not moved:
+    moved = status.get("observedGeneration", 0) > (at_write or {}).get("observedGeneration", 0)
+    if changed and at_write is not None and not moved:
         return False, "KServe has not yet passed the update to the Knative Service"
     if not created:
         return False, "no revision created yet"
