@@ -12,7 +12,7 @@ TAG ?= 0.1.0
 IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
 DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
 
-.PHONY: install demo test test-fast cluster-check lint format benchmark benchmark-serving soak images run clean
+.PHONY: install demo test test-fast test-walkthroughs cluster-check lint format benchmark benchmark-serving soak images run clean
 
 install: $(VENV)/.installed
 
@@ -24,13 +24,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install  ## every stage on generated data; prints BLEU and a caption
 	$(BIN)/imagelingo demo
 
-test: install  ## lint, then the test suite
+test: install  ## lint, then the test suite less the walkthroughs (under 12 min on 2 cores)
 	$(BIN)/ruff check src tests benchmarks components pipelines
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not walkthrough" --durations=10
 
 test-fast: install  ## lint, then the suite less the tests marked slow (they train or start a server)
 	$(BIN)/ruff check src tests benchmarks components pipelines
-	$(BIN)/pytest -q -m "not slow" --durations=5
+	$(BIN)/pytest -q -m "not slow and not walkthrough" --durations=5
+
+test-walkthroughs: install  ## the README's commands and the DAG runs through kfp.local (~14 min)
+	$(BIN)/pytest -q -m walkthrough --durations=10
 
 cluster-check: install  ## the component images rehearsed: their venvs from components/requirements/, compiled components run in them (~4 min)
 	IMAGELINGO_CLUSTER_CHECK=1 $(BIN)/pytest -q -s tests/cluster

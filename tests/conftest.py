@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tiers import SLOW_FIXTURES, unmarked_work
+from tiers import SLOW_FIXTURES, WALKTHROUGH_FIXTURES, unmarked_work
 
 from imagelingo.data.synthetic import generate_synthetic
 from imagelingo.features import FeaturesConfig, extract_features
@@ -46,7 +46,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     or serves without the mark (it would run in `make test-fast`)."""
     unmarked = []
     for item in items:
-        if SLOW_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if WALKTHROUGH_FIXTURES.keys() & fixtures:
+            item.add_marker(pytest.mark.walkthrough)
+        if SLOW_FIXTURES.keys() & fixtures:
             item.add_marker(pytest.mark.slow)
         elif not item.get_closest_marker("slow") and (work := unmarked_work(item)):
             unmarked.append(f"  {item.nodeid}: {work}")

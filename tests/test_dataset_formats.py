@@ -426,6 +426,7 @@ def test_s3_prefix_and_s3_captions_file_are_ingested(s3_server, raw, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.walkthrough  # the DAG through kfp.local (tests/tiers.py)
 def test_the_pipeline_runs_on_a_karpathy_json(tmp_path, capsys, monkeypatch):
     """`imagelingo run --source <Karpathy JSON>`: every stage through kfp.local, on 30 scenes
     and one epoch, up to the quality gate, whose threshold (BLEU-4 1.0) is above what the run

@@ -38,7 +38,8 @@ RUN_ELSEWHERE = {
     # user names in tests/test_dataset_formats.py (and on source folders in test_pipeline_run.py)
     "imagelingo run --source": ("tests/test_dataset_formats.py", 'main(["run", "--source"'),
     "make test": (".ci/run", "make test"),  # the command running this very suite
-    "make test-fast": ("Makefile", '-m "not slow"'),  # the same suite less the slow tests
+    "make test-fast": ("Makefile", '-m "not slow and not walkthrough"'),  # less the slow tests
+    "make test-walkthroughs": (".ci/run", "make test-walkthroughs"),  # this file's runs, in CI
 }
 TEST_IMAGES = ("photo.jpg", "dog.jpg", "some.jpg", "other.png")
 

@@ -101,3 +101,9 @@ def test_every_fixture_that_trains_or_serves_is_a_slow_fixture():
             if (work := work_in(path, node.name)) and not uses_one:
                 unlisted.append(f"{path.relative_to(TESTS)}::{node.name} calls {work}")
     assert not unlisted, f"add these to SLOW_FIXTURES (tests/tiers.py): {unlisted}"
+
+
+def test_a_test_using_a_walkthrough_fixture_is_a_walkthrough_and_slow():
+    item = Collected(reads_a_file, fixturenames=["project"])
+    pytest_collection_modifyitems([item])
+    assert sorted(mark.name for mark in item.marks) == ["slow", "walkthrough"]

@@ -1,8 +1,13 @@
-"""The two test tiers: `make test` runs every test, `make test-fast` the ones not marked slow. A
-test is slow when it trains a model or starts a server (a process, or an HTTP listener on
-127.0.0.1, even one in a thread). It gets the mark from a fixture listed in SLOW_FIXTURES
-(conftest.py marks every test that uses one, directly or through another fixture) or, where it
-does the work itself, from @pytest.mark.slow or its module's pytestmark.
+"""The test tiers. `make test` runs every test but the walkthroughs, `make test-fast` also
+leaves out the ones marked slow, `make test-walkthroughs` runs only the walkthroughs (.ci/run runs
+both make targets). A test is slow when it trains a model or starts a server (a process, or an
+HTTP listener on 127.0.0.1, even one in a thread). It gets the mark from a fixture listed in
+SLOW_FIXTURES (conftest.py marks every test that uses one, directly or through another fixture)
+or, where it does the work itself, from @pytest.mark.slow or its module's pytestmark. A
+walkthrough runs the whole pipeline as a user does: the README's commands in a copy of the
+project, or the DAG through kfp.local (WALKTHROUGH_FIXTURES, or @pytest.mark.walkthrough). They
+are two thirds of the suite's time, so `make test` stays under 12 minutes on a 2-core AVX2
+machine (issue 28; benchmarks/RESULTS.md).
 
 `unmarked_work` is the guard against a forgotten mark: it reads the source of a test and of its
 fixtures (and of the helpers they call in the same file) for a call that trains or serves.
@@ -31,6 +36,13 @@ SLOW_FIXTURES = {
     "weekly": "the pipeline through kfp.local, which trains (test_pipeline_run.py)",
     "ce_run": "trains a decoder to start SCST from (test_scst.py)",
     "project": "where test_readme.py runs the README: make demo trains, imagelingo serve serves",
+}
+
+# Fixtures that run the whole pipeline as a user does (each also in SLOW_FIXTURES or using one).
+WALKTHROUGH_FIXTURES = {
+    "project": "test_readme.py: the README's commands in a copy of the project",
+    "stages": "test_readme.py: the README's stage commands one by one",
+    "weekly": "test_pipeline_run.py: weekly retraining runs of the DAG through kfp.local",
 }
 
 # Called by these names, a function trains or serves.
