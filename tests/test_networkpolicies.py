@@ -164,15 +164,30 @@ def test_knative_mode_admits_only_the_activator_and_the_gateway(overlay):
         assert not admitted(policies, gateway, pod, port), port
 
 
+# Kubeflow's profile controller labels every profile namespace so (kubeflow/manifests v1.11.0
+# applications/profiles/pss/namespace-labels.yaml; v1.10.2 rendered example.yaml.gz:174243), and
+# Kubeflow's own policies admit profiles by it (e.g. ml-pipeline's, v1.10.2 rendered :160826).
+PROFILE = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+
+
 @needs_kubectl
-def test_standard_mode_admits_only_the_gateway():
+def test_standard_mode_admits_the_gateway_profiles_and_its_own_namespace():
+    """issue 26 (3): the README promises the Service answers inside the cluster, and a KFP task
+    in a profile namespace is such a caller; the policy admitted istio-system only. Not shown on
+    the box: its kernel has no nftables queue for kube-network-policies (box/NOTES-netpol.md)."""
     pod, policies = deployed_pod("minio-standard", "captioner")
-    gateway = Pod("istio-system", {})
-    assert admitted(policies, gateway, pod, 8080)
-    for source in (Pod("team-a", {}), Pod("knative-serving", {}), Pod(pod.namespace, {})):
+    callers = [
+        Pod("istio-system", {}),  # the gateway
+        Pod("team-a", {"app": "kfp-task"}, PROFILE),  # a pipeline task in a profile namespace
+        Pod(pod.namespace, {}),  # a pod beside the predictor
+    ]
+    for source in callers:
+        assert admitted(policies, source, pod, 8080), source.namespace
+    for source in (Pod("team-a", {}), Pod("knative-serving", {}), Pod("default", {})):
         assert not admitted(policies, source, pod, 8080), source.namespace
     for port in (8012, 8081, 8082, 7070, 7071):
-        assert not admitted(policies, gateway, pod, port), port
+        for source in callers:
+            assert not admitted(policies, source, pod, port), (source.namespace, port)
 
 
 def test_the_evaluator_follows_the_selector_rules():
