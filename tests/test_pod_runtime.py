@@ -246,43 +246,89 @@ def test_a_mar_that_cannot_load_is_never_ready(model_store, tmp_path):
     assert ready_after is None and failures
 
 
-def test_the_rehearsed_pod_comes_from_the_manifests():
-    """serving/kfs-runtime/pod.py builds the pod from the rendered InferenceService and the
-    ServingRuntime, not from a copy: what the runtime says is what the pod runs."""
+def kfs_runtime_module(name: str):
     sys.path.insert(0, str(REPO_ROOT / "serving" / "kfs-runtime"))
-    import pod as podspec
+    return __import__(name)
 
+
+def differences(a, b, path=""):
+    """Paths where two JSON-like values differ (lists of containers and env keyed by name)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [p for k in set(a) | set(b) for p in differences(a.get(k), b.get(k), f"{path}.{k}")]
+    if (
+        isinstance(a, list)
+        and isinstance(b, list)
+        and all(isinstance(i, dict) and "name" in i for i in a + b)
+    ):
+        by_a, by_b = {i["name"]: i for i in a}, {i["name"]: i for i in b}
+        if len(by_a) == len(a) and len(by_b) == len(b):
+            return [
+                p
+                for k in set(by_a) | set(by_b)
+                for p in differences(by_a.get(k), by_b.get(k), f"{path}[{k}]")
+            ]
+    return [] if a == b else [path]
+
+
+OBSERVED_KSERVE = ("v0.15.0", "v0.15.2", "v0.20.0")
+
+
+@pytest.mark.parametrize("kserve", OBSERVED_KSERVE)
+def test_the_rehearsed_pod_is_the_pod_the_real_kserve_built(kserve):
+    """Issue 26 defect 6: the Standard pod the rehearsal runs is the Pod KServe built on the box
+    (box/kserve/observed, box/kserve/capture-pods.sh), different only where pod.SUBSTITUTIONS
+    says: editing either one without the other fails here."""
+    podspec = kfs_runtime_module("pod")
+    path = podspec.OBSERVED / f"{kserve}-minio-standard-pod.yaml"
+    real = yaml.safe_load(path.read_text())["spec"]
+    rehearsed = podspec.pod("Standard", "127.0.0.1:9", kserve)
+    assert rehearsed.pop("mode") == "Standard"
+    listed = {f".initContainers[{c}].env[{e}].value" for c, e, _ in podspec.SUBSTITUTIONS}
+    assert sorted(differences(real, rehearsed)) == sorted(listed)
+    env = {e["name"]: e.get("value") for e in rehearsed["initContainers"][0]["env"]}
+    assert env["S3_ENDPOINT"] == "127.0.0.1:9"
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("kserve", OBSERVED_KSERVE)
+def test_the_captured_pod_is_of_the_current_manifests(kserve):
+    """The captured Pod is stale once manifests/ change what KServe builds from: then
+    box/kserve/capture-pods.sh must run again (for each target)."""
     from imagelingo.deploy import DeployConfig, inference_service, with_overrides
 
-    for mode, grace in (("Knative", 300), ("Standard", 30)):
-        config = with_overrides(DeployConfig(), name="captions", mode=mode)
-        isvc = inference_service(config, "s3://b/model-store/abc", "abc")
-        runtime = yaml.safe_load(RUNTIME.read_text())
-        annotations = {
-            "serving.kserve.io/s3-endpoint": "127.0.0.1:9",
-            "serving.kserve.io/s3-usehttps": "0",
-        }
-        pod = podspec.build_pod(isvc, runtime, config.s3_secret, annotations)
-        (container,) = pod["containers"]
-        rendered = replace_placeholders(runtime_container(), "captions")
-        assert container["command"] + container["args"] == rendered["command"] + rendered["args"]
-        assert container["readinessProbe"] == rendered["readinessProbe"]
-        # the InferenceService's resources and securityContext win, the runtime's runAsUser stays
-        assert container["resources"] == isvc["spec"]["predictor"]["model"]["resources"]
-        assert container["securityContext"]["runAsUser"] == 1000
-        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        assert mounts[MOUNT] == {
-            "name": podspec.PROVISION_VOLUME,
-            "mountPath": MOUNT,
-            "readOnly": True,
-        }
-        (init,) = pod["initContainers"]
-        assert init["args"] == ["s3://b/model-store/abc", MOUNT]
-        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in init["env"]}
-        assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and env["S3_USE_HTTPS"] == "0"
-        assert env["AWS_SECRET_ACCESS_KEY"] == {
-            "secretKeyRef": {"name": config.s3_secret, "key": "AWS_SECRET_ACCESS_KEY"}
-        }
-        assert "securityContext" not in init  # as KServe injects it (issue 22, point 7)
-        assert pod["terminationGracePeriodSeconds"] == grace
-        assert ("K_SERVICE" in {e["name"] for e in container.get("env", [])}) == (mode == "Knative")
+    podspec = kfs_runtime_module("pod")
+    real = podspec.captured("Standard", kserve)
+    name = real["metadata"]["labels"]["serving.kserve.io/inferenceservice"]
+    (container,) = real["spec"]["containers"]
+    rendered = replace_placeholders(runtime_container(), name)
+    assert container["command"] + container["args"] == rendered["command"] + rendered["args"]
+    probe = {k: v for k, v in container["readinessProbe"].items() if k != "successThreshold"}
+    assert probe == rendered["readinessProbe"]
+    config = with_overrides(DeployConfig(), name=name, mode="Standard")
+    isvc = inference_service(config, "s3://b/model-store/abc", "abc")
+    assert container["resources"] == isvc["spec"]["predictor"]["model"]["resources"]
+    assert container["securityContext"]["runAsUser"] == 1000
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts[MOUNT] == {"name": podspec.PROVISION_VOLUME, "mountPath": MOUNT, "readOnly": True}
+
+
+@pytest.mark.parametrize("kserve", ("v0.15.0", "v0.15.2"))
+def test_the_knative_pod_is_kserves_knative_service_plus_the_pod_mutator(kserve):
+    """Knative mode: KServe's part captured (its Knative Service; the pod mutator's injection
+    from the Standard Pod), Knative's part (PORT/K_* env, 300 s grace) from reading."""
+    podspec = kfs_runtime_module("pod")
+    ksvc = yaml.safe_load((podspec.OBSERVED / f"{kserve}-minio-ksvc.yaml").read_text())
+    template = ksvc["spec"]["template"]["spec"]
+    standard = podspec.captured("Standard", kserve)["spec"]
+    pod = podspec.pod("Knative", "127.0.0.1:9", kserve)
+    assert pod["mode"] == "Knative" and pod["terminationGracePeriodSeconds"] == 300
+    (container,) = pod["containers"]
+    (captured,) = template["containers"]
+    knative_env = {"PORT", "K_REVISION", "K_CONFIGURATION", "K_SERVICE"}
+    assert {e["name"] for e in container["env"]} == knative_env
+    skip = ("env", "volumeMounts")
+    assert {k: v for k, v in container.items() if k not in skip} == {
+        k: v for k, v in captured.items() if k not in skip
+    }
+    assert container["volumeMounts"][:-1] == captured["volumeMounts"]
+    assert pod["initContainers"] == podspec.substitute(standard, "127.0.0.1:9")["initContainers"]

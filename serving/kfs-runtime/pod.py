@@ -1,181 +1,126 @@
-"""The predictor pod KServe 0.15.2 builds from the project's manifests: nothing about it is
-written here, everything is read from the rendered InferenceService (src/imagelingo/deploy.py),
-the ServingRuntime it names (manifests/) and the S3 Secret's annotations (manifests/secrets/).
+"""The predictor pod the rehearsal runs: the Pod the real KServe controller and its pod mutator
+built for manifests/overlays/minio-standard on the box (box/kserve/capture-pods.sh wrote it to
+box/kserve/observed/<kserve>-minio-standard-pod.yaml), with only what a host without the
+cluster must change, all of it in SUBSTITUTIONS below. Nothing of the pod is built here.
 
-Upstream, kserve/kserve at tag v0.15.2 (cited as kserve:<path>:<lines>):
-- runtime container + the InferenceService's `model` container: strategic merge, the
-  InferenceService's fields win, args appended (kserve:pkg/controller/v1beta1/inferenceservice/
-  utils/utils.go:190-228); of the runtime's pod spec only nodeSelector, affinity, tolerations,
-  volumes and imagePullSecrets survive, merged with the predictor's pod fields (:231-259);
-- {{.Name}} and the like replaced from the InferenceService's metadata (:286-298, called at
-  components/predictor.go:366);
-- the storage-initializer init container the pod webhook injects: args [storageUri,
-  /mnt/models], the emptyDir `kserve-provision-location` mounted read-write there and read-only
-  on kserve-container, no securityContext (kserve:pkg/webhook/admission/pod/
-  storage_initializer_injector.go:354-403), with the S3 Secret's env: AWS_ACCESS_KEY_ID /
-  AWS_SECRET_ACCESS_KEY as secretKeyRefs (kserve:pkg/credentials/s3/s3_secret.go:73-111), the
-  endpoint and flags from the Secret's annotations (kserve:pkg/credentials/s3/utils.go:21-150).
-- Knative adds to the user container PORT and K_SERVICE/K_CONFIGURATION/K_REVISION (knative/
-  serving knative-v1.16.2 pkg/reconciler/revision/resources/deploy.go:267, env.go) and gives the
-  pod the revision timeout as its grace period (300 s default); Standard mode's Deployment keeps
-  Kubernetes' default of 30 s.
+Knative mode: the pod is built by Knative's revision reconciler, whose Deployment needs Knative's
+controllers and a real kubelet; the box runs neither, so that Pod cannot be captured. What is
+captured is KServe's part: the Knative Service KServe creates for manifests/overlays/minio
+(observed/<kserve>-minio-ksvc.yaml, KNATIVE_CRDS=1) and, from the Standard Pod, what KServe's pod
+mutator injects into any predictor pod (the same storage_initializer_injector.go code path in
+both modes). Knative's own part is added from reading (KNATIVE below): not captured.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import re
 from pathlib import Path
 
 import yaml
 
-from imagelingo.cluster.kserve import mode_of
-
 REPO = Path(__file__).resolve().parents[2]
-MODEL_MOUNT = "/mnt/models"
+OBSERVED = REPO / "box" / "kserve" / "observed"
+KSERVE = "v0.15.2"  # Kubeflow 1.11's; v0.15.0 is Kubeflow 1.10's, v0.20.0 the standalone one
 PROVISION_VOLUME = "kserve-provision-location"  # storage_initializer_injector.go:46
-STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.15.2"  # R6 of cluster-reference
-GRACE_S = {"Knative": 300, "Standard": 30}
-# strategic-merge keys of corev1.Container lists (k8s.io/api core/v1 types.go patchMergeKey)
-MERGE_KEYS = {"env": "name", "volumeMounts": "mountPath", "ports": "containerPort"}
+INITIALIZER = "storage-initializer"
+
+# What a host without the cluster must change in the captured Pod, and why. Each entry is
+# (container, env name, what it becomes); test_pod_runtime.py checks that the rehearsed pod
+# differs from the captured one in exactly these places.
+SUBSTITUTIONS = (
+    # The Secret's annotation names the cluster's object store (minio-service.kubeflow:9000);
+    # here the S3 API is moto on 127.0.0.1 in the pod's network namespace (podround.py), and
+    # the store is uploaded there under the Pod's own storageUri (so the args stay as captured).
+    (INITIALIZER, "S3_ENDPOINT", "{endpoint}"),
+    (INITIALIZER, "AWS_ENDPOINT_URL", "http://{endpoint}"),
+)
+# Not changes to the spec, but what the kubelet here resolves differently (podround.py):
+# - images: each container's `image` is run by the environment that stands in for it
+#   (kubelet.Image: .venv-kfs for the runtime image, .venv-storage with KServe's storage code
+#   for the storage-initializer image), looked up by the image name the Pod carries;
+# - secretKeyRef env: resolved from the rehearsal's made-up keys, not the cluster's Secret;
+# - service-account token: the captured Pods mount none (our ServiceAccount sets
+#   automountServiceAccountToken: false); a projected token volume would have to be dropped
+#   here, so pod() refuses one rather than run a pod that differs silently;
+# - not emulated by kubelet.py: resources, imagePullPolicy, terminationMessage*, dnsPolicy,
+#   tolerations, scheduling fields (the spec keeps them; nothing here acts on them).
+
+# Knative's part of the Knative-mode pod, from reading knative/serving knative-v1.16.2 (not
+# captured): PORT and K_* env on the user container (pkg/reconciler/revision/resources/
+# deploy.go:267, env.go), the revision timeout (300 s default) as the grace period; queue-proxy
+# is not run, kubelet.py does its TCP check of the port (queue.go:487-494).
+KNATIVE_GRACE_S = 300
 
 
-def find_runtime(name: str) -> dict:
-    """The ServingRuntime `name` as manifests/ define it (base and components)."""
-    for path in sorted((REPO / "manifests").rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if (
-                isinstance(doc, dict)
-                and doc.get("kind") == "ServingRuntime"
-                and doc["metadata"]["name"] == name
-            ):
-                return doc
-    raise SystemExit(f"no ServingRuntime named {name!r} under manifests/")
+def observed(kserve: str, overlay: str, kind: str) -> dict:
+    path = OBSERVED / f"{kserve}-{overlay}-{kind}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"{path} missing: box/kserve/capture-pods.sh captures it")
+    return yaml.safe_load(path.read_text())
 
 
-def secret_annotations(overlay: str = "minio") -> dict[str, str]:
-    kustomization = yaml.safe_load(
-        (REPO / "manifests/secrets" / overlay / "kustomization.yaml").read_text()
+def captured(mode: str, kserve: str = KSERVE) -> dict:
+    """The pod as the real controllers left it (Knative: KServe's part, see the docstring)."""
+    standard = observed(kserve, "minio-standard", "pod")
+    if mode == "Standard":
+        return copy.deepcopy(standard)
+    ksvc = observed(kserve, "minio", "ksvc")
+    template = copy.deepcopy(ksvc["spec"]["template"])
+    spec = template["spec"]
+    # the pod mutator, as it injected into the Standard pod (same Secret, same storageUri)
+    source = template["metadata"]["annotations"][
+        "internal.serving.kserve.io/storage-initializer-sourceuri"
+    ]
+    (init,) = standard["spec"]["initContainers"]
+    assert init["args"][0] == source, (init["args"], source)
+    spec["initContainers"] = [init]
+    mount = next(
+        m
+        for m in standard["spec"]["containers"][0]["volumeMounts"]
+        if m["name"] == PROVISION_VOLUME
     )
-    return dict(kustomization.get("generatorOptions", {}).get("annotations", {}))
-
-
-def merge(base, override, key: str = ""):
-    """Strategic merge patch as far as containers use it: maps merge, keyed lists merge by key,
-    other lists and scalars are replaced."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        merged = dict(base)
-        for k, v in override.items():
-            merged[k] = merge(base[k], v, k) if k in base else copy.deepcopy(v)
-        return merged
-    if isinstance(base, list) and isinstance(override, list) and key in MERGE_KEYS:
-        by = MERGE_KEYS[key]
-        merged = [copy.deepcopy(item) for item in base]
-        for item in override:
-            same = [i for i, old in enumerate(merged) if old.get(by) == item.get(by)]
-            if same:
-                merged[same[0]] = merge(merged[same[0]], item)
-            else:
-                merged.append(copy.deepcopy(item))
-        return merged
-    return copy.deepcopy(override)
-
-
-def merge_runtime_container(runtime: dict, model: dict) -> dict:
-    """utils.go:190-228: MergeRuntimeContainers. The model spec's non-container fields
-    (modelFormat, runtime, storageUri, protocolVersion) are not container fields."""
-    container_fields = {
-        k: v
-        for k, v in model.items()
-        if k not in ("modelFormat", "runtime", "storageUri", "protocolVersion", "runtimeVersion")
-    }
-    merged = merge(runtime, container_fields)
-    merged["args"] = list(runtime.get("args", [])) + list(model.get("args", []))
-    merged.setdefault("name", "kserve-container")
-    return merged
-
-
-def replace_placeholders(container: dict, metadata: dict) -> dict:
-    """utils.go:286-298: the container's JSON as a Go template over the ObjectMeta."""
-
-    def value(match: re.Match) -> str:
-        path = match.group(1).split(".")
-        field = {
-            "Name": "name",
-            "Namespace": "namespace",
-            "Labels": "labels",
-            "Annotations": "annotations",
-        }[path[0]]
-        found = metadata.get(field, "")
-        for part in path[1:]:
-            found = (found or {}).get(part, "")
-        return str(found)
-
-    return json.loads(re.sub(r"\{\{\s*\.([A-Za-z.]+)\s*\}\}", value, json.dumps(container)))
-
-
-def s3_env(secret_name: str, annotations: dict[str, str]) -> list[dict]:
-    """s3_secret.go:73-111 + utils.go:21-150 for the annotations our Secret carries."""
-    env = [
-        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": name}}}
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    spec["containers"][0].setdefault("volumeMounts", []).append(mount)
+    spec.setdefault("volumes", []).append({"name": PROVISION_VOLUME, "emptyDir": {}})
+    # Knative's part (KNATIVE_GRACE_S above)
+    name = ksvc["metadata"]["name"]
+    container = spec["containers"][0]
+    container["env"] = container.get("env", []) + [
+        {"name": "PORT", "value": str(container["ports"][0]["containerPort"])},
+        {"name": "K_REVISION", "value": f"{name}-00001"},
+        {"name": "K_CONFIGURATION", "value": name},
+        {"name": "K_SERVICE", "value": name},
     ]
-    endpoint = annotations.get("serving.kserve.io/s3-endpoint")
-    if endpoint:
-        https = annotations.get("serving.kserve.io/s3-usehttps", "")
-        scheme = "http" if https == "0" else "https"
-        if https == "0":
-            env.append({"name": "S3_USE_HTTPS", "value": https})
-        env.append({"name": "S3_ENDPOINT", "value": endpoint})
-        env.append({"name": "AWS_ENDPOINT_URL", "value": f"{scheme}://{endpoint}"})
-    for annotation, name in (
-        ("s3-verifyssl", "S3_VERIFY_SSL"),
-        ("s3-useanoncredential", "awsAnonymousCredential"),
-        ("s3-region", "AWS_DEFAULT_REGION"),
-    ):
-        if f"serving.kserve.io/{annotation}" in annotations:
-            env.append({"name": name, "value": annotations[f"serving.kserve.io/{annotation}"]})
-    return env
+    spec["terminationGracePeriodSeconds"] = KNATIVE_GRACE_S
+    return {"metadata": template["metadata"], "spec": spec}
 
 
-def build_pod(isvc: dict, runtime: dict, secret_name: str, annotations: dict[str, str]) -> dict:
-    """The predictor pod spec of `isvc` (a rendered InferenceService) on `runtime`."""
-    # Knative or Standard, whichever name deploy wrote for the release (0.15: Serverless,
-    # RawDeployment; imagelingo.cluster.kserve)
-    mode = mode_of(isvc)
-    predictor = isvc["spec"]["predictor"]
-    model = predictor["model"]
-    (runtime_container,) = runtime["spec"]["containers"]
-    container = merge_runtime_container(runtime_container, model)
-    container = replace_placeholders(container, isvc["metadata"])
-    container["volumeMounts"] = container.get("volumeMounts", []) + [
-        {"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": True}
-    ]
-    if mode == "Knative":
-        name = f"{isvc['metadata']['name']}-predictor"
-        container["env"] = container.get("env", []) + [
-            {"name": "PORT", "value": str(container["ports"][0]["containerPort"])},
-            {"name": "K_REVISION", "value": f"{name}-00001"},
-            {"name": "K_CONFIGURATION", "value": name},
-            {"name": "K_SERVICE", "value": name},
-        ]
-    initializer = {
-        "name": "storage-initializer",
-        "image": STORAGE_INITIALIZER_IMAGE,
-        "args": [model["storageUri"], MODEL_MOUNT],
-        "volumeMounts": [{"name": PROVISION_VOLUME, "mountPath": MODEL_MOUNT, "readOnly": False}],
-        "env": s3_env(secret_name, annotations),
-    }
-    pod_fields = {
-        k: v for k, v in predictor.items() if k in ("serviceAccountName", "securityContext")
-    }
-    return {
-        "mode": mode,
-        "terminationGracePeriodSeconds": GRACE_S[mode],
-        **pod_fields,
-        "initContainers": [initializer],
-        "containers": [container],
-        "volumes": copy.deepcopy(runtime["spec"].get("volumes", []))
-        + [{"name": PROVISION_VOLUME, "emptyDir": {}}],
-    }
+def substitute(spec: dict, endpoint: str) -> dict:
+    """SUBSTITUTIONS applied to a copy of a captured pod spec."""
+    spec = copy.deepcopy(spec)
+    for volume in spec.get("volumes", []):
+        sources = volume.get("projected", {}).get("sources", [])
+        if any("serviceAccountToken" in s for s in sources):
+            raise SystemExit(f"captured pod mounts a service-account token ({volume['name']})")
+    for container_name, env_name, value in SUBSTITUTIONS:
+        container = next(
+            c
+            for c in spec.get("initContainers", []) + spec["containers"]
+            if c["name"] == container_name
+        )
+        (item,) = [e for e in container["env"] if e["name"] == env_name]
+        item["value"] = value.format(endpoint=endpoint)
+    return spec
+
+
+def pod(mode: str, endpoint: str, kserve: str = KSERVE) -> dict:
+    """The pod spec kubelet.py runs, `mode` added (Knative: kubelet.py adds queue-proxy's check)."""
+    return {"mode": mode, **substitute(captured(mode, kserve)["spec"], endpoint)}
+
+
+def inference_service_name(mode: str, kserve: str = KSERVE) -> str:
+    return captured(mode, kserve)["metadata"]["labels"]["serving.kserve.io/inferenceservice"]
+
+
+def storage_uri(mode: str, kserve: str = KSERVE) -> str:
+    (init,) = captured(mode, kserve)["spec"]["initContainers"]
+    return init["args"][0]

@@ -1,10 +1,12 @@
 """One pod-faithful round of the rehearsal (rehearse.py runs it inside the pod's network
-namespace): the packaged store uploaded to an S3 API on 127.0.0.1 (moto), the InferenceService
-`imagelingo deploy` renders for it in one mode, the pod KServe builds from it (pod.py), run as a
+namespace): the predictor Pod the real KServe built on the box (pod.py: captured by
+box/kserve/capture-pods.sh, with the substitutions pod.SUBSTITUTIONS lists), the packaged store
+uploaded to an S3 API on 127.0.0.1 (moto) under that Pod's own storageUri, the Pod run as a
 kubelet runs it (kubelet.py), probed, and stopped with SIGTERM.
 
-The InferenceService is named SERVICE, not the packaged model name, to show that the URL's model
-name follows the InferenceService (the runtime's --model-name={{.Name}}).
+The InferenceService is the one the box's overlay created (`imagelingo`); that the URL's model
+name follows the InferenceService and not the packaged name (the runtime's --model-name={{.Name}})
+is tests/test_pod_runtime.py's to show.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import kubelet
 import pod as podspec
 import yaml
 
-SERVICE = "captions"
-BUCKET = "imagelingo"
 # the storage-initializer image's entrypoint at KServe v0.15.2 (kserve/kserve
 # python/storage-initializer/scripts/initializer-entrypoint), its logging call left out
 INITIALIZER = (
@@ -48,18 +48,18 @@ def start_moto(work: Path) -> tuple[subprocess.Popen, str]:
     return process, f"127.0.0.1:{port}"
 
 
-def upload(store: Path, endpoint: str) -> tuple[str, str]:
-    """What `imagelingo deploy` uploads, where it uploads it: (storage URI, version)."""
+def upload(store: Path, endpoint: str, uri: str) -> str:
+    """What `imagelingo deploy` uploads, as it uploads it, to `uri` (the captured Pod's
+    storageUri); returns the store's version."""
     import boto3
 
-    from imagelingo.deploy import store_version, upload_store, versioned_uri
+    from imagelingo.deploy import store_version, upload_store
 
     os.environ.update(CREDENTIALS, AWS_DEFAULT_REGION="us-east-1")
-    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=BUCKET)
-    version = store_version(store)
-    uri = versioned_uri(f"s3://{BUCKET}/model-store", version)
+    bucket = uri.removeprefix("s3://").split("/")[0]
+    boto3.client("s3", endpoint_url=f"http://{endpoint}").create_bucket(Bucket=bucket)
     upload_store(store, uri, f"http://{endpoint}")
-    return uri, version
+    return store_version(store)
 
 
 def network_policy_ports(mode: str) -> list[int]:
@@ -79,8 +79,26 @@ def network_policy_ports(mode: str) -> list[int]:
     return sorted(ports)
 
 
+def pod_images(pod: dict, plan: dict) -> dict[str, kubelet.Image]:
+    """What stands in for each image the Pod names (pod.py's docstring: not a spec change)."""
+    images = {}
+    for container in pod["initContainers"] + pod["containers"]:
+        image = container["image"]
+        if container["name"] == podspec.INITIALIZER:  # kserve/storage-initializer:<kserve>
+            images[image] = kubelet.Image(
+                path=[str(Path(plan["storage_venv"]) / "bin")],
+                entrypoint=["python", "-c", INITIALIZER],
+            )
+        else:  # pytorch/torchserve-kfs:0.9.0
+            images[image] = kubelet.Image(
+                path=[str(Path(plan["kfs_venv"]) / "bin")],
+                env={"TEMP": "/home/model-server/tmp", "PYTHONUNBUFFERED": "TRUE"},
+                workdir="/home/model-server",  # torchserve-kfs/v0.9.0/docker/Dockerfile:135-136
+            )
+    return images
+
+
 def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) -> dict:
-    from imagelingo.deploy import DeployConfig, inference_service, with_overrides
     from imagelingo.serving.consistency import check_batch_mixes
 
     root = work / f"pod-{mode.lower()}"
@@ -91,26 +109,14 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
     result = {"name": f"pod-{mode.lower()}", "mode": mode}
     started = time.monotonic()
     try:
-        uri, version = upload(Path(plan["store"]), endpoint)
-        config = with_overrides(DeployConfig(), name=SERVICE, mode=mode, storage_uri=uri)
-        isvc = inference_service(config, uri, version)
-        runtime = podspec.find_runtime(config.runtime)
-        annotations = podspec.secret_annotations("minio")
-        # the Secret's endpoint names the cluster's MinIO; here the S3 API is moto's
-        annotations["serving.kserve.io/s3-endpoint"] = endpoint
-        pod = podspec.build_pod(isvc, runtime, config.s3_secret, annotations)
-        (root / "pod.json").write_text(json.dumps({"isvc": isvc, "pod": pod}, indent=1))
-        images = {
-            runtime["spec"]["containers"][0]["image"]: kubelet.Image(
-                path=[str(Path(plan["kfs_venv"]) / "bin")],
-                env={"TEMP": "/home/model-server/tmp", "PYTHONUNBUFFERED": "TRUE"},
-                workdir="/home/model-server",  # torchserve-kfs/v0.9.0/docker/Dockerfile:135-136
-            ),
-            podspec.STORAGE_INITIALIZER_IMAGE: kubelet.Image(
-                path=[str(Path(plan["storage_venv"]) / "bin")],
-                entrypoint=["python", "-c", INITIALIZER],
-            ),
-        }
+        kserve = plan.get("kserve", podspec.KSERVE)
+        service = podspec.inference_service_name(mode, kserve)
+        result["kserve"], result["service"] = kserve, service
+        result["version"] = upload(Path(plan["store"]), endpoint, podspec.storage_uri(mode, kserve))
+        pod = podspec.pod(mode, endpoint, kserve)
+        (root / "pod.json").write_text(json.dumps(pod, indent=1))
+        images = pod_images(pod, plan)
+        result["images"] = {name: image.path[0] for name, image in images.items()}
         node = kubelet.Kubelet(pod, images, CREDENTIALS, root)
         container = pod["containers"][0]
         result["command"] = " ".join(container["command"] + container["args"])
@@ -132,10 +138,10 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
         images_b64 = plan["images_b64"]
         port = container["ports"][0]["containerPort"]
         body = json.dumps({"instances": [{"data": images_b64[0]}]}).encode()
-        first = request("POST", port, f"/v1/models/{SERVICE}:predict", body)
+        first = request("POST", port, f"/v1/models/{service}:predict", body)
         result["first_request"] = {"status": first[0], "body": first[1], "s": first[2]}
         probes = []
-        for case, method, path, data in cases(images_b64, SERVICE):
+        for case, method, path, data in cases(images_b64, service):
             status, text, seconds = request(method, port, path, data)
             probes.append({"case": case, "status": status, "body": text, "s": seconds})
         result["probes"] = probes
@@ -143,14 +149,14 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
         mixes = check_batch_mixes(
             f"http://127.0.0.1:{port}",
             [base64.b64decode(i) for i in plan["mix_images_b64"]],
-            model=SERVICE,
+            model=service,
         )
         result["batch_mixes"] = {**dataclasses.asdict(mixes), "ok": mixes.ok}
         result["listeners"] = listeners()
         result["policy_ports"] = network_policy_ports(mode)
         # the model goes away (TorchServe 0.9.0: the model API cannot be switched off)
         asked = time.monotonic() - node.started
-        status, text, _ = request("DELETE", 8083, f"/models/{SERVICE}")
+        status, text, _ = request("DELETE", 8083, f"/models/{service}")
         result["unregister"] = {"status": status, "body": text}
         gone = node.wait_ready(False, 60)
         result["not_ready_after_unregister_s"] = None if gone is None else round(gone - asked, 1)
@@ -171,9 +177,11 @@ def render(rounds: list[dict]) -> list[str]:
         return []
     lines = [
         "",
-        "The project's runtime as the pod KServe 0.15.2 builds from the rendered InferenceService "
-        f"(named `{SERVICE}`) and `imagelingo-torchserve` (serving/kfs-runtime/pod.py), run as a "
-        "kubelet runs it (kubelet.py):",
+        "The project's runtime as the pod the real KServe "
+        f"{', '.join(sorted({r['kserve'] for r in rounds}))} built on the box for "
+        "manifests/overlays (box/kserve/observed/, substitutions in serving/kfs-runtime/pod.py; "
+        "Knative mode: KServe's Knative Service + its pod mutator's injection, Knative's part "
+        "from reading), run as a kubelet runs it (kubelet.py):",
         "",
         "| round | PID 1 (uid) | storage-initializer downloaded | Ready after | first request "
         "| good → caption | bad → 4xx | alone = batched (issue 30) | unregister → NotReady "
@@ -190,6 +198,9 @@ def render(rounds: list[dict]) -> list[str]:
             f"{r['unregister']['status']}, NotReady {r['not_ready_after_unregister_s']} s later | "
             f"{stop['stop_s']} s{killed} ({stop['grace_s']} s) |"
         )
+    for r in rounds:
+        stand_ins = "; ".join(f"`{image}` → {path}" for image, path in r["images"].items())
+        lines.append(f"- {r['name']} images: {stand_ins}")
     lines += ["", "Listening sockets vs the ports the rendered NetworkPolicy admits:", ""]
     for r in rounds:
         open_ports = {int(a.rsplit(":", 1)[1]) for a in r["listeners"] if not a.startswith("127.")}

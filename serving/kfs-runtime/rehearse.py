@@ -11,14 +11,15 @@ Three rounds, each started exactly as on a cluster:
   copied unmodified, with gRPC stubs generated from inference.proto as the image's Dockerfile
   does. Environment as KServe sets it: PROTOCOL_VERSION v1 | v2, TS_SERVICE_ENVELOPE kserve |
   kservev2.
-- pod-knative, pod-standard: the project's `imagelingo-torchserve` runtime as a pod
-  (podround.py): the InferenceService `imagelingo deploy` renders in that mode, the pod KServe
-  0.15.2 builds from it and the ServingRuntime in manifests/ (pod.py: merged container,
-  storage-initializer init container with the S3 Secret's env), run as a kubelet runs it
+- pod-knative, pod-standard: the project's `imagelingo-torchserve` runtime as the pod the real
+  KServe controller built for it (pod.py: the Pod box/kserve/capture-pods.sh captured from the
+  box for manifests/overlays/minio-standard, KServe --kserve, default v0.15.2 = Kubeflow 1.11;
+  only the substitutions pod.SUBSTITUTIONS lists; Knative mode: KServe's captured Knative
+  Service + the pod mutator's injection, Knative's part from reading), run as a kubelet runs it
   (kubelet.py): the storage-initializer downloads the store from moto on 127.0.0.1 with KServe
   0.15.2's storage code (.venv-storage), then the runtime container runs as PID 1 of its own
   PID namespace as uid 1000 with /mnt/models read-only, its exec readiness probe polled, and
-  SIGTERM ends it. Nothing about that pod is written in the rehearsal.
+  SIGTERM ends it. Nothing of the Standard pod is written in the rehearsal.
 
 Files beside this one: common.py (paths, names), inputs.py (environment, wrapper, model, probe
 images), probes.py (requests and cases), stock.py (the stock rounds), pod.py + kubelet.py +
@@ -102,6 +103,7 @@ def run_outside(args: argparse.Namespace) -> int:
         "mix_images": mixes_note,
         "mix_images_b64": [base64.b64encode(i).decode() for i in mixes],
         "rounds": args.rounds,
+        "kserve": args.kserve,
         "timings": timings,
     }
     (work / "plan.json").write_text(json.dumps(plan))
@@ -159,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage-venv", type=Path, default=REPO / ".venv-storage")
     parser.add_argument(
         "--rounds", nargs="+", default=["stock-v1", "stock-v2", "pod-knative", "pod-standard"]
+    )
+    parser.add_argument(
+        "--kserve",
+        default=podround.podspec.KSERVE,
+        help="whose captured pod the pod rounds run (box/kserve/observed/<kserve>-*)",
     )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
