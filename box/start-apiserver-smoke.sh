@@ -11,6 +11,7 @@
 #   SETTLE_S=N waits N s before measuring RSS, API_EXTRA_FLAGS adds apiserver flags)
 set -euo pipefail
 box=$(cd "$(dirname "$0")" && pwd)
+. "$box/lib.sh"
 bin=$(cd "${1:-$box/bin/v1.34.4}" && pwd)
 kver=$(basename "$bin")
 W=$(mktemp -d /tmp/box-smoke.XXXXXX)
@@ -31,68 +32,14 @@ trap cleanup EXIT
 log() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
 T0=$(date +%s.%N)
 
-read -r P_ETCD P_PEER P_API P_KCM P_SCHED < <(python3 - <<'PY'
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])
-PY
-)
+read -r P_ETCD P_PEER P_API P_KCM P_SCHED < <(box_free_ports 5)
 log "bin=$bin work=$W ports etcd=$P_ETCD peer=$P_PEER apiserver=$P_API kcm=$P_KCM scheduler=$P_SCHED"
 
 # ---- PKI -------------------------------------------------------------------
-P=$W/pki; mkdir -p "$P"
-ossl() { openssl "$@" 2>>"$W/openssl.log"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 2 -subj "/CN=box-ca"
-cert() { # name, subject, extensions
-  ossl req -newkey rsa:2048 -nodes -keyout "$P/$1.key" -out "$P/$1.csr" -subj "$2"
-  printf '%s\n' "$3" > "$P/$1.ext"
-  ossl x509 -req -in "$P/$1.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial \
-    -days 2 -extfile "$P/$1.ext" -out "$P/$1.crt"
-}
-cert apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
-  'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
-  'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local')"
-client_ext=$(printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')
-cert admin "/O=system:masters/CN=kubernetes-admin" "$client_ext"
-cert kcm "/CN=system:kube-controller-manager" "$client_ext"
-cert sched "/CN=system:kube-scheduler" "$client_ext"
-# Front proxy (request-header authentication): the controller-manager's and
-# scheduler's delegated authentication read this CA from the
-# kube-system/extension-apiserver-authentication ConfigMap; without it they log
-# 'missing content for CA bundle "client-ca::...::requestheader-client-ca-file"'.
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/front-proxy-ca.key" -out "$P/front-proxy-ca.crt" \
-  -days 2 -subj "/CN=box-front-proxy-ca"
-ossl req -newkey rsa:2048 -nodes -keyout "$P/front-proxy-client.key" -out "$P/front-proxy-client.csr" \
-  -subj "/CN=front-proxy-client"
-printf '%s\n' "$client_ext" > "$P/front-proxy-client.ext"
-ossl x509 -req -in "$P/front-proxy-client.csr" -CA "$P/front-proxy-ca.crt" -CAkey "$P/front-proxy-ca.key" \
-  -CAcreateserial -days 2 -extfile "$P/front-proxy-client.ext" -out "$P/front-proxy-client.crt"
-ossl genrsa -out "$P/sa.key" 2048
-ossl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub"
-
-kc() { # kubeconfig name, cert name
-  local f=$W/$1.kubeconfig
-  "$bin/kubectl" config set-cluster box --server="https://127.0.0.1:$P_API" \
-    --certificate-authority="$P/ca.crt" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config set-credentials "$1" --client-certificate="$P/$2.crt" \
-    --client-key="$P/$2.key" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config set-context box --cluster=box --user="$1" --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config use-context box --kubeconfig="$f" >/dev/null
-}
-kc admin admin; kc kcm kcm; kc sched sched
+box_pki "IP:127.0.0.1"
+for n in admin kcm sched; do box_kubeconfig "$bin/kubectl" "https://127.0.0.1:$P_API" "$n" "$n"; done
 export KUBECONFIG=$W/admin.kubeconfig
 log "PKI and kubeconfigs written (openssl $(openssl version | cut -d' ' -f2))"
-
-wait_for() { # description, timeout seconds, command...
-  local what=$1 to=$2; shift 2
-  local end=$(( $(date +%s) + to ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || { log "TIMEOUT waiting for $what"; return 1; }
-    sleep 0.5
-  done
-  log "$what"
-}
 
 # ---- etcd ------------------------------------------------------------------
 "$bin/etcd" --name box --data-dir "$W/etcd" \

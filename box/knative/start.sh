@@ -13,6 +13,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 box=$(cd "$here/.." && pwd)
+. "$box/lib.sh"
 target=${1:-kubeflow-1.11}
 case $target in
   kubeflow-1.11) bin=$box/bin/v1.34.4; tag=v1.11.0 ;;
@@ -38,57 +39,14 @@ ip addr add "$HOSTIP/24" dev kn-br0
 ip link set kn-br0 up
 sysctl -qw net.ipv4.ip_forward=1 || true
 
-read -r P_ETCD P_PEER P_API P_KCM P_SCHED < <(python3 - <<'PY'
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])
-PY
-)
+read -r P_ETCD P_PEER P_API P_KCM P_SCHED < <(box_free_ports 5)
 log "target=$target k8s=$(basename "$bin") work=$W apiserver=https://$HOSTIP:$P_API"
 
-# ---- PKI (as box/start-apiserver-smoke.sh, plus the bridge address in the SAN) --------
-P=$W/pki; mkdir -p "$P"
-ossl() { openssl "$@" 2>>"$W/openssl.log"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 2 -subj "/CN=box-ca"
-cert() {
-  ossl req -newkey rsa:2048 -nodes -keyout "$P/$1.key" -out "$P/$1.csr" -subj "$2"
-  printf '%s\n' "$3" > "$P/$1.ext"
-  ossl x509 -req -in "$P/$1.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial -days 2 -extfile "$P/$1.ext" -out "$P/$1.crt"
-}
-cert apiserver "/CN=kube-apiserver" "$(printf '%s\n' 'basicConstraints=CA:FALSE' \
-  'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
-  "subjectAltName=IP:$HOSTIP,IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local")"
-client_ext=$(printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')
-cert admin "/O=system:masters/CN=kubernetes-admin" "$client_ext"
-cert kcm "/CN=system:kube-controller-manager" "$client_ext"
-cert sched "/CN=system:kube-scheduler" "$client_ext"
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/front-proxy-ca.key" -out "$P/front-proxy-ca.crt" -days 2 -subj "/CN=box-front-proxy-ca"
-ossl req -newkey rsa:2048 -nodes -keyout "$P/front-proxy-client.key" -out "$P/front-proxy-client.csr" -subj "/CN=front-proxy-client"
-printf '%s\n' "$client_ext" > "$P/front-proxy-client.ext"
-ossl x509 -req -in "$P/front-proxy-client.csr" -CA "$P/front-proxy-ca.crt" -CAkey "$P/front-proxy-ca.key" \
-  -CAcreateserial -days 2 -extfile "$P/front-proxy-client.ext" -out "$P/front-proxy-client.crt"
-ossl genrsa -out "$P/sa.key" 2048
-ossl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub"
-kc() {
-  local f=$W/$1.kubeconfig
-  "$bin/kubectl" config set-cluster box --server="https://$HOSTIP:$P_API" --certificate-authority="$P/ca.crt" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config set-credentials "$1" --client-certificate="$P/$2.crt" --client-key="$P/$2.key" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config set-context box --cluster=box --user="$1" --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config use-context box --kubeconfig="$f" >/dev/null
-}
-kc admin admin; kc kcm kcm; kc sched sched
+# ---- PKI (box/lib.sh, plus the bridge address in the SAN) -----------------------
+box_pki "IP:$HOSTIP,IP:127.0.0.1"
+for n in admin kcm sched; do box_kubeconfig "$bin/kubectl" "https://$HOSTIP:$P_API" "$n" "$n"; done
 export KUBECONFIG=$W/admin.kubeconfig
 K() { "$bin/kubectl" "$@"; }
-wait_for() {
-  local what=$1 to=$2; shift 2
-  local end=$(( $(date +%s) + to ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || { log "TIMEOUT waiting for $what"; return 1; }
-    sleep 0.5
-  done
-  log "$what"
-}
 
 # ---- control plane ---------------------------------------------------------------
 "$bin/etcd" --name box --data-dir "$W/etcd" \

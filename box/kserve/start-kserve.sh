@@ -28,6 +28,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 box=$(dirname "$here")
+. "$box/lib.sh"
 py=${PYTHON:-$(dirname "$box")/.venv/bin/python}
 target=${1:?usage: start-kserve.sh kubeflow-1.11|kubeflow-1.10|kserve-0.20}
 gomod=$(go env GOMODCACHE)
@@ -58,63 +59,16 @@ trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
 for port in 9443 8080; do   # webhook server (all addresses), metrics (127.0.0.1, the Deployment's arg)
   ! ss -Hltn "sport = :$port" | grep -q . || fail "port $port is in use on this host"
 done
-read -r P_ETCD P_PEER P_API P_KCM < <("$py" - <<'PY'
-import socket
-ss = [socket.socket() for _ in range(4)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])
-PY
-)
+read -r P_ETCD P_PEER P_API P_KCM < <(box_free_ports 4)
 log "target=$target kserve=$kv kubernetes=$kbin work=$W apiserver=127.0.0.1:$P_API pod-ip=$POD_IP"
 
-# ---- PKI (as box/start-apiserver-smoke.sh) ----------------------------------
-P=$W/pki; mkdir -p "$P"
-ossl() { openssl "$@" 2>>"$W/openssl.log"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 2 -subj "/CN=box-ca"
-cert() { # name, subject, extensions
-  ossl req -newkey rsa:2048 -nodes -keyout "$P/$1.key" -out "$P/$1.csr" -subj "$2"
-  printf '%s\n' "$3" > "$P/$1.ext"
-  ossl x509 -req -in "$P/$1.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial \
-    -days 2 -extfile "$P/$1.ext" -out "$P/$1.crt"
-}
-cert apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
-  'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
-  'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local')"
-client_ext=$(printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')
-cert admin "/O=system:masters/CN=kubernetes-admin" "$client_ext"
-cert kcm "/CN=system:kube-controller-manager" "$client_ext"
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/front-proxy-ca.key" -out "$P/front-proxy-ca.crt" \
-  -days 2 -subj "/CN=box-front-proxy-ca"
-ossl req -newkey rsa:2048 -nodes -keyout "$P/front-proxy-client.key" -out "$P/front-proxy-client.csr" \
-  -subj "/CN=front-proxy-client"
-printf '%s\n' "$client_ext" > "$P/front-proxy-client.ext"
-ossl x509 -req -in "$P/front-proxy-client.csr" -CA "$P/front-proxy-ca.crt" -CAkey "$P/front-proxy-ca.key" \
-  -CAcreateserial -days 2 -extfile "$P/front-proxy-client.ext" -out "$P/front-proxy-client.crt"
-ossl genrsa -out "$P/sa.key" 2048
-ossl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub"
-kc() { # kubeconfig name, cert name
-  local f=$W/$1.kubeconfig
-  "$K" config set-cluster box --server="https://127.0.0.1:$P_API" \
-    --certificate-authority="$P/ca.crt" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$K" config set-credentials "$1" --client-certificate="$P/$2.crt" \
-    --client-key="$P/$2.key" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$K" config set-context box --cluster=box --user="$1" --kubeconfig="$f" >/dev/null
-  "$K" config use-context box --kubeconfig="$f" >/dev/null
-}
-kc admin admin; kc kcm kcm
+# ---- PKI (box/lib.sh) -------------------------------------------------------
+box_pki "IP:127.0.0.1"
+for n in admin kcm; do box_kubeconfig "$K" "https://127.0.0.1:$P_API" "$n" "$n"; done
 export KUBECONFIG=$W/admin.kubeconfig
 cat > "$W/env" <<EOF
 export KUBECONFIG=$W/admin.kubeconfig K=$K W=$W NS=$ns POD_IP=$POD_IP KSERVE=$kv TARGET=$target
 EOF
-wait_for() { # description, timeout seconds, command...
-  local what=$1 to=$2; shift 2
-  local end=$(( $(date +%s) + to ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || fail "timeout waiting for $what"
-    sleep 0.5
-  done
-  log "$what"
-}
 
 # ---- etcd, kube-apiserver, kube-controller-manager --------------------------
 "$bin/etcd" --name box --data-dir "$W/etcd" \

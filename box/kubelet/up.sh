@@ -14,6 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 box=$(dirname "$here")
+. "$box/lib.sh"
 bin=$(cd "${1:-$box/bin/v1.34.4}" && pwd)
 kver=$(basename "$bin")
 W=${2:-/tmp/box-node}
@@ -30,69 +31,19 @@ mkdir -p "$W"; : > "$W/pids"
 T0=$(date +%s.%N)
 log() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
 started() { echo "$1 $2" >> "$W/pids"; }   # name pid
-wait_for() { # description, timeout seconds, command...
-  local what=$1 to=$2; shift 2
-  local end=$(( $(date +%s) + to ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || { log "TIMEOUT waiting for $what"; return 1; }
-    sleep 0.5
-  done
-  log "$what"
-}
-read -r P_ETCD P_PEER P_API P_KCM P_SCHED P_KL P_KP P_KPH < <(python3 - <<'PY'
-import socket
-ss = [socket.socket() for _ in range(8)]
-for s in ss: s.bind(("0.0.0.0", 0))
-print(*[s.getsockname()[1] for s in ss])
-PY
-)
+read -r P_ETCD P_PEER P_API P_KCM P_SCHED P_KL P_KP P_KPH < <(box_free_ports 8 0.0.0.0)
 log "$kver node=$NODE ip=$NODE_IP work=$W apiserver=https://$NODE_IP:$P_API"
 
-# ---- PKI (openssl), kubeconfigs ---------------------------------------------
-P=$W/pki; mkdir -p "$P"
-ossl() { openssl "$@" 2>>"$W/openssl.log"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 2 -subj "/CN=box-ca"
-cert() { # name, subject, extensions
-  ossl req -newkey rsa:2048 -nodes -keyout "$P/$1.key" -out "$P/$1.csr" -subj "$2"
-  printf '%s\n' "$3" > "$P/$1.ext"
-  ossl x509 -req -in "$P/$1.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial \
-    -days 2 -extfile "$P/$1.ext" -out "$P/$1.crt"
-}
-srv='basicConstraints=CA:FALSE
-keyUsage=digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth'
-cli='basicConstraints=CA:FALSE
-keyUsage=digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth'
-cert apiserver "/CN=kube-apiserver" "$srv
-subjectAltName=IP:127.0.0.1,IP:$NODE_IP,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-cert kubelet-serving "/CN=$NODE" "$srv
+# ---- PKI (box/lib.sh), the node's certs, kubeconfigs ----------------------------
+box_pki "IP:127.0.0.1,IP:$NODE_IP"
+cert kubelet-serving "/CN=$NODE" "$BOX_SERVER_EXT
 subjectAltName=IP:127.0.0.1,IP:$NODE_IP,DNS:$NODE"
-cert admin "/O=system:masters/CN=kubernetes-admin" "$cli"
-cert kcm "/CN=system:kube-controller-manager" "$cli"
-cert sched "/CN=system:kube-scheduler" "$cli"
-cert kubelet "/O=system:nodes/CN=system:node:$NODE" "$cli"
-cert kube-proxy "/CN=system:kube-proxy" "$cli"
-cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$cli"
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/front-proxy-ca.key" -out "$P/front-proxy-ca.crt" \
-  -days 2 -subj "/CN=box-front-proxy-ca"
-ossl req -newkey rsa:2048 -nodes -keyout "$P/front-proxy-client.key" -out "$P/front-proxy-client.csr" \
-  -subj "/CN=front-proxy-client"
-printf '%s\n' "$cli" > "$P/front-proxy-client.ext"
-ossl x509 -req -in "$P/front-proxy-client.csr" -CA "$P/front-proxy-ca.crt" -CAkey "$P/front-proxy-ca.key" \
-  -CAcreateserial -days 2 -extfile "$P/front-proxy-client.ext" -out "$P/front-proxy-client.crt"
-ossl genrsa -out "$P/sa.key" 2048
-ossl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub"
-kc() { # kubeconfig name, cert name
-  local f=$W/$1.kubeconfig
-  "$bin/kubectl" config set-cluster box --server="https://$NODE_IP:$P_API" \
-    --certificate-authority="$P/ca.crt" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config set-credentials "$1" --client-certificate="$P/$2.crt" \
-    --client-key="$P/$2.key" --embed-certs=true --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config set-context box --cluster=box --user="$1" --kubeconfig="$f" >/dev/null
-  "$bin/kubectl" config use-context box --kubeconfig="$f" >/dev/null
-}
-for n in admin kcm sched kubelet kube-proxy; do kc "$n" "$n"; done
+cert kubelet "/O=system:nodes/CN=system:node:$NODE" "$BOX_CLIENT_EXT"
+cert kube-proxy "/CN=system:kube-proxy" "$BOX_CLIENT_EXT"
+cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$BOX_CLIENT_EXT"
+for n in admin kcm sched kubelet kube-proxy; do
+  box_kubeconfig "$bin/kubectl" "https://$NODE_IP:$P_API" "$n" "$n"
+done
 export KUBECONFIG=$W/admin.kubeconfig
 cat > "$W/env" <<EOF
 export KUBECONFIG=$KUBECONFIG NODE_IP=$NODE_IP NODE_NAME=$NODE BIN=$bin

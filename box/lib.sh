@@ -1,0 +1,72 @@
+# What every start script of the box does the same way (sourced, not run): free ports, the PKI
+# kubeadm would make (one CA, the API server's serving cert, client certs, the front-proxy CA
+# that delegated authentication reads, the service-account key pair), kubeconfigs, and waiting.
+# The caller sets W (its work dir) and defines log().
+
+BOX_SERVER_EXT='basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth'
+BOX_CLIENT_EXT='basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth'
+BOX_API_SANS='IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local'
+
+box_free_ports() { # count [bind address]: that many free TCP ports, on one line
+  python3 - "$1" "${2:-127.0.0.1}" <<'PY'
+import socket, sys
+ss = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind((sys.argv[2], 0))
+print(*[s.getsockname()[1] for s in ss])
+PY
+}
+
+ossl() { openssl "$@" 2>>"$W/openssl.log"; }
+
+cert() { # name, subject, extensions: a key and a certificate signed by the box's CA, in $P
+  ossl req -newkey rsa:2048 -nodes -keyout "$P/$1.key" -out "$P/$1.csr" -subj "$2"
+  printf '%s\n' "$3" > "$P/$1.ext"
+  ossl x509 -req -in "$P/$1.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial \
+    -days 2 -extfile "$P/$1.ext" -out "$P/$1.crt"
+}
+
+box_pki() { # the API server's addresses ("IP:127.0.0.1,IP:..."): $P = $W/pki with the CA,
+  # apiserver, admin (system:masters), kcm and sched client certs, the front proxy, sa.key/pub.
+  # Without the front-proxy CA the controller-manager's and scheduler's delegated authentication
+  # log 'missing content for CA bundle "client-ca::...::requestheader-client-ca-file"'.
+  P=$W/pki; mkdir -p "$P"
+  ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 2 -subj "/CN=box-ca"
+  cert apiserver "/CN=kube-apiserver" "$BOX_SERVER_EXT
+subjectAltName=$1,$BOX_API_SANS"
+  cert admin "/O=system:masters/CN=kubernetes-admin" "$BOX_CLIENT_EXT"
+  cert kcm "/CN=system:kube-controller-manager" "$BOX_CLIENT_EXT"
+  cert sched "/CN=system:kube-scheduler" "$BOX_CLIENT_EXT"
+  ossl req -x509 -newkey rsa:2048 -nodes -keyout "$P/front-proxy-ca.key" -out "$P/front-proxy-ca.crt" \
+    -days 2 -subj "/CN=box-front-proxy-ca"
+  ossl req -newkey rsa:2048 -nodes -keyout "$P/front-proxy-client.key" -out "$P/front-proxy-client.csr" \
+    -subj "/CN=front-proxy-client"
+  printf '%s\n' "$BOX_CLIENT_EXT" > "$P/front-proxy-client.ext"
+  ossl x509 -req -in "$P/front-proxy-client.csr" -CA "$P/front-proxy-ca.crt" -CAkey "$P/front-proxy-ca.key" \
+    -CAcreateserial -days 2 -extfile "$P/front-proxy-client.ext" -out "$P/front-proxy-client.crt"
+  ossl genrsa -out "$P/sa.key" 2048
+  ossl rsa -in "$P/sa.key" -pubout -out "$P/sa.pub"
+}
+
+box_kubeconfig() { # kubectl, API server URL, name, cert name: writes $W/<name>.kubeconfig
+  local kubectl=$1 server=$2 f=$W/$3.kubeconfig
+  "$kubectl" config set-cluster box --server="$server" \
+    --certificate-authority="$P/ca.crt" --embed-certs=true --kubeconfig="$f" >/dev/null
+  "$kubectl" config set-credentials "$3" --client-certificate="$P/$4.crt" \
+    --client-key="$P/$4.key" --embed-certs=true --kubeconfig="$f" >/dev/null
+  "$kubectl" config set-context box --cluster=box --user="$3" --kubeconfig="$f" >/dev/null
+  "$kubectl" config use-context box --kubeconfig="$f" >/dev/null
+}
+
+wait_for() { # description, timeout seconds, command...: 1 when the command never succeeded
+  local what=$1 to=$2; shift 2
+  local end=$(( $(date +%s) + to ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || { log "TIMEOUT waiting for $what"; return 1; }
+    sleep 0.5
+  done
+  log "$what"
+}
