@@ -31,6 +31,7 @@ from imagelingo.serving.package import (
     ENTRYPOINT,
     MOUNT,
     POD_ENTRYPOINT,
+    POD_MODULES,
     ServingConfig,
     direct_properties,
     write_properties,
@@ -56,19 +57,31 @@ def replace_placeholders(value, name: str):
     return json.loads(json.dumps(value).replace("{{.Name}}", name))
 
 
-def test_entrypoint_needs_only_python_3_9_and_the_standard_library():
+def test_entrypoint_and_its_front_need_only_python_3_9_and_the_standard_library():
+    # run by the runtime image's Python from the store's config/, where nothing of ours is
+    # installed: each `from imagelingo...` falls back to the copy beside it (pod_front, oip)
+    files = [POD_ENTRYPOINT, *(POD_ENTRYPOINT.with_name(m) for m in POD_MODULES)]
     result = subprocess.run(
-        [VERMIN, "--no-tips", "--violations", "--eval-annotations", "-t=3.9-", str(POD_ENTRYPOINT)],
+        [VERMIN, "--no-tips", "--violations", "--eval-annotations", "-t=3.9-", *map(str, files)],
         capture_output=True,
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    tree = ast.parse(POD_ENTRYPOINT.read_text())
-    imported = {
-        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
-    }
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imported and imported <= sys.stdlib_module_names, imported - sys.stdlib_module_names
+    allowed = sys.stdlib_module_names | {"imagelingo", "pod_front", "oip"}
+    for path in files:
+        tree = ast.parse(path.read_text())
+        imported = {
+            a.name.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Import)
+            for a in n.names
+        }
+        imported |= {
+            n.module.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module
+        }
+        assert imported and imported <= allowed, (path.name, imported - allowed)
 
 
 def test_package_writes_the_entrypoint_beside_the_configs(tmp_path):

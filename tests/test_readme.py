@@ -88,6 +88,23 @@ def _split(section: str, lines: list[str]) -> list[Command]:
     return commands
 
 
+def readme_python(section_prefix: str) -> list[str]:
+    """The ```python blocks under headings starting with `section_prefix`."""
+    blocks, section, block = [], "", None
+    for line in (REPO_ROOT / "README.md").read_text().splitlines():
+        if block is None and line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif block is None and line.strip() == "```python":
+            block = []
+        elif block is not None and line.strip() == "```":
+            if section.startswith(section_prefix):
+                blocks.append("\n".join(block))
+            block = None
+        elif block is not None:
+            block.append(line)
+    return blocks
+
+
 def unmarked(section_prefix: str) -> list[Command]:
     return [c for c in readme_commands() if c.section.startswith(section_prefix) and not c.marked]
 
@@ -266,7 +283,8 @@ def test_serving_and_calling_the_endpoint(stages):
     body = json.dumps(
         {"instances": [{"data": b64encode((stages.root / "photo.jpg").read_bytes()).decode()}]}
     ).encode()
-    assert len(servers) == 2 and len(clients) >= 4
+    python_clients = readme_python("From Python")
+    assert len(servers) == 2 and len(clients) >= 4 and len(python_clients) == 2
     for server in servers:
         process = stages.background(server.text, "/v1/models/imagelingo:predict", body)
         try:
@@ -274,6 +292,9 @@ def test_serving_and_calling_the_endpoint(stages):
                 out = stages.sh(client.text)
                 expected = '"caption"' if client.text.startswith("curl") else "photo.jpg"
                 assert expected in out, (client.text, out)
+            for code in python_clients:  # tritonclient and the KServe SDK, as written
+                out = stages.sh(f"python - <<'PYTHON'\n{code}\nPYTHON")
+                assert re.search(r"^dog\.jpg: \w+", out, flags=re.M), (code, out)
         finally:
             stop(process)
 

@@ -28,6 +28,8 @@ from imagelingo.serving.client import caption_remote, post_json
 from imagelingo.serving.package import (
     HANDLER_ENTRY,
     PACKAGE_ROOT,
+    POD_ENTRYPOINT,
+    POD_MODULES,
     RUNTIME_MODULES,
     RUNTIME_PACKAGE,
 )
@@ -58,8 +60,11 @@ def test_vermin_catches_what_broke_the_runtime_before(tmp_path):
     assert result.returncode != 0 and "zip(strict)" in result.stdout
 
 
-def test_every_module_in_the_mar_runs_on_python_3_9():
+def test_every_module_in_the_mar_and_the_pod_runs_on_python_3_9():
     files = [PACKAGE_ROOT / relative for relative in RUNTIME_MODULES] + [HANDLER_ENTRY]
+    # PID 1 of the runtime pod and the protocol front it imports, run by the image's Python
+    files += [POD_ENTRYPOINT, *(POD_ENTRYPOINT.with_name(m) for m in POD_MODULES)]
+    files = sorted(set(files))  # oip.py is in both
     assert all(path.is_file() for path in files)
     result = vermin(files)
     assert result.returncode == 0, result.stdout + result.stderr

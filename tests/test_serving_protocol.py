@@ -51,7 +51,7 @@ def test_v2_reads_one_bytes_tensor():
             {"name": "image", "datatype": "BYTES", "shape": [2], "data": [b64(JPEG), b64(JPEG)]}
         ]
     }
-    images, options, name = parse_v2(body)
+    images, options, name, _ = parse_v2(body)
     assert images == [JPEG, JPEG] and options == Options() and name == "image"
 
 

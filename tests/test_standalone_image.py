@@ -43,6 +43,9 @@ def test_image_copies_the_packaged_store_and_direct_config_and_runs_it():
         ("model-store", f"{MOUNT}/model-store"),
         ("config/direct.properties", f"{MOUNT}/config/direct.properties"),
         ("config/entrypoint.py", f"{MOUNT}/config/entrypoint.py"),
+        # the entrypoint's protocol front and the module it imports (serving/pod_front.py)
+        ("config/pod_front.py", f"{MOUNT}/config/pod_front.py"),
+        ("config/oip.py", f"{MOUNT}/config/oip.py"),
     ]
     command = image_cmd()
     # the imagelingo-torchserve ServingRuntime's command + args, less the InferenceService name

@@ -145,6 +145,10 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
             status, text, seconds = request(method, port, path, data)
             probes.append({"case": case, "status": status, "body": text, "s": seconds})
         result["probes"] = probes
+        # issue 29: tritonclient and the KServe SDK (this .venv's, and 0.15.2's) as users call it
+        image_file = root / "probe.jpg"
+        image_file.write_bytes(base64.b64decode(images_b64[0]))
+        result["clients"] = client_checks(f"http://127.0.0.1:{port}", service, image_file, plan)
         # issue 30: each image's answer alone vs inside random batch mixes
         mixes = check_batch_mixes(
             f"http://127.0.0.1:{port}",
@@ -169,6 +173,25 @@ def run_pod_round(mode: str, plan: dict, work: Path, cases, request, listeners) 
         moto.wait(timeout=10)
         result["round_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def client_checks(url: str, model: str, image_file: Path, plan: dict) -> list[dict]:
+    """client_probe.py run by each Python that has clients; one dict per call."""
+    probe = Path(__file__).with_name("client_probe.py")
+    calls = []
+    for python in (sys.executable, str(Path(plan["storage_venv"]) / "bin" / "python")):
+        done = subprocess.run(
+            [python, str(probe), url, model, str(image_file)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            detail = done.stderr.strip()[-500:]
+            calls.append({"client": python, "call": "run", "ok": False, "detail": detail})
+            continue
+        calls += json.loads(done.stdout.strip().splitlines()[-1])
+    return calls
 
 
 def render(rounds: list[dict]) -> list[str]:
@@ -201,6 +224,15 @@ def render(rounds: list[dict]) -> list[str]:
     for r in rounds:
         stand_ins = "; ".join(f"`{image}` → {path}" for image, path in r["images"].items())
         lines.append(f"- {r['name']} images: {stand_ins}")
+    lines += ["", "The clients (client_probe.py; issue 29), each call's outcome:", ""]
+    for r in rounds:
+        calls = r.get("clients", [])
+        failed = [f"{c['client']} {c['call']}: {c['detail'][:200]}" for c in calls if not c["ok"]]
+        clients = sorted({c["client"] for c in calls})
+        lines.append(
+            f"- {r['name']}: {sum(c['ok'] for c in calls)}/{len(calls)} calls succeeded "
+            f"({', '.join(clients)}){'; failed: ' + '; '.join(failed) if failed else ''}"
+        )
     lines += ["", "Listening sockets vs the ports the rendered NetworkPolicy admits:", ""]
     for r in rounds:
         open_ports = {int(a.rsplit(":", 1)[1]) for a in r["listeners"] if not a.startswith("127.")}

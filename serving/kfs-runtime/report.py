@@ -48,11 +48,16 @@ def verdicts(round_result: dict) -> dict:
         else:
             bad.append(isinstance(probe["status"], int) and 400 <= probe["status"] < 500)
     mixes_ok = round_result.get("batch_mixes", {}).get("ok", True)  # pod rounds (issue 30)
-    return {
+    clients = round_result.get("clients")  # pod rounds (issue 29): every client call succeeds
+    clients_ok = clients is None or (bool(clients) and all(c["ok"] for c in clients))
+    verdict = {
         "good_captioned": f"{sum(good)}/{len(good)}",
         "bad_4xx": f"{sum(bad)}/{len(bad)}",
-        "ok": all(good) and (all(bad) or protocol is not None) and mixes_ok,
+        "ok": all(good) and (all(bad) or protocol is not None) and mixes_ok and clients_ok,
     }
+    if clients is not None:
+        verdict["client_calls_ok"] = f"{sum(c['ok'] for c in clients)}/{len(clients)}"
+    return verdict
 
 
 def cell(probe: dict) -> str:

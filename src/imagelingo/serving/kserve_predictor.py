@@ -23,6 +23,7 @@ Limits, as TorchServe's handler enforces them plus what a server of its own must
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import zipfile
@@ -36,6 +37,7 @@ from fastapi.responses import JSONResponse
 
 from imagelingo.errors import ImageLingoError
 from imagelingo.inference.captioner import Captioner
+from imagelingo.serving import oip
 from imagelingo.serving.protocol import (
     INTERNAL_ERROR,
     MAX_REQUEST_BYTES,
@@ -114,20 +116,40 @@ class MicroBatcher:
 
 
 def v2_request_to_dict(request: kserve.InferRequest) -> dict:
-    """kserve's parsed v2 request back to the JSON shape protocol.parse_v2 checks."""
+    """kserve's parsed v2 request back to the JSON shape protocol.parse_v2 checks. BYTES sent as
+    JSON arrive as str (base64 text); sent as binary data (InferRequest.from_bytes) they arrive
+    as bytes, the image files themselves, and stay bytes."""
     inputs = []
     for tensor in request.inputs:
         data = tensor.data
-        # REST v2 BYTES arrive as str; the base64 text may also come back as bytes.
-        data = [d.decode() if isinstance(d, (bytes, bytearray)) else d for d in data]
+        if isinstance(data, (bytes, bytearray)):  # one element's binary data, not a list
+            data = [bytes(data)]
         inputs.append(
             {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "data": data}
         )
-    return {
+    body = {
         "id": request.id or "",
         "inputs": inputs,
         "parameters": dict(request.parameters or {}) or None,
     }
+    if request.request_outputs:
+        body["outputs"] = [
+            {"name": o.name, **({"parameters": o.parameters} if o.parameters else {})}
+            for o in request.request_outputs
+        ]
+    return body
+
+
+def binary_infer_response(body: dict) -> kserve.InferResponse:
+    """A v2 answer as kserve's InferResponse with binary outputs: kserve's own encoder
+    (InferResponse.to_rest) writes the binary data and the header's length."""
+    from kserve import InferOutput
+
+    outputs = [
+        InferOutput(o["name"], o["shape"], o["datatype"], [d.encode() for d in o["data"]])
+        for o in body["outputs"]
+    ]
+    return kserve.InferResponse(body["id"], body["model_name"], outputs, use_binary_outputs=True)
 
 
 class CaptionModel(kserve.Model):
@@ -195,7 +217,14 @@ class CaptionModel(kserve.Model):
         response_headers: dict | None = None,
     ) -> dict:
         request, predictions = result
-        return response_body(request, predictions, self.name)
+        body = response_body(request, predictions, self.name)
+        return binary_infer_response(body) if request.binary_output else body
+
+    def get_input_types(self) -> list[dict]:
+        return oip.INPUTS
+
+    def get_output_types(self) -> list[dict]:
+        return oip.OUTPUTS
 
 
 async def bad_request_handler(_: Request, exc: BadRequest) -> JSONResponse:
@@ -218,8 +247,6 @@ async def internal_error_handler(_: Request, exc: Exception) -> JSONResponse:
 
 
 def json_413(message: str) -> tuple[dict, bytes]:
-    import json
-
     body = json.dumps(error_body(413, message)).encode()
     start = {
         "type": "http.response.start",
@@ -266,16 +293,7 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body, replayed = b"".join(chunks), False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(b"".join(chunks), receive), send)
 
     async def _drain(self, receive, size: int) -> int:
         deadline = time.monotonic() + self.drain_s
@@ -300,6 +318,74 @@ class BodyLimit:
         start, body = json_413(message)
         await send(start)
         await send({"type": "http.response.body", "body": body})
+
+
+class InferAsJson:
+    """ASGI middleware: every v2 infer body reaches kserve as JSON. A binary-extension request
+    (Inference-Header-Content-Length) becomes the same request in JSON (oip.json_from_binary,
+    as TorchServe's front does), answered with a 400 naming what does not add up; a body sent
+    without `Content-Type: application/json` (tritonclient and the KServe SDK send none) is
+    read as JSON, where kserve's route would take it for binary data lacking the header."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith("/infer")
+        ):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(oip.HEADER_LENGTH.encode())
+        if length is None:
+            if b"json" in headers.get(b"content-type", b""):
+                return await self.app(scope, receive, send)
+            plain = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*plain, (b"content-type", b"application/json")]}
+            return await self.app(scope, receive, send)
+        dropped = (b"content-type", b"content-length", oip.HEADER_LENGTH.encode())
+        kept = [(k, v) for k, v in scope["headers"] if k not in dropped]
+        body = await read_all(receive)
+        try:
+            size = oip.header_length(length.decode("latin-1"), len(body))
+            converted = json.dumps(oip.json_from_binary(body, size)).encode()
+        except oip.ProtocolError as exc:
+            return await JSONResponse(status_code=400, content=error_body(400, str(exc)))(
+                scope, receive, send
+            )
+        kept += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(converted)).encode()),
+        ]
+        await self.app({**scope, "headers": kept}, replay(converted, receive), send)
+
+
+async def read_all(receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive):
+    """An ASGI receive that gives `body` once, then the client's own messages (disconnect)."""
+    sent = False
+
+    async def receive_once():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_once
 
 
 def unpack_bundle(store_dir: Path, workdir: Path) -> tuple[str, Path, dict[str, str]]:
@@ -357,6 +443,7 @@ def build_app(store_dir: Path, workdir: Path):
     # The documented limit (what TorchServe's handler enforces too); the store's
     # max_request_size is the outer cap up to which an over-size body is read and dropped.
     outer = max(int(properties.get("max_request_size", 0)), MAX_REQUEST_BYTES)
+    app.add_middleware(InferAsJson)  # inside BodyLimit: it reads bodies already held to the limit
     app.add_middleware(BodyLimit, limit=MAX_REQUEST_BYTES, drain_limit=outer)
     return app
 

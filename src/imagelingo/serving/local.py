@@ -60,6 +60,8 @@ def local_server(
     """An unstarted local server of the given runtime over a packaged model store."""
     if runtime == "torchserve":
         return LocalTorchServe(store_dir, Path(workdir) / "torchserve", port)
+    if runtime == "torchserve-direct":  # no protocol front: for the serving benchmark only
+        return LocalTorchServe(store_dir, Path(workdir) / "torchserve", port, front=False)
     if runtime == "kserve":
         return LocalKServe(store_dir, Path(workdir) / "kserve", port)
     raise ImageLingoError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")

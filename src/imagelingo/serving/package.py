@@ -59,7 +59,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PACKAGE = "imagelingo_runtime"
 # What the MAR runs: the inference package as it is, and the serving modules the handler needs.
 # All use relative imports and need only torch, torchvision and Pillow (tests/test_runtime_compat).
-SERVING_MODULES = ("protocol.py", "images.py", "request.py", "handler.py")
+SERVING_MODULES = ("oip.py", "protocol.py", "images.py", "request.py", "handler.py")
 RUNTIME_MODULES = (
     "__init__.py",
     *sorted(f"inference/{p.name}" for p in (PACKAGE_ROOT / "inference").glob("*.py")),
@@ -69,6 +69,7 @@ RUNTIME_MODULES = (
 HANDLER_ENTRY = Path(__file__).with_name("mar_entry.py")
 # Runs in the runtime image's Python 3.9, standard library only (tests/test_pod_runtime.py).
 POD_ENTRYPOINT = Path(__file__).with_name("pod_entrypoint.py")
+POD_MODULES = ("pod_front.py", "oip.py")
 
 
 @settings("package")
@@ -242,6 +243,8 @@ def write_properties(out_dir: Path, config: ServingConfig) -> None:
     (out_dir / "config" / STOCK_PROPERTIES).write_text(torchserve_properties(config))
     (out_dir / "config" / DIRECT_PROPERTIES).write_text(direct_properties(config))
     shutil.copy2(POD_ENTRYPOINT, out_dir / "config" / ENTRYPOINT)
+    for module in POD_MODULES:  # the entrypoint's front and the protocol module it imports
+        shutil.copy2(POD_ENTRYPOINT.with_name(module), out_dir / "config" / module)
 
 
 def archive(staging: Path, export_dir: Path, config: ServingConfig, version: str) -> Path:

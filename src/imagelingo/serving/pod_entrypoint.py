@@ -29,6 +29,9 @@ Why it exists (paths under ../shared/cluster-reference/ unless said otherwise):
   components/predictor.go:366), and `serve` registers the model under that name, so
   /v1/models/<InferenceService name>:predict is what answers, whatever the store was packaged as.
   The packaged file on /mnt/models (read-only) is not changed: a copy goes to the workdir.
+- The protocol's other routes. TorchServe answers inference but no health or metadata route of
+  the Open Inference Protocol, and no binary tensor data: this process listens on the packaged
+  inference_address itself (pod_front.py) and TorchServe on a loopback port behind it.
 """
 
 import argparse
@@ -37,11 +40,13 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 EFFECTIVE = "imagelingo-torchserve.properties"
@@ -75,18 +80,22 @@ def only_model(properties, path):
     return next(iter(models))
 
 
-def effective_config(ts_config, model_name, workdir):
-    """The packaged config with the snapshot's one model renamed to `model_name` (if given),
-    written to the workdir; every other line as packaged."""
+def effective_config(ts_config, model_name, workdir, backend_address=""):
+    """The packaged config with the snapshot's one model renamed to `model_name` (if given) and
+    TorchServe's inference API moved to `backend_address` (if given, behind the front), written
+    to the workdir; every other line as packaged."""
     properties = read_properties(ts_config)
     packaged = only_model(properties, ts_config)
     lines = []
     with open(ts_config) as f:
         for line in f:
-            if model_name and line.split("=", 1)[0].strip() == "model_snapshot":
+            key = line.split("=", 1)[0].strip()
+            if model_name and key == "model_snapshot":
                 snapshot = json.loads(properties["model_snapshot"])
                 snapshot["models"] = {model_name: snapshot["models"][packaged]}
                 line = f"model_snapshot={json.dumps(snapshot)}\n"
+            elif backend_address and key == "inference_address":
+                line = f"inference_address={backend_address}\n"
             lines.append(line)
     path = os.path.join(workdir, EFFECTIVE)
     with open(path, "w") as f:
@@ -140,10 +149,47 @@ def stop_group(pgid, child_pid, timeout_s):
         time.sleep(0.05)
 
 
+def loopback_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_front(ts_config, effective, name, backend):
+    """The protocol's front on the packaged inference_address (pod_front.py)."""
+    try:
+        from imagelingo.serving import pod_front
+    except ImportError:  # in the model store: copied beside this file by `imagelingo package`
+        import pod_front
+    properties = read_properties(ts_config)
+    address = urllib.parse.urlsplit(properties["inference_address"])
+    # TorchServe's own cap (max_request_size) stays the outer one: bodies under it reach the
+    # handler, which answers the documented limit with a JSON 413
+    max_body = int(properties.get("max_request_size", 6553500))
+    version = "unknown"
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version as installed
+
+        version = installed("torchserve")
+    front = pod_front.start_front(
+        address.hostname,
+        address.port,
+        backend,
+        name,
+        lambda: worker_ready(effective)[0],
+        max_body,
+        version,
+    )
+    log(f"front on {properties['inference_address']}, TorchServe behind it on {backend}")
+    return front
+
+
 def serve(args):
     workdir = args.workdir or default_workdir()
-    config, name = effective_config(args.ts_config, args.model_name, workdir)
+    backend = f"http://127.0.0.1:{args.backend_port or loopback_port()}"
+    config, name = effective_config(args.ts_config, args.model_name, workdir, backend)
     log(f"serving model {name!r} with {config}")
+    start_front(args.ts_config, config, name, backend)
     # orphans come to this process even where it is not PID 1 (tests, docker --init)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -157,6 +203,8 @@ def serve(args):
         f"--model-store={args.model_store}",
         f"--ts-config={config}",
     ]
+    if args.no_config_snapshots:
+        command.append("--ncs")
     # its own session: one signal reaches model_server.py, the JVM and the workers
     child = subprocess.Popen(command, start_new_session=True)
     while True:
@@ -174,30 +222,36 @@ def serve(args):
         time.sleep(0.1)
 
 
-def ready(args):
-    """Exit 0 while the model has a READY worker, 1 with the reason otherwise."""
-    path = os.path.join(args.workdir or default_workdir(), EFFECTIVE)
+def worker_ready(path, timeout=2.0):
+    """(True, "") while the model of the effective config at `path` has a READY worker, else
+    (False, the reason)."""
     try:
         properties = read_properties(path)
     except OSError as exc:
-        print(f"not ready: {path} not written yet ({exc.strerror})")
-        return 1
+        return False, f"{path} not written yet ({exc.strerror})"
     name = only_model(properties, path)
     url = f"{properties['management_address'].rstrip('/')}/models/{name}"
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             described = json.load(response)
     except urllib.error.HTTPError as exc:
-        print(f"not ready: GET {url}: {exc.code} {exc.read()[:200]!r}")
-        return 1
+        return False, f"GET {url}: {exc.code} {exc.read()[:200]!r}"
     except (OSError, ValueError) as exc:
-        print(f"not ready: GET {url}: {exc}")
-        return 1
+        return False, f"GET {url}: {exc}"
     workers = [w.get("status") for entry in described for w in entry.get("workers", [])]
     if "READY" in workers:
-        return 0
-    print(f"not ready: model {name} workers {workers}")
-    return 1
+        return True, ""
+    return False, f"model {name} workers {workers}"
+
+
+def ready(args):
+    """Exit 0 while the model has a READY worker, 1 with the reason otherwise."""
+    is_ready, reason = worker_ready(
+        os.path.join(args.workdir or default_workdir(), EFFECTIVE), args.timeout
+    )
+    if not is_ready:
+        print(f"not ready: {reason}")
+    return 0 if is_ready else 1
 
 
 def parser():
@@ -208,6 +262,12 @@ def parser():
     start.add_argument("--model-store", required=True)
     start.add_argument("--ts-config", required=True)
     start.add_argument("--stop-timeout", type=float, default=7.0)
+    start.add_argument(
+        "--backend-port", type=int, default=0, help="TorchServe's loopback port; default: free"
+    )
+    start.add_argument(
+        "--no-config-snapshots", action="store_true", help="TorchServe's --ncs (local servers)"
+    )
     probe = commands.add_parser("ready", help="exit 0 while the model has a READY worker")
     probe.add_argument("--timeout", type=float, default=2.0)
     for sub in (start, probe):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..inference.errors import ImageLingoError
 from ..inference.options import Options
+from .oip import OUTPUT_NAME, PROTOCOL_PARAMETERS
 
 if TYPE_CHECKING:
     from ..inference.captioner import Caption
@@ -174,8 +175,10 @@ def parse_v1(body: Any) -> tuple[list[bytes], Options]:
     return images, options
 
 
-def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
-    """Returns the images, the options and the input's name (echoed in the response)."""
+def parse_v2(body: Any) -> tuple[list[bytes], Options, str, bool]:
+    """Returns the images, the options, the input's name (echoed in the response) and whether the
+    client asked for binary output. An image is base64 text in JSON, or the file's bytes when it
+    came as binary data (oip.read_binary_request)."""
     if not isinstance(body, dict) or "inputs" not in body:
         raise BadRequest('expected a JSON object with "inputs" (KServe v2)')
     inputs = body["inputs"]
@@ -184,14 +187,52 @@ def parse_v2(body: Any) -> tuple[list[bytes], Options, str]:
     tensor = inputs[0]
     if tensor.get("datatype") != "BYTES":
         raise BadRequest(f'input datatype must be "BYTES", got {tensor.get("datatype")!r}')
+    if "binary_data_size" in (tensor.get("parameters") or {}):
+        raise BadRequest(
+            f"input {tensor.get('name')!r} has binary_data_size but the request has no "
+            "Inference-Header-Content-Length header (the binary extension needs both)"
+        )
     data = tensor.get("data")
     if not isinstance(data, list) or not data:
         raise BadRequest('input "data" must be a non-empty list of base64 images')
     check_image_count(len(data))
     check_shape(tensor.get("shape"), len(data))
-    options = parse_options(body.get("parameters"))
+    parameters = body.get("parameters")
+    binary_output = requested_binary_output(body.get("outputs"), parameters)
+    if isinstance(parameters, dict):
+        parameters = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
+    options = parse_options(parameters)
     images = [decode_base64(unwrap_b64(item, i, "data"), i) for i, item in enumerate(data)]
-    return images, options, str(tensor.get("name", "image"))
+    return images, options, str(tensor.get("name", "image")), binary_output
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def requested_binary_output(outputs: Any, parameters: Any) -> bool:
+    """The protocol's output choices: "outputs" may name this model's one output ("caption")
+    with {"binary_data": bool}; else the request parameter binary_data_output decides."""
+    default = False
+    if isinstance(parameters, dict) and "binary_data_output" in parameters:
+        default = _flag("binary_data_output", parameters["binary_data_output"])
+    if outputs is None:
+        return default
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise BadRequest(f'"outputs" must be a list of objects such as {{"name": "{OUTPUT_NAME}"}}')
+    names = [o.get("name") for o in outputs]
+    if names != [OUTPUT_NAME]:
+        raise BadRequest(f'"outputs" names {names}; this model has one output, "{OUTPUT_NAME}"')
+    output_parameters = outputs[0].get("parameters") or {}
+    if not isinstance(output_parameters, dict) or set(output_parameters) - {"binary_data"}:
+        raise BadRequest(
+            f'output "{OUTPUT_NAME}" parameters {output_parameters!r}: only "binary_data" is known'
+        )
+    if "binary_data" in output_parameters:
+        return _flag("binary_data", output_parameters["binary_data"])
+    return default
 
 
 def check_shape(shape: Any, count: int) -> None:

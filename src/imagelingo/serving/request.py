@@ -39,6 +39,7 @@ class ParsedRequest:
     options: Options
     input_name: str = ""
     request_id: str = ""
+    binary_output: bool = False  # v2: the client asked for the caption output as binary data
 
 
 def parse_body(body: Any, image_size: int = 0) -> ParsedRequest:
@@ -57,9 +58,10 @@ def parse_body(body: Any, image_size: int = 0) -> ParsedRequest:
         except RecursionError as exc:  # e.g. 200,000 "[": not a client's honest mistake
             raise BadRequest("request body is JSON nested too deeply") from exc
     if isinstance(body, dict) and "inputs" in body:
-        blobs, options, name = parse_v2(body)
+        blobs, options, name, binary_output = parse_v2(body)
         images = decode_images(blobs, image_size)
-        return ParsedRequest("v2", images, options, name, str(body.get("id") or ""))
+        request_id = str(body.get("id") or "")
+        return ParsedRequest("v2", images, options, name, request_id, binary_output)
     blobs, options = parse_v1(body)
     return ParsedRequest("v1", decode_images(blobs, image_size), options)
 

@@ -1,6 +1,7 @@
 """A local TorchServe over a packaged model store, bound to 127.0.0.1 (`imagelingo serve`, tests).
 
-It reuses the packaged config/config.properties (batching, workers, limits) and only swaps the
+It runs the pod's PID 1 (pod_entrypoint.py: the protocol's front, TorchServe behind it) and
+reuses the packaged config/config.properties (batching, workers, limits); it only swaps the
 addresses, ports and model store path for local ones.
 """
 
@@ -20,6 +21,8 @@ from imagelingo.errors import ImageLingoError
 from imagelingo.serving.process import ServerProcess
 from imagelingo.serving.store import model_names, store_properties
 
+POD_ENTRYPOINT = Path(__file__).with_name("pod_entrypoint.py")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -30,8 +33,13 @@ def free_port() -> int:
 class LocalTorchServe(ServerProcess):
     """Start with `start()` (returns when every model has a ready worker), stop with `stop()`."""
 
-    def __init__(self, store_dir: Path, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, store_dir: Path, workdir: Path, port: int | None = None, front: bool = True
+    ) -> None:
+        """`front=False`: TorchServe alone on the port, without the protocol front (the
+        serving benchmark's measure of what the front costs)."""
         self.store_dir, self.workdir = Path(store_dir).resolve(), Path(workdir).resolve()
+        self.front = front
         self.properties = store_properties(self.store_dir)
         self.models = model_names(self.properties)
         self.port = port or free_port()
@@ -61,9 +69,15 @@ class LocalTorchServe(ServerProcess):
             raise ImageLingoError("TorchServe needs Java 17+ on PATH (`java` not found)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        torchserve = Path(sys.executable).parent / "torchserve"
-        command = [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(config)]
-        command += ["--model-store", str(self.store_dir / "model-store")]
+        # the pod's PID 1 (pod_entrypoint.py): the protocol's front on self.url, TorchServe
+        # behind it on a loopback port, as in the runtime pod and the standalone image
+        command = [sys.executable, str(POD_ENTRYPOINT), "serve", "--no-config-snapshots"]
+        command += [f"--ts-config={config}", f"--model-store={self.store_dir / 'model-store'}"]
+        command += [f"--workdir={self.workdir}"]
+        if not self.front:
+            torchserve = Path(sys.executable).parent / "torchserve"
+            command = [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config"]
+            command += [str(config), "--model-store", str(self.store_dir / "model-store")]
         env = {**os.environ, "LOG_LOCATION": str(self.workdir / "logs")}
         env["METRICS_LOCATION"] = str(self.workdir / "logs")
         # TorchServe keeps one pid file in the temp dir and refuses to start while it names a
