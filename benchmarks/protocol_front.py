@@ -1,10 +1,11 @@
 """What the protocol front costs: TorchServe behind the pod's PID 1 (pod_front.py: the Open
-Inference Protocol's health, metadata and binary data) against TorchServe alone, at 8 clients.
+Inference Protocol's health, metadata and binary data) against TorchServe alone and against the
+kserve predictor (the other way to speak the protocol), at 8 clients.
 
     python benchmarks/protocol_front.py --model runs/f8k/model --images ../shared/flickr8k
 
 The same packaged store (params.yaml's `package`), one Flickr8k test JPEG per KServe v1 request
-on 127.0.0.1, as benchmarks/serving_benchmark.py measures. The two are started in turn, in
+on 127.0.0.1, as benchmarks/serving_benchmark.py measures. They are started in turn, in
 alternating order over `--rounds` rounds (a shared 2-core machine drifts: one round each would
 compare the drift), and the seed-style baseline is measured in the same run. Reports each
 round and the medians; appends a section to benchmarks/RESULTS.md.
@@ -28,7 +29,13 @@ from serving_benchmark import (  # noqa: E402
     test_images,
 )
 
-VARIANTS = {"front (default)": "torchserve", "TorchServe alone": "torchserve-direct"}
+# the options measured: TorchServe behind the front (the default runtime now), TorchServe alone
+# (the default before, without the protocol's routes), the kserve predictor as the default
+VARIANTS = {
+    "TorchServe + front (default)": "torchserve",
+    "TorchServe alone": "torchserve-direct",
+    "kserve predictor": "kserve",
+}
 
 
 def main() -> None:
@@ -85,7 +92,7 @@ def write_results(args, rounds: dict[str, list[dict]], baseline: dict) -> None:
         f"{median(name, 'images_per_s') / baseline['images_per_s']:.1f}x |"
         for name, results in rounds.items()
     ]
-    front, alone = (median(name, "images_per_s") for name in VARIANTS)
+    front, alone, kserve = (median(name, "images_per_s") for name in VARIANTS)
     section = f"""{harness.heading("The protocol front's cost")}
 - command: `{harness.command()}`
 - machine: {harness.machine()}
@@ -98,7 +105,8 @@ def write_results(args, rounds: dict[str, list[dict]], baseline: dict) -> None:
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Front vs TorchServe alone, median throughput: {100 * (front / alone - 1):+.1f}%.
+Median throughput against TorchServe alone: the front {100 * (front / alone - 1):+.1f}%, the kserve
+predictor {100 * (kserve / alone - 1):+.1f}%.
 """
     harness.append_section(section, args.results)
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import queue
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +39,7 @@ except ImportError:  # in the model store: copied beside this file by `imageling
 # holds one thread, never the others.
 MAX_CONNECTIONS = 256
 SOCKET_TIMEOUT_S = 60
+MAX_IDLE_BACKEND = 32
 BACKEND_TIMEOUT_S = 300
 MODEL_PATH = ("v2", "models")
 ALLOW = {"Allow": "GET, HEAD, POST"}
@@ -68,7 +71,7 @@ class Front(ThreadingHTTPServer):
         self.model_name, self.ready, self.max_body = model_name, ready, max_body
         self.version = version
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.local = threading.local()
+        self.idle = queue.SimpleQueue()  # kept-alive connections to TorchServe, shared
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
@@ -91,14 +94,21 @@ class Front(ThreadingHTTPServer):
             self.slots.release()
 
     def backend_connection(self) -> http.client.HTTPConnection:
-        """One keep-alive connection to TorchServe per front thread."""
-        connection = getattr(self.local, "connection", None)
-        if connection is None:
-            connection = http.client.HTTPConnection(
+        """An idle kept-alive connection to TorchServe, or a new one. Clients that open a
+        connection per request (urllib, curl) would otherwise cost TorchServe a new channel
+        each: ~1 ms of its CPU per request, measured."""
+        try:
+            return self.idle.get_nowait()
+        except queue.Empty:
+            return http.client.HTTPConnection(
                 self.backend.hostname, self.backend.port, timeout=BACKEND_TIMEOUT_S
             )
-            self.local.connection = connection
-        return connection
+
+    def release(self, connection: http.client.HTTPConnection) -> None:
+        if self.idle.qsize() < MAX_IDLE_BACKEND:
+            self.idle.put(connection)
+        else:
+            connection.close()
 
 
 class FrontHandler(BaseHTTPRequestHandler):
@@ -106,18 +116,26 @@ class FrontHandler(BaseHTTPRequestHandler):
     timeout = SOCKET_TIMEOUT_S
     server: Front
 
+    def setup(self) -> None:
+        super().setup()
+        # no Nagle: with it, a small write after the headers waited for the client's delayed
+        # ACK (40 ms on Linux) on every answer
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # TorchServe logs every inference; health checks would flood the pod log
 
     def answer(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        """Status line, headers and body in one write."""
         self.send_response(status)
         headers = {"Content-Type": "application/json", **(headers or {})}
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def answer_json(self, status: int, value: dict) -> None:
         self.answer(status, json.dumps(value).encode())
@@ -252,6 +270,10 @@ class FrontHandler(BaseHTTPRequestHandler):
                 connection.request(self.command, self.path, body or None, headers)
                 response = connection.getresponse()
                 answer = response.read()
+                if response.will_close:
+                    connection.close()
+                else:
+                    self.server.release(connection)
                 break
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 connection.close()
