@@ -40,6 +40,7 @@ except ImportError:  # in the model store: copied beside this file by `imageling
 MAX_CONNECTIONS = 256
 SOCKET_TIMEOUT_S = 60
 MAX_IDLE_BACKEND = 32
+DRAIN_FACTOR = 4
 BACKEND_TIMEOUT_S = 300
 MODEL_PATH = ("v2", "models")
 ALLOW = {"Allow": "GET, HEAD, POST"}
@@ -231,9 +232,21 @@ class FrontHandler(BaseHTTPRequestHandler):
             self.answer(400, error_body(400, f"Content-Length {length!r} is not a number"))
             return None
         if int(length) > limit:
+            # read and drop what is sent (up to DRAIN_FACTOR x the limit): answering and closing
+            # while the client still sends shows it a reset, not the 413
+            expects = self.headers.get("Expect", "").lower() == "100-continue"
+            if int(length) <= DRAIN_FACTOR * limit and not expects:
+                self.drop(int(length))
             self.refuse_size(int(length), limit)
             return None
         return self.rfile.read(int(length))
+
+    def drop(self, size: int) -> None:
+        while size > 0:
+            chunk = self.rfile.read(min(size, 1 << 16))
+            if not chunk:
+                return
+            size -= len(chunk)
 
     def read_chunked(self, limit: int) -> bytes | None:
         chunks, size = [], 0
