@@ -33,6 +33,8 @@ SLOW_FIXTURES = {
     "archive_server": "an HTTP file server on 127.0.0.1 (test_remote_sources.py)",
     "server": "TorchServe or the kserve predictor (test_serving_http.py)",
     "limited_echo_server": "uvicorn on 127.0.0.1 (test_serving_limits.py)",
+    "backend": "a recording HTTP server on 127.0.0.1 behind the front (test_pod_front.py)",
+    "front": "the protocol front on 127.0.0.1 (test_pod_front.py)",
     "weekly": "the pipeline through kfp.local, which trains (test_pipeline_run.py)",
     "ce_run": "trains a decoder to start SCST from (test_scst.py)",
     "project": "where test_readme.py runs the README: make demo trains, imagelingo serve serves",
