@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shlex
+import sys
 
 import pytest
 import trainer_crds
@@ -17,7 +18,7 @@ import yaml
 
 from imagelingo.cli import build_parser, resolve_params
 from imagelingo.cluster.platforms import TARGETS
-from imagelingo.config import from_params
+from imagelingo.config import REPO_ROOT, from_params
 from imagelingo.errors import ImageLingoError
 from imagelingo.train import TrainConfig
 from imagelingo.trainjob import (
@@ -27,6 +28,10 @@ from imagelingo.trainjob import (
     run,
     train_on_kubeflow,
 )
+
+# the pipeline and component modules import from the repository root (pipelines/, components/),
+# which a run of this file alone does not have on sys.path
+sys.path.insert(0, str(REPO_ROOT))
 
 SETTINGS = dataclasses.asdict(TrainConfig())
 
