@@ -34,7 +34,7 @@ def test_a_tritonclient_binary_request_reads_back_as_its_images():
     request = oip.read_binary_request(body, length)
     assert request["inputs"][0]["data"] == [PNG, PNG[:20]]
     assert "parameters" not in request["inputs"][0]  # binary_data_size consumed
-    assert oip.wants_binary_output(request) is True  # no outputs named: binary by default
+    assert oip.binary_output_requested(request) is True  # no outputs named: binary by default
     as_json = oip.json_from_binary(body, length)
     images, options, name, binary = parse_v2(json.loads(json.dumps(as_json)))
     assert images == [PNG, PNG[:20]] and options.beam_width == 2 and binary
@@ -44,7 +44,7 @@ def test_a_named_output_decides_binary_or_json():
     text = triton.InferRequestedOutput("caption", binary_data=False)
     body, length = tritonclient_body([PNG], outputs=[text])
     request = oip.read_binary_request(body, length)
-    assert oip.wants_binary_output(request) is False
+    assert oip.binary_output_requested(request) is False
     assert parse_v2(oip.json_from_binary(body, length))[3] is False
 
 

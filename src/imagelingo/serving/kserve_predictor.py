@@ -116,17 +116,12 @@ class MicroBatcher:
 
 
 def v2_request_to_dict(request: kserve.InferRequest) -> dict:
-    """kserve's parsed v2 request back to the JSON shape protocol.parse_v2 checks. BYTES sent as
-    JSON arrive as str (base64 text); sent as binary data (InferRequest.from_bytes) they arrive
-    as bytes, the image files themselves, and stay bytes."""
-    inputs = []
-    for tensor in request.inputs:
-        data = tensor.data
-        if isinstance(data, (bytes, bytearray)):  # one element's binary data, not a list
-            data = [bytes(data)]
-        inputs.append(
-            {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape, "data": data}
-        )
+    """kserve's parsed v2 request back to the JSON shape protocol.parse_v2 checks. Every request
+    reaches kserve as JSON (InferAsJson converts binary ones), so BYTES are base64 text."""
+    inputs = [
+        {"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}
+        for t in request.inputs
+    ]
     body = {
         "id": request.id or "",
         "inputs": inputs,

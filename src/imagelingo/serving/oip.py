@@ -138,18 +138,37 @@ def json_from_binary(body: bytes, length: int) -> dict:
     return request
 
 
-def wants_binary_output(body: Any) -> bool:
-    """Whether a v2 request asks for the caption output as binary data (lenient: the parser
-    checks the request and answers a malformed one with a 400)."""
-    if not isinstance(body, dict):
-        return False
-    for output in body.get("outputs") or []:
-        if isinstance(output, dict) and output.get("name") == OUTPUT_NAME:
-            parameters = output.get("parameters")
-            if isinstance(parameters, dict) and "binary_data" in parameters:
-                return parameters["binary_data"] is True
-    parameters = body.get("parameters")
-    return isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def binary_output_requested(body: dict) -> bool:
+    """Whether a v2 request asks for the caption output as binary data: "outputs" may name this
+    model's one output ("caption") with {"binary_data": bool}; else the request parameter
+    binary_data_output decides. A malformed choice is a ProtocolError naming it."""
+    parameters, outputs = body.get("parameters"), body.get("outputs")
+    default = False
+    if isinstance(parameters, dict) and "binary_data_output" in parameters:
+        default = _flag("binary_data_output", parameters["binary_data_output"])
+    if outputs is None:
+        return default
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise ProtocolError(
+            f'"outputs" must be a list of objects such as {{"name": "{OUTPUT_NAME}"}}'
+        )
+    names = [o.get("name") for o in outputs]
+    if names != [OUTPUT_NAME]:
+        raise ProtocolError(f'"outputs" names {names}; this model has one output, "{OUTPUT_NAME}"')
+    output_parameters = outputs[0].get("parameters") or {}
+    if not isinstance(output_parameters, dict) or set(output_parameters) - {"binary_data"}:
+        raise ProtocolError(
+            f'output "{OUTPUT_NAME}" parameters {output_parameters!r}: only "binary_data" is known'
+        )
+    if "binary_data" in output_parameters:
+        return _flag("binary_data", output_parameters["binary_data"])
+    return default
 
 
 def binary_response(response: dict) -> tuple[bytes, int]:

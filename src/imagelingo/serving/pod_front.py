@@ -216,11 +216,14 @@ class FrontHandler(BaseHTTPRequestHandler):
             if b"binary_data" not in body:  # the common case: no JSON parse here
                 return body, False
             try:
-                return body, oip.wants_binary_output(json.loads(body))
-            except ValueError:
+                request = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 return body, False  # not JSON: the handler's 400 says so
+            if not isinstance(request, dict):
+                return body, False  # not a v2 request: the handler's 400 says so
+            return body, oip.binary_output_requested(request)
         request = oip.json_from_binary(body, length)
-        return json.dumps(request).encode(), oip.wants_binary_output(request)
+        return json.dumps(request).encode(), oip.binary_output_requested(request)
 
     def read_body(self) -> bytes | None:
         """The request's body (Content-Length or chunked), or None once answered 4xx."""

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..inference.errors import ImageLingoError
 from ..inference.options import Options
-from .oip import OUTPUT_NAME, PROTOCOL_PARAMETERS
+from . import oip
+from .oip import PROTOCOL_PARAMETERS
 
 if TYPE_CHECKING:
     from ..inference.captioner import Caption
@@ -198,41 +199,15 @@ def parse_v2(body: Any) -> tuple[list[bytes], Options, str, bool]:
     check_image_count(len(data))
     check_shape(tensor.get("shape"), len(data))
     parameters = body.get("parameters")
-    binary_output = requested_binary_output(body.get("outputs"), parameters)
+    try:
+        binary_output = oip.binary_output_requested(body)
+    except oip.ProtocolError as exc:
+        raise BadRequest(str(exc)) from exc
     if isinstance(parameters, dict):
         parameters = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
     options = parse_options(parameters)
     images = [decode_base64(unwrap_b64(item, i, "data"), i) for i, item in enumerate(data)]
     return images, options, str(tensor.get("name", "image")), binary_output
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise BadRequest(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def requested_binary_output(outputs: Any, parameters: Any) -> bool:
-    """The protocol's output choices: "outputs" may name this model's one output ("caption")
-    with {"binary_data": bool}; else the request parameter binary_data_output decides."""
-    default = False
-    if isinstance(parameters, dict) and "binary_data_output" in parameters:
-        default = _flag("binary_data_output", parameters["binary_data_output"])
-    if outputs is None:
-        return default
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise BadRequest(f'"outputs" must be a list of objects such as {{"name": "{OUTPUT_NAME}"}}')
-    names = [o.get("name") for o in outputs]
-    if names != [OUTPUT_NAME]:
-        raise BadRequest(f'"outputs" names {names}; this model has one output, "{OUTPUT_NAME}"')
-    output_parameters = outputs[0].get("parameters") or {}
-    if not isinstance(output_parameters, dict) or set(output_parameters) - {"binary_data"}:
-        raise BadRequest(
-            f'output "{OUTPUT_NAME}" parameters {output_parameters!r}: only "binary_data" is known'
-        )
-    if "binary_data" in output_parameters:
-        return _flag("binary_data", output_parameters["binary_data"])
-    return default
 
 
 def check_shape(shape: Any, count: int) -> None:
