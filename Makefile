@@ -12,7 +12,7 @@ TAG ?= 0.1.0
 IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
 DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
 
-.PHONY: install demo test test-fast test-walkthroughs cluster-check lint format benchmark benchmark-serving soak images run clean
+.PHONY: install demo test test-fast test-walkthroughs cluster-check box-e2e lint format benchmark benchmark-serving soak images run clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ test-walkthroughs: install  ## the README's commands and the DAG runs through kf
 
 cluster-check: install  ## the component images rehearsed: their venvs from components/requirements/, compiled components run in them (~4 min)
 	IMAGELINGO_CLUSTER_CHECK=1 $(BIN)/pytest -q -s tests/cluster
+
+box-e2e: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## the box per Kubeflow target (box/up.sh): overlays admitted, deploy as a profile's editor, captions from a profile pod (~10 min per target; root, box/ built)
+	IMAGELINGO_BOX=1 $(BIN)/pytest -q -s tests/box/test_e2e.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks components pipelines

@@ -97,3 +97,15 @@ def test_empty_s3_prefix_is_an_error_naming_it(s3_server, tmp_path):
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="empty")
     with pytest.raises(ImageLingoError, match="s3://empty/nothing: no objects"):
         ingest("s3://empty/nothing", tmp_path / "ds", tmp_path / "cache")
+
+
+def test_a_failed_upload_is_an_error_naming_the_file_and_the_key(s3_server, tmp_path):
+    """boto3's S3UploadFailedError is no botocore error: it escaped as a traceback (seen on the
+    box, SeaweedFS out of volumes: "InternalError when calling the UploadPart operation")."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "imagelingo.mar").write_bytes(b"model")
+    with pytest.raises(
+        ImageLingoError,
+        match=r"upload of .*\.mar to s3://no-such-bucket/v1/imagelingo\.mar failed: .*NoSuchBucket",
+    ):
+        upload_dir(tmp_path / "store", "s3://no-such-bucket/v1", s3_server)

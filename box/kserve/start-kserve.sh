@@ -10,7 +10,12 @@
 # Prints the work dir W; `source W/env` gives KUBECONFIG and K (kubectl);
 # box/kserve/stop-kserve.sh [W] stops everything and removes the pod IP.
 #
-# What stands in for what (no kubelet yet, no cert-manager):
+# BOX_NODE=<work dir of box/kubelet/up.sh> installs KServe into that running node's cluster
+# instead (box/up.sh): no control plane of its own, the manager as a hostNetwork pod would run
+# (POD_IP = the node's IP), the webhook Service's EndpointSlice only (the node's
+# kube-controller-manager owns Endpoints), KServe's predictor pods run by the node's kubelet.
+#
+# What stands in for what (no cert-manager; the manager is not run by the kubelet):
 # - the manager runs as a host process with its Deployment's env and args, in-cluster config
 #   as the kserve-controller-manager ServiceAccount (a token from the TokenRequest API
 #   mounted where the kubelet mounts it, in a mount namespace), its webhook server on POD_IP:9443 (POD_IP, default 10.244.0.2, is
@@ -44,6 +49,11 @@ kserve-0.20)
 esac
 bin=$box/bin/$kbin
 mgr=$box/bin/kserve-$kv/manager
+if [ -n "${BOX_NODE:-}" ]; then
+  . "$BOX_NODE/env"   # KUBECONFIG NODE_IP BIN of the node
+  [ "$BIN" = "$box/bin/$kbin" ] || { echo "$BOX_NODE runs $BIN, $target needs $kbin" >&2; exit 1; }
+  POD_IP=$NODE_IP
+fi
 POD_IP=${POD_IP:-10.244.0.2}
 [ -x "$mgr" ] || { echo "no $mgr: run box/kserve/build.sh $kv" >&2; exit 1; }
 W=$(mktemp -d /tmp/box-kserve.XXXXXX)
@@ -56,9 +66,21 @@ fail() { log "FAILED: $*"; for f in "$W"/*.log; do echo "== $f"; tail -15 "$f"; 
          trap - ERR; KEEP=1 "$here/stop-kserve.sh" "$W"; exit 1; }
 trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
 
-for port in 9443 8080; do   # webhook server (all addresses), metrics (127.0.0.1, the Deployment's arg)
-  ! ss -Hltn "sport = :$port" | grep -q . || fail "port $port is in use on this host"
+# webhook server (all addresses), metrics (127.0.0.1, the Deployment's arg); a pod has these
+# ports to itself, here they are the host's (SeaweedFS's volume server listens on NODE_IP:8080)
+for address in '*:9443' 127.0.0.1:8080 '*:8080' "$POD_IP:8081"; do
+  ! ss -Hltn | awk '{print $4}' | grep -qxF "$address" || fail "$address is in use on this host"
 done
+if [ -n "${BOX_NODE:-}" ]; then
+  P=$BOX_NODE/pki
+  P_API=$("$K" config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
+  API_HOST=$NODE_IP
+  log "target=$target kserve=$kv kubernetes=$kbin work=$W node=$BOX_NODE apiserver=$NODE_IP:$P_API pod-ip=$POD_IP"
+  cat > "$W/env" <<EOF
+export KUBECONFIG=$KUBECONFIG K=$K W=$W NS=$ns POD_IP=$POD_IP KSERVE=$kv TARGET=$target
+EOF
+else
+API_HOST=127.0.0.1
 read -r P_ETCD P_PEER P_API P_KCM < <(box_free_ports 4)
 log "target=$target kserve=$kv kubernetes=$kbin work=$W apiserver=127.0.0.1:$P_API pod-ip=$POD_IP"
 
@@ -109,6 +131,7 @@ wait_for "kube-apiserver /readyz ($("$K" version --client 2>/dev/null | head -1)
   > "$W/controller-manager.log" 2>&1 &
 started kube-controller-manager $!
 wait_for "kube-controller-manager /healthz" 60 curl -fsSk "https://127.0.0.1:$P_KCM/healthz"
+fi
 
 # ---- the serving certificate, as cert-manager's selfSigned issuer makes it ----
 man() { "$py" "$box/manifests.py" "${src[@]}" "$@" 2>/dev/null; }
@@ -171,12 +194,11 @@ log "Secret $ns/$secret: self-signed $cn ($dns), as cert-manager would issue Cer
 log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied; not applied (no kubelet): $(grep -c '^kind:' "$W/phase0.yaml") Deployments/DaemonSets"
 
 # ---- the pod IP and the webhook Service's endpoints -------------------------
-if ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; then
+if [ -z "${BOX_NODE:-}" ] && ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; then
   ip addr add "$POD_IP/32" dev lo
   echo "$POD_IP" > "$W/added-ip"
 fi
-"$K" apply -f - > /dev/null <<EOF
-apiVersion: v1
+endpoints="apiVersion: v1
 kind: Endpoints
 metadata:
   name: kserve-webhook-server-service
@@ -185,7 +207,10 @@ metadata:
 subsets:
 - addresses: [{ip: "$POD_IP"}]
   ports: [{port: 9443, protocol: TCP}]
----
+---"
+[ -z "${BOX_NODE:-}" ] || endpoints=""
+"$K" apply -f - > /dev/null <<EOF
+$endpoints
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -225,7 +250,7 @@ cp "$C/tls.crt" "$C/tls.key" "$C/ca.crt" "$W/manager-tmp/k8s-webhook-server/serv
 # controller-runtime's default cert dir ($TMPDIR/k8s-webhook-server/serving-certs, where the
 # Deployment mounts the Secret) into W; the health probe binds the pod IP (in a pod: :8081).
 env -u KUBECONFIG POD_NAMESPACE="$ns" SECRET_NAME="$secret" TMPDIR="$W/manager-tmp" \
-  KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$P_API" \
+  KUBERNETES_SERVICE_HOST="$API_HOST" KUBERNETES_SERVICE_PORT="$P_API" \
   unshare --mount --propagation private bash -c '
     sa=/var/run/secrets/kubernetes.io/serviceaccount
     mount -t tmpfs -o size=1m,mode=755 tmpfs /run && mkdir -p $sa && cp "$0"/* $sa/ && exec "$@"' \

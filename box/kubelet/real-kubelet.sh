@@ -4,6 +4,8 @@
 # the node's podCIDR). Called by up.sh with KUBELET=real: BIN WORKDIR NODE NODE_IP PORT DNS_IP.
 # Images come from no registry: mkimage.py builds OCI archives (images/*.sh) that
 # `ctr -n k8s.io images import` loads; the sandbox ("pause") image is pause.c of the same source.
+# BOX_CONTAINERD_ROOT keeps containerd's content and snapshots outside WORKDIR (a node's
+# /var/lib/containerd: imported images outlive the node; box/up.sh uses it for the 6 GB runtime).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$1 W=$2 NODE=$3 NODE_IP=$4 PORT=$5 DNS_IP=$6
@@ -13,7 +15,7 @@ kver=$(basename "$bin")
 pause_ver=3.10.1; [[ $kver == v1.32.* ]] && pause_ver=3.10   # kubeadm constants.go PauseVersion
 cat > "$C/config.toml" <<EOF
 version = 2
-root = "$C/root"
+root = "${BOX_CONTAINERD_ROOT:-$C/root}"
 state = "$C/state"
 [grpc]
   address = "$C/containerd.sock"

@@ -26,6 +26,17 @@ def s3_client(endpoint_url: str | None = None):
     return boto3.client("s3", endpoint_url=endpoint)
 
 
+def upload_file(client, path: Path, bucket: str, key: str) -> None:
+    """One upload; a failure (after boto3's own retries) names the file and where it went."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.upload_file(str(path), bucket, key)
+    except (Boto3Error, BotoCoreError, ClientError) as exc:
+        raise ImageLingoError(f"upload of {path} to s3://{bucket}/{key} failed: {exc}") from exc
+
+
 def download_prefix(uri: str, dest: Path, endpoint_url: str | None = None) -> Path:
     """Copy every object under an s3:// prefix into `dest`, keeping relative paths.
 
@@ -59,7 +70,7 @@ def upload_dir(local_dir: Path, uri: str, endpoint_url: str | None = None) -> in
     files = sorted(p for p in Path(local_dir).rglob("*") if p.is_file())
     for path in tqdm(files, desc=f"upload {uri}", unit="file"):
         key = "/".join(filter(None, [prefix.rstrip("/"), path.relative_to(local_dir).as_posix()]))
-        client.upload_file(str(path), bucket, key)
+        upload_file(client, path, bucket, key)
     return len(files)
 
 
@@ -72,7 +83,7 @@ def put_files(paths: list[Path], uri: str, endpoint_url: str | None = None) -> N
         client = s3_client(endpoint_url)
         for path in paths:
             key = "/".join(filter(None, [prefix.rstrip("/"), Path(path).name]))
-            client.upload_file(str(path), bucket, key)
+            upload_file(client, Path(path), bucket, key)
         return
     dest = Path(uri)
     dest.mkdir(parents=True, exist_ok=True)

@@ -191,3 +191,38 @@ def deployment_rolled_out(deployment: dict, annotations: dict) -> tuple[bool, st
     if available < updated:
         return False, f"Deployment {name}: {available} of {updated} updated replicas available"
     return True, ""
+
+
+def pods_not_serving(pods: list[dict]) -> str:
+    """Why the predictor's Pods do not serve, as the kubelet and the scheduler wrote it into
+    their status ("" when nothing is wrong that they say): a Pod the scheduler could not place
+    (PodScheduled False: "Insufficient cpu"), a container waiting for a reason other than its
+    turn (ImagePullBackOff, CrashLoopBackOff, CreateContainerConfigError), an init container
+    that failed, a container restarted after it exited, one running but not ready. Seen on the
+    box: a rollout on a full node waited its whole timeout on "1 old replicas left" with the new
+    Pod unschedulable."""
+    found = []
+    for pod in pods:
+        name, status = pod["metadata"]["name"], pod.get("status", {})
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        for condition in status.get("conditions", []):
+            if condition["type"] == "PodScheduled" and condition["status"] == "False":
+                found.append(f"Pod {name} not scheduled: {condition.get('message', '')}".strip())
+        for container in status.get("initContainerStatuses", []) + status.get(
+            "containerStatuses", []
+        ):
+            state, last = container.get("state", {}), container.get("lastState", {})
+            waiting = state.get("waiting", {})
+            ended = state.get("terminated") or last.get("terminated") or {}
+            what = f"Pod {name} container {container['name']}"
+            if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+                found.append(f"{what} {waiting['reason']}: {waiting.get('message', '')}".strip())
+            if "running" in state and not container.get("ready", True):
+                found.append(f"{what} running, not ready (its readiness probe fails)")
+            if ended.get("exitCode"):
+                found.append(
+                    f"{what} exited {ended['exitCode']} ({ended.get('reason', '')}), "
+                    f"{container.get('restartCount', 0)} restarts"
+                )
+    return "; ".join(dict.fromkeys(found))

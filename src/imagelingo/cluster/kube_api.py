@@ -118,6 +118,23 @@ class KubeApi:
         found = json.loads(got.data)["items"]
         return [d for d in found if wanted.items() <= d["metadata"].get("labels", {}).items()]
 
+    def predictor_pods(self, namespace: str, name: str) -> list[dict]:
+        """The predictor's Pods (KServe labels them like its Deployments), raw JSON; [] when this
+        account may not list pods (they only explain a rollout that does not finish)."""
+        import json
+
+        selector = f"serving.kserve.io/inferenceservice={name},component=predictor"
+        got = self._call(
+            f"Pods of {namespace}/{name}",
+            functools.partial(
+                self.core.list_namespaced_pod, label_selector=selector, _preload_content=False
+            ),
+            namespace,
+            missing_ok=True,
+            forbidden_ok=True,
+        )
+        return [] if got is None or got is ... else json.loads(got.data)["items"]
+
     def service_account(self, namespace: str, name: str) -> dict | None:
         got = self._call(
             f"ServiceAccount {namespace}/{name}",

@@ -10,6 +10,7 @@ from imagelingo.cluster.isvc import DeployConfig
 from imagelingo.cluster.kserve import (
     knative_rolled_out,
     mode_of,
+    pods_not_serving,
     standard_rolled_out,
 )
 from imagelingo.cluster.kube_api import Conflict, KubeApi
@@ -38,6 +39,10 @@ def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, written:
         if done:
             return status.get("url", "")
         if time.monotonic() > deadline:
+            if mode_of(written) != "Knative" and (
+                pods := pods_not_serving(api.predictor_pods(config.namespace, config.name))
+            ):
+                why = f"{why}; {pods}"
             raise ImageLingoError(
                 f"InferenceService {config.namespace}/{config.name} not rolled out after "
                 f"{config.timeout_s} s: {why}"

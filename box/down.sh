@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Stops what box/up.sh started, newest first (KServe's manager, the object store, the node with
+# its pods and network), and removes WORKDIR. Usage: box/down.sh [WORKDIR]   (default /tmp/box)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+W=${1:-/tmp/box}
+[ -d "$W" ] || { echo "nothing in $W"; exit 0; }
+[ -f "$W/kserve-workdir" ] && "$here/kserve/stop-kserve.sh" "$(cat "$W/kserve-workdir")"
+[ -d "$W/objectstore" ] && "$here/objectstore/stop.sh" "$W/objectstore"
+[ -d "$W/node" ] && "$here/kubelet/down.sh" "$W/node"
+rm -rf "$W"
+echo "box in $W stopped"

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The box for one target, in one command: a node of the release's Kubernetes (control plane,
+# the real kubelet on containerd, kube-proxy, CoreDNS: kubelet/up.sh), the images KServe's
+# predictor Pods name (kserve/images.sh, imported into the node's containerd), the object store
+# the release ships, bound to the node's IP behind the release's own `minio-service`, and KServe's
+# controller manager with its webhooks installed from the release into that cluster
+# (kserve/start-kserve.sh with BOX_NODE). InferenceServices in Standard mode then run as Pods of
+# the kubelet. Stop it all with box/down.sh.
+#   box/up.sh kubeflow-1.11 [WORKDIR]   # Kubernetes v1.34.4, KServe v0.15.2, SeaweedFS
+#   box/up.sh kubeflow-1.10 [WORKDIR]   # Kubernetes v1.32.13, KServe v0.15.0, MinIO
+# WORKDIR (default /tmp/box) gets env (source it: KUBECONFIG, K, TARGET, S3_ENDPOINT, ...), the
+# node's work dir node/, the object store's data objectstore/ and times.log.
+#
+# What is not yet the release's own Pod (box/README.md, stand-ins): the KServe manager and the
+# object store run as host processes (a hostNetwork pod would see the same network), with their
+# Services' EndpointSlices written by hand; Knative's pods do not run on this node yet.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+target=${1:?usage: box/up.sh kubeflow-1.11|kubeflow-1.10 [WORKDIR]}
+W=${2:-/tmp/box}
+case $target in
+kubeflow-1.11) kbin=v1.34.4 kv=v0.15.2 release=v1.11.0 store=seaweedfs port=8333 ;;
+kubeflow-1.10) kbin=v1.32.13 kv=v0.15.0 release=v1.10.2 store=minio port=9000 ;;
+*) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10)" >&2; exit 2 ;;
+esac
+[ ! -e "$W/env" ] || { echo "$W/env exists: box/down.sh $W first" >&2; exit 1; }
+mkdir -p "$W"
+py=${PYTHON:-$(dirname "$here")/.venv/bin/python}
+K=$here/bin/$kbin/kubectl
+T0=$(date +%s.%N)
+log() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*" | tee -a "$W/times.log"; }
+fail() { log "FAILED: $*"; exit 1; }
+trap 'fail "line $LINENO: $BASH_COMMAND (box/down.sh $W stops what started)"' ERR
+
+log "box $target: Kubernetes $kbin, KServe $kv, $store; work dir $W"
+# The predictor's images (6-7 GB unpacked) stay in a containerd root outside the work dir, as on a
+# node: made and imported once per KServe version (~5 min), then only the node starts.
+export BOX_CONTAINERD_ROOT=${BOX_CONTAINERD_ROOT:-/var/lib/box/containerd}
+mkdir -p "$BOX_CONTAINERD_ROOT"
+stamp=$BOX_CONTAINERD_ROOT/.imported-kserve-$kv images=""
+if [ ! -f "$stamp" ]; then
+  images=/var/cache/box/images/kserve-$kv
+  "$here/kserve/images.sh" "$kv" "$images" | tee -a "$W/times.log"
+  log "images made"
+fi
+BOX_IMAGE_DIRS=$images "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
+  || { tail -20 "$W/node.log"; fail "kubelet/up.sh"; }
+grep -E "UP|images imported" "$W/node.log" | tee -a "$W/times.log"
+if [ -n "$images" ]; then   # imported: the archives are not needed again
+  touch "$stamp"; rm -f "$images"/*.oci.tar
+fi
+. "$W/node/env"   # KUBECONFIG NODE_IP NODE_NAME BIN
+log "node up"
+
+# ---- the object store: the release's Service, its endpoint the host process ----------------
+mkdir -p "$W/objectstore"
+if [ $store = seaweedfs ]; then
+  WEED_IP=$NODE_IP "$here/objectstore/start-seaweedfs.sh" "$W/objectstore" | tee -a "$W/times.log"
+else
+  # the release's pinned MinIO where it was built from its tag (box/NOTES-objectstore.md), else
+  # build.sh's from the proxy
+  pinned=$here/objectstore/bin/minio-RELEASE.2019-08-14T20-37-41Z
+  [ -x "$pinned" ] || pinned=$here/objectstore/bin/minio
+  MINIO_BIN=$pinned MINIO_IP=$NODE_IP "$here/objectstore/start-minio.sh" "$W/objectstore" \
+    | tee -a "$W/times.log"
+fi
+"$py" "$here/manifests.py" "$release" --kind Namespace --name kubeflow > "$W/objectstore.yaml"
+for object in "Service minio-service" "Secret mlpipeline-minio-artifact"; do
+  set -- $object
+  echo "---" >> "$W/objectstore.yaml"
+  "$py" "$here/manifests.py" "$release" --kind "$1" --namespace kubeflow --name "$2" >> "$W/objectstore.yaml"
+done
+"$K" apply -f "$W/objectstore.yaml" > /dev/null
+pname=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.ports[0].name}')
+"$K" apply -f - > /dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: minio-service-box
+  namespace: kubeflow
+  labels:
+    kubernetes.io/service-name: minio-service
+    endpointslice.kubernetes.io/managed-by: up.box.local
+addressType: IPv4
+ports: [{name: "$pname", port: $port, protocol: TCP}]
+endpoints:
+- addresses: ["$NODE_IP"]
+  conditions: {ready: true}
+EOF
+S3_IP=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.clusterIP}')
+wait_for "object store through the Service minio-service ($S3_IP:9000 -> $NODE_IP:$port)" 30 \
+  curl -s -o /dev/null "http://$S3_IP:9000/"
+
+# ---- KServe, installed from the release into this cluster -----------------------------------
+BOX_NODE=$W/node KNATIVE_CRDS=1 "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1 \
+  || { tail -30 "$W/kserve.log"; fail "kserve/start-kserve.sh"; }
+kw=$(sed -n 's/.* work=\([^ ]*\) .*/\1/p' "$W/kserve.log" | head -1)
+echo "$kw" > "$W/kserve-workdir"
+grep -E "phase|manager started|READY" "$W/kserve.log" | cut -c1-200 | tee -a "$W/times.log"
+log "KServe $kv up"
+
+cat > "$W/env" <<EOF
+export KUBECONFIG=$KUBECONFIG K=$K BIN=$BIN NODE_IP=$NODE_IP TARGET=$target KSERVE=$kv
+export S3_ENDPOINT=http://$NODE_IP:$port S3_SERVICE=minio-service.kubeflow:9000 BOX=$W
+EOF
+log "RSS MiB: $(for f in "$W/node/pids" "$kw/pids"; do while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p" 2>/dev/null || echo 0) / 1024 )); done < "$f"; done)"
+log "UP: source $W/env"

@@ -1,0 +1,186 @@
+"""What the box's end-to-end test does to its cluster, as a Kubeflow user and admin would: kubectl
+of the release's Kubernetes, a profile namespace as Kubeflow's profile controller makes it, a
+ServiceAccount's kubeconfig, and a pod in a namespace that calls a URL (where a KFP task calls
+from)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BOX = REPO / "box"
+# the image the client pod runs: Debian's python3 (box/kubelet/images/debian-python.sh)
+CLIENT_IMAGE = "box.local/debian-python:bookworm"
+
+
+class Cluster:
+    """kubectl against a started box (box/up.sh's env file), as admin or as another account."""
+
+    def __init__(self, env_file: Path, kubeconfig: str | None = None) -> None:
+        pairs = (p.split("=", 1) for p in shlex.split(env_file.read_text()) if "=" in p)
+        self.env = dict(pairs)
+        self.kubeconfig = kubeconfig or self.env["KUBECONFIG"]
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout=300):
+        result = subprocess.run(
+            [self.env["K"], "--kubeconfig", self.kubeconfig, *map(str, args)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(map(str, args))}:\n{result.stderr[-3000:]}")
+        return result
+
+    def apply(self, objects: list[dict]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+    def get(self, *args: str) -> dict:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def as_service_account(self, namespace: str, name: str, path: Path) -> Cluster:
+        """A kubeconfig with a token of that ServiceAccount (the TokenRequest API, as a pod's
+        projected token): what a KFP task running as it holds."""
+        token = self.kubectl("-n", namespace, "create", "token", name, "--duration=2h").stdout
+        path.write_text(Path(self.kubeconfig).read_text())
+        other = Cluster.__new__(Cluster)
+        other.env, other.kubeconfig = self.env, str(path)
+        other.kubectl("config", "set-credentials", name, f"--token={token.strip()}")
+        other.kubectl("config", "set-context", "--current", f"--user={name}")
+        return other
+
+
+def release_objects(release: str, *selector: str) -> list[dict]:
+    """Objects from what the release installs (box/manifests.py)."""
+    out = subprocess.run(
+        [sys.executable, str(BOX / "manifests.py"), release, *selector],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def profile_namespace(release: str, namespace: str, owner: str = "user@example.com") -> list[dict]:
+    """The objects Kubeflow's profile controller makes for a Profile (kubeflow/dashboard v2.0.0
+    components/profile-controller/controllers/profile_controller.go): the namespace with the
+    `owner` annotation and `istio-injection: enabled` (:127-136), then the labels of the
+    release's namespace-labels ConfigMap, added where absent (:137, :754-773); ServiceAccounts
+    default-editor and default-viewer (:211, :219, :595-600), each bound by a RoleBinding of its
+    own name to ClusterRole kubeflow-edit / kubeflow-view (:618-636); RoleBinding namespaceAdmin
+    of the owner to kubeflow-admin (:230-245). Not made: Istio's AuthorizationPolicy (no Istio
+    here) and the ResourceQuota (only when the Profile asks)."""
+    (config,) = release_objects(
+        release, "--kind", "ConfigMap", "--namespace", "kubeflow", "--name", "namespace-labels*"
+    )
+    labels = {"istio-injection": "enabled"}
+    for key, value in yaml.safe_load(config["data"]["namespace-labels.yaml"]).items():
+        if value:
+            labels.setdefault(key, value)
+    meta = {"name": namespace, "labels": labels, "annotations": {"owner": owner}}
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": meta}]
+    bindings = [
+        ("default-editor", "kubeflow-edit", "ServiceAccount"),
+        ("default-viewer", "kubeflow-view", "ServiceAccount"),
+        ("namespaceAdmin", "kubeflow-admin", "User"),
+    ]
+    for name, role, kind in bindings:
+        if kind == "ServiceAccount":
+            objects.append(sa(namespace, name))
+            subject = {"kind": kind, "name": name, "namespace": namespace}
+            annotations = {}
+        else:
+            subject = {"kind": kind, "name": owner, "apiGroup": "rbac.authorization.k8s.io"}
+            annotations = {"user": owner, "role": "admin"}
+        objects.append(role_binding(namespace, name, "ClusterRole", role, subject, annotations))
+    return objects
+
+
+def sa(namespace: str, name: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+
+
+def role_binding(namespace, name, kind, role, subject, annotations=None) -> dict:
+    meta = {"name": name, "namespace": namespace, "annotations": annotations or {}}
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role}
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": ref,
+        "subjects": [subject],
+    }
+
+
+# Runs in the client pod (Debian's python3, standard library only): each request's status and
+# body, one JSON line each.
+CLIENT = """
+import json, sys, urllib.request, urllib.error
+for line in open("/requests/requests.jsonl"):
+    r = json.loads(line)
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(r["url"], r["body"].encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            status, body = answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read().decode()
+    except OSError as error:
+        status, body = 0, repr(error)
+    print(json.dumps({"name": r["name"], "status": status, "body": body[:2000]}), flush=True)
+"""
+
+
+def call_from_pod(cluster: Cluster, namespace: str, name: str, requests: list[dict]) -> list[dict]:
+    """POSTs each request ({"name", "url", "body"}) from a pod in `namespace`, as a KFP task
+    there would; returns what each got ({"name", "status", "body"})."""
+    lines = "".join(json.dumps(r) + "\n" for r in requests)
+    data = {"requests.jsonl": base64.b64encode(lines.encode()).decode()}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "binaryData": data,
+    }
+    container = {
+        "name": "client",
+        "image": CLIENT_IMAGE,
+        "imagePullPolicy": "Never",
+        "command": ["python3", "-c", CLIENT],
+        "volumeMounts": [{"name": "requests", "mountPath": "/requests", "readOnly": True}],
+        "securityContext": {"runAsUser": 65534, "allowPrivilegeEscalation": False},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [container],
+            "volumes": [{"name": "requests", "configMap": {"name": name}}],
+        },
+    }
+    cluster.kubectl("-n", namespace, "delete", "pod,configmap", name, "--ignore-not-found")
+    cluster.apply([config, pod])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        phase = cluster.get("-n", namespace, "pod", name).get("status", {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            break
+        time.sleep(1)
+    logs = cluster.kubectl("-n", namespace, "logs", name).stdout
+    assert phase == "Succeeded", f"client pod {namespace}/{name} {phase}:\n{logs[-3000:]}"
+    return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
