@@ -385,16 +385,16 @@ def test_deploy_rbac_is_limited_to_what_deploy_does():
         ("serviceaccounts",),
         ("secrets",),
         ("deployments",),  # Standard mode: deploy waits on their rollout
-        ("pods",),  # and names why it did not finish
+        ("pods", "events"),  # and names why it did not finish
     }
     assert "delete" not in rules[("inferenceservices",)]["verbs"]
     assert "update" in rules[("inferenceservices",)]["verbs"]  # deploy replaces (PUT)
     assert rules[("secrets",)]["resourceNames"] == ["imagelingo-s3"]
-    assert rules[("deployments",)]["verbs"] == rules[("pods",)]["verbs"] == ["list"]
+    assert rules[("deployments",)]["verbs"] == rules[("pods", "events")]["verbs"] == ["list"]
     assert all(
         r["verbs"] == ["get"]
         for k, r in rules.items()
-        if k not in {("inferenceservices",), ("deployments",), ("pods",)}
+        if k not in {("inferenceservices",), ("deployments",), ("pods", "events")}
     )
 
 

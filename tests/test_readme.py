@@ -1,9 +1,11 @@
-"""Every command in README.md's bash blocks runs here, or the README marks it as not runnable
-on this machine ("needs a cluster", "needs a Docker engine", or "long:" for the 40-minute
-benchmarks). The commands run as written, in a copy of the project whose params.yaml is shrunk
-to a few images and one epoch. Substitutions, the only edits: ../shared/flickr8k becomes a small
-synthetic dataset in the Flickr8k layout, photo.jpg & co. are test images, port 8080 / HOST /
-the MinIO URL become free ports on 127.0.0.1, and .venv is the environment running the tests.
+"""Every command in README.md's bash blocks runs here, or the README marks it as not runnable on
+this machine ("needs a cluster", "needs a Docker engine", "needs the box" for box/'s control
+plane built from source (root, an hour to build: tests/box runs it), or "long:" for the
+40-minute benchmarks). The commands run as written, in a copy of the project whose params.yaml
+is shrunk to a few images and one epoch. Substitutions, the only edits: ../shared/flickr8k
+becomes a small synthetic dataset in the Flickr8k layout, photo.jpg & co. are test images, port
+8080 / HOST / the MinIO URL become free ports on 127.0.0.1, and .venv is the environment running
+the tests.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from imagelingo.serving.torchserve import free_port
 # The tests that run README commands use the `project` fixture, which marks them slow
 # (tests/tiers.py); the one that only reads the README runs in `make test-fast` too.
 
-MARKS = ("needs a cluster", "needs a Docker engine", "long:")
+MARKS = ("needs a cluster", "needs a Docker engine", "needs the box", "long:")
 # Commands another test runs through the same CLI entry point: (test file, text it must contain).
 RUN_ELSEWHERE = {
     # with a source: a run on ../shared/flickr8k takes hours here; the DAG runs on a source the

@@ -77,6 +77,8 @@ def box(request, tmp_path_factory):
         print(up.stdout)
         yield target, Cluster(work / "env"), tmp_path_factory.mktemp(target)
     finally:
+        stats = subprocess.run([str(BOX / "stats.sh"), str(work)], capture_output=True, text=True)
+        print(f"{target} memory: {stats.stdout}")
         subprocess.run([str(BOX / "down.sh"), str(work)], capture_output=True, timeout=300)
 
 
@@ -84,12 +86,14 @@ def test_every_overlay_is_admitted(box):
     """Each overlay through the real API server and KServe's webhooks (server-side dry run:
     admission runs, nothing is stored)."""
     _, cluster, _ = box
+    # a dry run creates no namespace: the overlays' objects would be "namespaces not found"
+    cluster.kubectl("create", "namespace", NS, check=False)
     for overlay in sorted((REPO / "manifests" / "overlays").iterdir()):
         result = cluster.kubectl("apply", "-k", overlay, "--dry-run=server", check=False)
         assert result.returncode == 0, f"{overlay.name}: {result.stderr}"
         assert "inferenceservice.serving.kserve.io/imagelingo created (server dry run)" in (
             result.stdout
-        )
+        ), result.stdout
 
 
 def test_standard_mode_as_a_profile_editor(box):
@@ -224,6 +228,8 @@ def test_standard_mode_as_a_profile_editor(box):
     if capture := os.environ.get("BOX_E2E_CAPTURE"):  # the Pods as the kubelet wrote them
         pods = admin.get("-n", NS, "pods", "-l", f"serving.kserve.io/inferenceservice={NAME}")
         Path(capture, f"{target}-broken-model-pods.json").write_text(json.dumps(pods, indent=1))
+        events = admin.get("-n", NS, "events", "--field-selector", "type=Warning")
+        Path(capture, f"{target}-warnings.json").write_text(json.dumps(events, indent=1))
     assert captions("client-v3")[0]["status"] == 200
 
     # rollback to the version before: only v2's pods again

@@ -193,15 +193,18 @@ def deployment_rolled_out(deployment: dict, annotations: dict) -> tuple[bool, st
     return True, ""
 
 
-def pods_not_serving(pods: list[dict]) -> str:
+def pods_not_serving(pods: list[dict], warnings: list[dict] = ()) -> str:
     """Why the predictor's Pods do not serve, as the kubelet and the scheduler wrote it into
     their status ("" when nothing is wrong that they say): a Pod the scheduler could not place
     (PodScheduled False: "Insufficient cpu"), a container waiting for a reason other than its
     turn (ImagePullBackOff, CrashLoopBackOff, CreateContainerConfigError), an init container
     that failed, a container restarted after it exited, one running but not ready. Seen on the
     box: a rollout on a full node waited its whole timeout on "1 old replicas left" with the new
-    Pod unschedulable."""
-    found = []
+    Pod unschedulable. Each Pod named gets its latest Warning event (`warnings`, core/v1 Events),
+    where the kubelet says why a probe failed."""
+    found, latest = [], {}
+    for event in sorted(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
+        latest[event["involvedObject"]["name"]] = f"{event['reason']}: {event['message'].strip()}"
     for pod in pods:
         name, status = pod["metadata"]["name"], pod.get("status", {})
         if pod["metadata"].get("deletionTimestamp"):
@@ -225,4 +228,6 @@ def pods_not_serving(pods: list[dict]) -> str:
                     f"{what} exited {ended['exitCode']} ({ended.get('reason', '')}), "
                     f"{container.get('restartCount', 0)} restarts"
                 )
+    named = {line.split()[1] for line in found}
+    found += [f"Pod {name} last event {latest[name]}" for name in sorted(named) if name in latest]
     return "; ".join(dict.fromkeys(found))

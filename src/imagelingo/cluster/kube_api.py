@@ -135,6 +135,24 @@ class KubeApi:
         )
         return [] if got is None or got is ... else json.loads(got.data)["items"]
 
+    def pod_warnings(self, namespace: str) -> list[dict]:
+        """The namespace's Warning events about Pods (core/v1 Events, raw JSON): the kubelet's
+        probe failures, pull errors; [] when this account may not list events."""
+        import json
+
+        got = self._call(
+            f"Events of {namespace}",
+            functools.partial(
+                self.core.list_namespaced_event,
+                field_selector="involvedObject.kind=Pod,type=Warning",
+                _preload_content=False,
+            ),
+            namespace,
+            missing_ok=True,
+            forbidden_ok=True,
+        )
+        return [] if got is None or got is ... else json.loads(got.data)["items"]
+
     def service_account(self, namespace: str, name: str) -> dict | None:
         got = self._call(
             f"ServiceAccount {namespace}/{name}",

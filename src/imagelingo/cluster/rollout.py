@@ -39,10 +39,10 @@ def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, written:
         if done:
             return status.get("url", "")
         if time.monotonic() > deadline:
-            if mode_of(written) != "Knative" and (
-                pods := pods_not_serving(api.predictor_pods(config.namespace, config.name))
-            ):
-                why = f"{why}; {pods}"
+            if mode_of(written) != "Knative":
+                pods = api.predictor_pods(config.namespace, config.name)
+                if said := pods_not_serving(pods, api.pod_warnings(config.namespace)):
+                    why = f"{why}; {said}"
             raise ImageLingoError(
                 f"InferenceService {config.namespace}/{config.name} not rolled out after "
                 f"{config.timeout_s} s: {why}"
