@@ -64,6 +64,17 @@ else
   [ -x "$pinned" ] || pinned=$here/objectstore/bin/minio
   MINIO_BIN=$pinned MINIO_IP=$NODE_IP "$here/objectstore/start-minio.sh" "$W/objectstore" \
     | tee -a "$W/times.log"
+  # On 1.10 the bucket is made by KFP's API server at its start, if absent (kubeflow/pipelines
+  # backend/src/apiserver/client_manager/client_manager.go, createMinioBucket: BucketExists, then
+  # MakeBucket), with the release's bucket name and keys; the box has no KFP backend yet.
+  "$py" - "http://$NODE_IP:9000" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="minio",
+                  aws_secret_access_key="minio123", region_name="us-east-1")
+if "mlpipeline" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+    s3.create_bucket(Bucket="mlpipeline")
+print("bucket mlpipeline ready, as KFP's API server makes it")
+PY
 fi
 "$py" "$here/manifests.py" "$release" --kind Namespace --name kubeflow > "$W/objectstore.yaml"
 for object in "Service minio-service" "Secret mlpipeline-minio-artifact"; do
