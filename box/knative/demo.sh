@@ -17,15 +17,7 @@ export KUBECONFIG=$W/admin.kubeconfig
 K() { "$bin/kubectl" "$@"; }
 T0=$(date +%s.%N)
 log() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
-wait_for() {
-  local what=$1 to=$2; shift 2
-  local end=$(( $(date +%s) + to ))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || { log "NOT within ${to}s: $what"; return 1; }
-    sleep 1
-  done
-  log "$what"
-}
+. "$here/../lib.sh"   # wait_for
 jp() { K -n demo get "$1" "$2" -o jsonpath="$3" 2>/dev/null; }
 
 K create namespace demo --dry-run=client -o yaml | K apply -f - >/dev/null
