@@ -210,6 +210,16 @@ def test_standard_mode_as_a_profile_editor(box):
     assert answers[0]["status"] == 200 and "caption" in answers[0]["body"], answers
     assert 400 <= answers[1]["status"] < 500, answers
     print(f"{target} create: {took} s; {json.loads(answers[0]['body'])}")
+    # issue 29: tritonclient and the KServe SDKs (this venv's, and 0.15.2's in .venv-storage),
+    # readiness, metadata, v1 and v2 inference, against the Service's ClusterIP from this host
+    from podround import client_checks
+
+    ip = admin.get("-n", NS, "service", f"{NAME}-predictor")["spec"]["clusterIP"]
+    (tmp / "probe.jpg").write_bytes(images[0])
+    storage_venv = {"storage_venv": str(REPO / ".venv-storage")}
+    calls = client_checks(f"http://{ip}:80", NAME, tmp / "probe.jpg", storage_venv)
+    assert len(calls) >= 20 and all(c["ok"] for c in calls), [c for c in calls if not c["ok"]]
+    print(f"{target} clients: {len(calls)}/{len(calls)} calls succeeded")
 
     # replace with a new model version: returns when only the new pods serve
     result, took = deploy(store("v2"))
