@@ -5,7 +5,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 W=${1:-/tmp/box}
 [ -d "$W" ] || { echo "nothing in $W"; exit 0; }
-[ -f "$W/kserve-workdir" ] && "$here/kserve/stop-kserve.sh" "$(cat "$W/kserve-workdir")"
+[ -s "$W/kserve-workdir" ] && "$here/kserve/stop-kserve.sh" "$(cat "$W/kserve-workdir")"
 [ -d "$W/objectstore" ] && "$here/objectstore/stop.sh" "$W/objectstore"
 [ -d "$W/node" ] && "$here/kubelet/down.sh" "$W/node"
 rm -rf "$W"

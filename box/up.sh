@@ -24,7 +24,7 @@ kubeflow-1.11) kbin=v1.34.4 kv=v0.15.2 release=v1.11.0 store=seaweedfs port=8333
 kubeflow-1.10) kbin=v1.32.13 kv=v0.15.0 release=v1.10.2 store=minio port=9000 ;;
 *) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10)" >&2; exit 2 ;;
 esac
-[ ! -e "$W/env" ] || { echo "$W/env exists: box/down.sh $W first" >&2; exit 1; }
+[ ! -e "$W/times.log" ] || { echo "$W holds a box (or a failed start): box/down.sh $W first" >&2; exit 1; }
 mkdir -p "$W"
 py=${PYTHON:-$(dirname "$here")/.venv/bin/python}
 K=$here/bin/$kbin/kubectl
@@ -35,7 +35,9 @@ trap 'fail "line $LINENO: $BASH_COMMAND (box/down.sh $W stops what started)"' ER
 
 log "box $target: Kubernetes $kbin, KServe $kv, $store; work dir $W"
 # The predictor's images (6-7 GB unpacked) stay in a containerd root outside the work dir, as on a
-# node: made and imported once per KServe version (~5 min), then only the node starts.
+# node: made and imported once per KServe version (~5 min), then only the node starts. After a
+# venv changes, delete $BOX_CONTAINERD_ROOT/.imported-kserve-<v> to make them again. One box at a
+# time: the containerd root is locked by the node using it.
 export BOX_CONTAINERD_ROOT=${BOX_CONTAINERD_ROOT:-/var/lib/box/containerd}
 mkdir -p "$BOX_CONTAINERD_ROOT"
 stamp=$BOX_CONTAINERD_ROOT/.imported-kserve-$kv images=""
@@ -104,10 +106,12 @@ wait_for "object store through the Service minio-service ($S3_IP:9000 -> $NODE_I
   curl -s -o /dev/null "http://$S3_IP:9000/"
 
 # ---- KServe, installed from the release into this cluster -----------------------------------
+kserve_ok=1
 BOX_NODE=$W/node KNATIVE_CRDS=1 "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1 \
-  || { tail -30 "$W/kserve.log"; fail "kserve/start-kserve.sh"; }
+  || kserve_ok=0
 kw=$(sed -n 's/.* work=\([^ ]*\) .*/\1/p' "$W/kserve.log" | head -1)
-echo "$kw" > "$W/kserve-workdir"
+[ -z "$kw" ] || echo "$kw" > "$W/kserve-workdir"   # down.sh stops what it started, even on failure
+[ $kserve_ok = 1 ] || { tail -30 "$W/kserve.log"; fail "kserve/start-kserve.sh"; }
 grep -E "phase|manager started|READY" "$W/kserve.log" | cut -c1-200 | tee -a "$W/times.log"
 log "KServe $kv up"
 

@@ -2,7 +2,7 @@
 # The images a predictor Pod names, made here with no registry (box/kubelet/mkimage.py), for the
 # real kubelet to run: pytorch/torchserve-kfs:0.9.0 (our ServingRuntime's image) and
 # kserve/storage-initializer:<KSERVE> (the init container KServe adds). Cached: an archive that
-# exists is not made again (delete it after changing a venv).
+# exists is not made again (box/up.sh deletes them once imported).
 #   box/kserve/images.sh v0.15.2 [OUTDIR]   (default /var/cache/box/images/kserve-v0.15.2)
 #
 # What each image holds, and how it differs from upstream's:
@@ -31,13 +31,15 @@ mkdir -p "$out"
 for v in "$kfs" "$storage"; do
   [ -f "$v/pyvenv.cfg" ] || { echo "no venv $v: run make runtime-rehearsal once" >&2; exit 1; }
 done
-python_home=$(dirname "$(sed -n 's/^home = //p' "$kfs/pyvenv.cfg")")   # .../versions/3.9.18
-if [ ! -x "$base/usr/bin/java" ]; then
+home() { dirname "$(sed -n 's/^home = //p' "$1/pyvenv.cfg")"; }   # .../versions/3.9.18
+python_home=$(home "$kfs")
+[ "$(home "$storage")" = "$python_home" ] || { echo "$kfs and $storage use different Pythons" >&2; exit 1; }
+if [ ! -f "$base/.box-complete" ]; then   # (a stamp: the base's /usr/bin/java links out of it)
   command -v mmdebstrap >/dev/null || apt-get install -y --no-install-recommends mmdebstrap
-  rm -rf "$base.tmp"
+  rm -rf "$base.tmp" "$base"
   nice -n 19 mmdebstrap --variant=apt --include=openjdk-17-jre-headless --mode=root bookworm \
     "$base.tmp" http://deb.debian.org/debian
-  mv "$base.tmp" "$base"
+  mv "$base.tmp" "$base" && touch "$base/.box-complete"
 fi
 
 scripts() { # VENV NEWPATH DIR: the venv's bin/ scripts with their #! line pointing at NEWPATH

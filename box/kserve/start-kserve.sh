@@ -15,7 +15,8 @@
 # (POD_IP = the node's IP), the webhook Service's EndpointSlice only (the node's
 # kube-controller-manager owns Endpoints), KServe's predictor pods run by the node's kubelet.
 #
-# What stands in for what (no cert-manager; the manager is not run by the kubelet):
+# What stands in for what (no cert-manager; the manager is not run by the kubelet; without
+# BOX_NODE there is no kubelet at all, and POD_IP is added to lo):
 # - the manager runs as a host process with its Deployment's env and args, in-cluster config
 #   as the kserve-controller-manager ServiceAccount (a token from the TokenRequest API
 #   mounted where the kubelet mounts it, in a mount namespace), its webhook server on POD_IP:9443 (POD_IP, default 10.244.0.2, is
@@ -68,9 +69,10 @@ trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
 
 # webhook server (all addresses), metrics (127.0.0.1, the Deployment's arg); a pod has these
 # ports to itself, here they are the host's (SeaweedFS's volume server listens on NODE_IP:8080)
-for address in '*:9443' 127.0.0.1:8080 '*:8080' "$POD_IP:8081"; do
-  ! ss -Hltn | awk '{print $4}' | grep -qxF "$address" || fail "$address is in use on this host"
-done
+listening() { ss -Hltn | awk '{print $4}' | grep -qE "$1"; }
+! listening ':9443$' || fail "port 9443 is in use on this host (the webhook server binds all addresses)"
+! listening '^(127\.0\.0\.1|0\.0\.0\.0|\*|\[::\]):8080$' || fail "127.0.0.1:8080 (metrics) is in use"
+! listening "^(${POD_IP//./\\.}|0\\.0\\.0\\.0|\\*|\\[::\\]):8081\$" || fail "$POD_IP:8081 (probes) is in use"
 if [ -n "${BOX_NODE:-}" ]; then
   P=$BOX_NODE/pki
   P_API=$("$K" config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
@@ -191,7 +193,7 @@ s["metadata"]["annotations"] = {"cert-manager.io/certificate-name": "serving-cer
 print(json.dumps(s))' | "$K" apply -f - >/dev/null
 log "Secret $ns/$secret: self-signed $cn ($dns), as cert-manager would issue Certificate $ns/serving-cert"
 "$K" apply --server-side -f "$W/phase2.yaml" > "$W/apply-phase2.log" 2>&1 || fail "apply phase 2"
-log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied; not applied (no kubelet): $(grep -c '^kind:' "$W/phase0.yaml") Deployments/DaemonSets"
+log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied; not applied (the manager runs as a host process): $(grep -c '^kind:' "$W/phase0.yaml") Deployments/DaemonSets"
 
 # ---- the pod IP and the webhook Service's endpoints -------------------------
 if [ -z "${BOX_NODE:-}" ] && ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; then

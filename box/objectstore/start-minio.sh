@@ -23,6 +23,7 @@ for _ in $(seq 1 120); do
   curl -fs -o /dev/null http://$ip:9000/minio/health/ready && break
   sleep 0.25
 done
+curl -fs -o /dev/null http://$ip:9000/minio/health/ready || { tail -20 "$data"/*.log; echo "not ready after 30 s" >&2; exit 1; }
 t1=$(date +%s.%N)
 printf 'minio pid %s: ready after %.1f s, RSS %s\n' "$(cat "$data/minio.pid")" \
   "$(echo "$t1 - $t0" | bc)" "$(grep VmRSS "/proc/$(cat "$data/minio.pid")/status" | tr -s ' \t' ' ')"

@@ -31,6 +31,7 @@ for _ in $(seq 1 120); do   # the postStart hook, verbatim but curl for busybox 
   curl -fs -o /dev/null "http://$ip:8333/status" && break
   sleep 0.5
 done
+curl -fs -o /dev/null "http://$ip:8333/status" || { tail -20 "$data"/*.log; echo "not ready after 30 s" >&2; exit 1; }
 t1=$(date +%s.%N)
 echo "s3.bucket.create --name mlpipeline" | "$weed" shell -master="$ip:9333" || true
 echo "s3.configure -user kubeflow-admin -access_key $accesskey -secret_key $secretkey -actions Admin -apply" | "$weed" shell -master="$ip:9333"

@@ -181,6 +181,8 @@ def call_from_pod(cluster: Cluster, namespace: str, name: str, requests: list[di
         if phase in ("Succeeded", "Failed"):
             break
         time.sleep(1)
-    logs = cluster.kubectl("-n", namespace, "logs", name).stdout
-    assert phase == "Succeeded", f"client pod {namespace}/{name} {phase}:\n{logs[-3000:]}"
+    logs = cluster.kubectl("-n", namespace, "logs", name, check=False).stdout
+    if phase != "Succeeded":
+        status = cluster.get("-n", namespace, "pod", name).get("status", {})
+        raise AssertionError(f"client pod {namespace}/{name} {phase}: {status}\n{logs[-3000:]}")
     return [json.loads(line) for line in logs.splitlines() if line.startswith("{")]

@@ -198,36 +198,55 @@ def pods_not_serving(pods: list[dict], warnings: list[dict] = ()) -> str:
     their status ("" when nothing is wrong that they say): a Pod the scheduler could not place
     (PodScheduled False: "Insufficient cpu"), a container waiting for a reason other than its
     turn (ImagePullBackOff, CrashLoopBackOff, CreateContainerConfigError), an init container
-    that failed, a container restarted after it exited, one running but not ready. Seen on the
-    box: a rollout on a full node waited its whole timeout on "1 old replicas left" with the new
-    Pod unschedulable. Each Pod named gets its latest Warning event (`warnings`, core/v1 Events),
-    where the kubelet says why a probe failed."""
+    still running or failed, a container restarted after it exited, one running but not ready,
+    a Pod still Pending with nothing in its status. Seen on the box: a rollout on a full node
+    waited its whole timeout on "1 old replicas left" with the new Pod unschedulable. Each Pod
+    named gets its latest Warning event (`warnings`, core/v1 Events: where the kubelet says why
+    a probe failed, a volume did not mount, a sandbox did not start)."""
     found, latest = [], {}
-    for event in sorted(warnings, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or ""):
-        latest[event["involvedObject"]["name"]] = f"{event['reason']}: {event['message'].strip()}"
+    for event in sorted(warnings, key=_event_time):
+        said = " ".join(f"{event.get('reason', '')}: {event.get('message', '')}".split())
+        latest[event.get("involvedObject", {}).get("name")] = said[:300]
     for pod in pods:
         name, status = pod["metadata"]["name"], pod.get("status", {})
         if pod["metadata"].get("deletionTimestamp"):
             continue
+        before = len(found)
         for condition in status.get("conditions", []):
             if condition["type"] == "PodScheduled" and condition["status"] == "False":
                 found.append(f"Pod {name} not scheduled: {condition.get('message', '')}".strip())
-        for container in status.get("initContainerStatuses", []) + status.get(
-            "containerStatuses", []
-        ):
+        init = status.get("initContainerStatuses", [])
+        for container in init + status.get("containerStatuses", []):
             state, last = container.get("state", {}), container.get("lastState", {})
             waiting = state.get("waiting", {})
             ended = state.get("terminated") or last.get("terminated") or {}
             what = f"Pod {name} container {container['name']}"
             if waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
                 found.append(f"{what} {waiting['reason']}: {waiting.get('message', '')}".strip())
-            if "running" in state and not container.get("ready", True):
+            if "running" in state and container in init:  # ready only once it exited 0
+                found.append(f"{what} still running (init container)")
+            elif "running" in state and not container.get("ready", True):
                 found.append(f"{what} running, not ready (its readiness probe fails)")
             if ended.get("exitCode"):
                 found.append(
                     f"{what} exited {ended['exitCode']} ({ended.get('reason', '')}), "
                     f"{container.get('restartCount', 0)} restarts"
                 )
+        if len(found) == before and status.get("phase") == "Pending" and name in latest:
+            found.append(f"Pod {name} Pending")
     named = {line.split()[1] for line in found}
     found += [f"Pod {name} last event {latest[name]}" for name in sorted(named) if name in latest]
     return "; ".join(dict.fromkeys(found))
+
+
+def _event_time(event: dict) -> str:
+    """When an Event last happened: a repeated events.k8s.io event (the scheduler's) keeps its
+    first eventTime and moves series.lastObservedTime; core/v1 ones move lastTimestamp."""
+    series = event.get("series") or {}
+    return (
+        series.get("lastObservedTime")
+        or event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event.get("firstTimestamp")
+        or ""
+    )

@@ -99,59 +99,48 @@ class KubeApi:
         )  # the raw JSON: 1-2 MB of schema, not worth the client's model classes
         return None if got is None or got is ... else json.loads(got.data)
 
+    def _items(self, what: str, list_call, namespace: str, tolerant: bool = False, **query):
+        """A list call's items as raw JSON (the client's models would insist on fields we do not
+        read); `tolerant`: [] where this account may not list them or the kind is unknown."""
+        import json
+
+        call = functools.partial(list_call, _preload_content=False, **query)
+        got = self._call(what, call, namespace, missing_ok=tolerant, forbidden_ok=tolerant)
+        return [] if got is None or got is ... else json.loads(got.data)["items"]
+
     def predictor_deployments(self, namespace: str, name: str) -> list[dict]:
         """The Deployments KServe made for the InferenceService's predictor (Standard mode),
         found by the labels it puts on them (v0.15.2 components/predictor.go:450-457)."""
-        import json
-
-        selector = f"serving.kserve.io/inferenceservice={name},component=predictor"
-        got = self._call(
+        found = self._items(
             f"Deployments of {namespace}/{name}",
-            functools.partial(
-                self.apps.list_namespaced_deployment,
-                label_selector=selector,
-                _preload_content=False,
-            ),
+            self.apps.list_namespaced_deployment,
             namespace,
-        )  # the raw JSON: the client's models would insist on fields we do not read
+            label_selector=_predictor_selector(name),
+        )
         wanted = {"serving.kserve.io/inferenceservice": name, "component": "predictor"}
-        found = json.loads(got.data)["items"]
         return [d for d in found if wanted.items() <= d["metadata"].get("labels", {}).items()]
 
     def predictor_pods(self, namespace: str, name: str) -> list[dict]:
-        """The predictor's Pods (KServe labels them like its Deployments), raw JSON; [] when this
-        account may not list pods (they only explain a rollout that does not finish)."""
-        import json
-
-        selector = f"serving.kserve.io/inferenceservice={name},component=predictor"
-        got = self._call(
+        """The predictor's Pods (KServe labels them like its Deployments); [] when this account
+        may not list pods (they only explain a rollout that does not finish)."""
+        return self._items(
             f"Pods of {namespace}/{name}",
-            functools.partial(
-                self.core.list_namespaced_pod, label_selector=selector, _preload_content=False
-            ),
+            self.core.list_namespaced_pod,
             namespace,
-            missing_ok=True,
-            forbidden_ok=True,
+            tolerant=True,
+            label_selector=_predictor_selector(name),
         )
-        return [] if got is None or got is ... else json.loads(got.data)["items"]
 
     def pod_warnings(self, namespace: str) -> list[dict]:
-        """The namespace's Warning events about Pods (core/v1 Events, raw JSON): the kubelet's
-        probe failures, pull errors; [] when this account may not list events."""
-        import json
-
-        got = self._call(
+        """The namespace's Warning events about Pods (core/v1 Events): the kubelet's probe
+        failures, pull errors; [] when this account may not list events."""
+        return self._items(
             f"Events of {namespace}",
-            functools.partial(
-                self.core.list_namespaced_event,
-                field_selector="involvedObject.kind=Pod,type=Warning",
-                _preload_content=False,
-            ),
+            self.core.list_namespaced_event,
             namespace,
-            missing_ok=True,
-            forbidden_ok=True,
+            tolerant=True,
+            field_selector="involvedObject.kind=Pod,type=Warning",
         )
-        return [] if got is None or got is ... else json.loads(got.data)["items"]
 
     def service_account(self, namespace: str, name: str) -> dict | None:
         got = self._call(
@@ -244,3 +233,8 @@ def _api_message(exc: Any) -> str:
         return f": {json.loads(exc.body)['message']}"
     except (TypeError, ValueError, KeyError):
         return ""
+
+
+def _predictor_selector(name: str) -> str:
+    """The labels KServe puts on a predictor's Deployments and Pods."""
+    return f"serving.kserve.io/inferenceservice={name},component=predictor"

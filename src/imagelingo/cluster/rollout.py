@@ -40,15 +40,24 @@ def wait_ready(api: KubeApi, config: DeployConfig, before: dict | None, written:
             return status.get("url", "")
         if time.monotonic() > deadline:
             if mode_of(written) != "Knative":
-                pods = api.predictor_pods(config.namespace, config.name)
-                if said := pods_not_serving(pods, api.pod_warnings(config.namespace)):
-                    why = f"{why}; {said}"
+                why = _with_pod_reasons(api, config, why)
             raise ImageLingoError(
                 f"InferenceService {config.namespace}/{config.name} not rolled out after "
                 f"{config.timeout_s} s: {why}"
             )
         time.sleep(pause)
         pause = min(5, pause * 2)  # a quick answer when the cluster is quick, then every 5 s
+
+
+def _with_pod_reasons(api: KubeApi, config: DeployConfig, why: str) -> str:
+    """`why`, and what the predictor's Pods and Events say; `why` alone when they cannot be
+    read (the timeout's message must not turn into an error about listing pods)."""
+    try:
+        pods = api.predictor_pods(config.namespace, config.name)
+        said = pods_not_serving(pods, api.pod_warnings(config.namespace))
+    except (ImageLingoError, KeyError, TypeError, AttributeError):
+        return why
+    return f"{why}; {said}" if said else why
 
 
 def changed_by_write(before: dict | None, written: dict) -> bool:
