@@ -38,6 +38,7 @@ SLOW_FIXTURES = {
     "weekly": "the pipeline through kfp.local, which trains (test_pipeline_run.py)",
     "ce_run": "trains a decoder to start SCST from (test_scst.py)",
     "project": "where test_readme.py runs the README: make demo trains, imagelingo serve serves",
+    "box": "the box: a Kubernetes node, KServe, an object store (tests/box/, IMAGELINGO_BOX=1)",
 }
 
 # Fixtures that run the whole pipeline as a user does (each also in SLOW_FIXTURES or using one).
