@@ -38,7 +38,7 @@ test-walkthroughs: install  ## the README's commands and the DAG runs through kf
 cluster-check: install  ## the component images rehearsed: their venvs from components/requirements/, compiled components run in them (~4 min)
 	IMAGELINGO_CLUSTER_CHECK=1 $(BIN)/pytest -q -s tests/cluster
 
-box-e2e: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## the box per Kubeflow target (box/up.sh): overlays admitted, deploy as a profile's editor, captions from a profile pod (~10 min per target; root, box/ built)
+box-e2e: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## the box per Kubeflow target (box/up.sh): overlays admitted, deploy as a profile's editor in Standard and Knative mode, captions from a profile pod (~12 min per target; root, box/ built)
 	IMAGELINGO_BOX=1 $(BIN)/pytest -q -s tests/box/test_e2e.py
 
 lint: install

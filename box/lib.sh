@@ -70,3 +70,25 @@ wait_for() { # description, timeout seconds, command...: 1 when the command neve
   done
   log "$what"
 }
+
+box_endpointslice() { # kubectl, namespace, service, manager, IP, "name:port" ...: an EndpointSlice
+  # of that Service holding one ready address, written by hand (managed-by <manager>.box.local):
+  # what the EndpointSlice controller writes for a Pod the kubelet does not run here.
+  local kubectl=$1 ns=$2 svc=$3 manager=$4 ip=$5 ports="" p; shift 5
+  for p in "$@"; do ports+="{name: \"${p%%:*}\", port: ${p##*:}, protocol: TCP}, "; done
+  "$kubectl" apply -f - > /dev/null <<YAML
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $svc-box
+  namespace: $ns
+  labels:
+    kubernetes.io/service-name: $svc
+    endpointslice.kubernetes.io/managed-by: $manager.box.local
+addressType: IPv4
+ports: [${ports%, }]
+endpoints:
+- addresses: ["$ip"]
+  conditions: {ready: true}
+YAML
+}

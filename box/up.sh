@@ -13,7 +13,8 @@
 #
 # What is not yet the release's own Pod (box/README.md, stand-ins): the KServe manager and the
 # object store run as host processes (a hostNetwork pod would see the same network), with their
-# Services' EndpointSlices written by hand; Knative's pods do not run on this node yet.
+# Services' EndpointSlices written by hand. Knative Serving's Deployments run as the node's Pods
+# (knative/on-node.sh), net-istio's controller replaced by the KIngress stand-in.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -46,12 +47,21 @@ if [ ! -f "$stamp" ]; then
   "$here/kserve/images.sh" "$kv" "$images" | tee -a "$W/times.log"
   log "images made"
 fi
-BOX_IMAGE_DIRS=$images "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
+# Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh)
+krelease=$("$here/knative/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1)
+kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease knimages=""
+if [ ! -f "$kstamp" ] || [ "$here/knative/bin/controller" -nt "$kstamp" ]; then
+  knimages=/var/cache/box/images/$krelease
+  "$here/knative/images.sh" "$knimages" > /dev/null
+  log "Knative images made ($krelease)"
+fi
+BOX_IMAGE_DIRS="$images $knimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
   || { tail -20 "$W/node.log"; fail "kubelet/up.sh"; }
 grep -E "UP|images imported" "$W/node.log" | tee -a "$W/times.log"
 if [ -n "$images" ]; then   # imported: the archives are not needed again
   touch "$stamp"; rm -f "$images"/*.oci.tar
 fi
+[ -z "$knimages" ] || { touch "$kstamp"; rm -rf "$knimages"; }
 . "$W/node/env"   # KUBECONFIG NODE_IP NODE_NAME BIN
 log "node up"
 
@@ -86,28 +96,18 @@ for object in "Service minio-service" "Secret mlpipeline-minio-artifact"; do
 done
 "$K" apply -f "$W/objectstore.yaml" > /dev/null
 pname=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.ports[0].name}')
-"$K" apply -f - > /dev/null <<EOF
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: minio-service-box
-  namespace: kubeflow
-  labels:
-    kubernetes.io/service-name: minio-service
-    endpointslice.kubernetes.io/managed-by: up.box.local
-addressType: IPv4
-ports: [{name: "$pname", port: $port, protocol: TCP}]
-endpoints:
-- addresses: ["$NODE_IP"]
-  conditions: {ready: true}
-EOF
+box_endpointslice "$K" kubeflow minio-service up "$NODE_IP" "$pname:$port"
 S3_IP=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.clusterIP}')
 wait_for "object store through the Service minio-service ($S3_IP:9000 -> $NODE_IP:$port)" 30 \
   curl -s -o /dev/null "http://$S3_IP:9000/"
 
-# ---- KServe, installed from the release into this cluster -----------------------------------
+# ---- Knative Serving, then KServe, installed from the release into this cluster -------------
+# (in this order: KServe's manager looks for Knative's Service CRD once, at its start)
+"$here/knative/on-node.sh" "$W/node" "$release" > "$W/knative.log" 2>&1 \
+  || { tail -20 "$W/knative.log"; fail "knative/on-node.sh"; }
+grep -E "objects|Ready|gateways|up on" "$W/knative.log" | tee -a "$W/times.log"
 kserve_ok=1
-BOX_NODE=$W/node KNATIVE_CRDS=1 "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1 \
+BOX_NODE=$W/node "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1 \
   || kserve_ok=0
 kw=$(sed -n 's/.* work=\([^ ]*\) .*/\1/p' "$W/kserve.log" | head -1)
 [ -z "$kw" ] || echo "$kw" > "$W/kserve-workdir"   # down.sh stops what it started, even on failure

@@ -1,41 +1,52 @@
 #!/usr/bin/env bash
-# Runs against a box started by start.sh:
+# Runs against a box started by box/up.sh (Knative Serving's pods on the node's kubelet):
 #  1. a Knative Service admitted by the real webhook (the defaults it wrote are shown);
 #  2. what the controller makes of it: Configuration, Revision, PodAutoscaler (KPA),
-#     Deployment, ServerlessService, Route, and (once the revision is Ready) the
-#     KIngress, which the stand-in marks Ready; then a request through the stand-in's
-#     gateway with the Route's Host header;
+#     Deployment, ServerlessService, Route, the revision's Pod (user container + queue-proxy),
+#     and the KIngress, which the stand-in marks Ready; then requests through Istio's gateway
+#     Services (their endpoint is the stand-in's proxy) with the Route's Host header; a second
+#     revision, a 50/50 split and tag routes;
 #  3. issue 26 defect 5: a Knative Service whose container has the securityContext of
 #     KServe's kserve-torchserve ClusterServingRuntime, and the webhook's exact answer.
-# With RUN_REVISION_PODS=1 given to start.sh (it maps the queue-proxy image and the demo's
-# user image to binaries) the revision pod runs, else it stays Pending (no kubelet).
+# The user container: hello-app.py from a ConfigMap, run by the box's Debian python image
+# (box.local is a local name, in config-deployment's registries-skipping-tag-resolving as
+# kind.local is upstream: select_objects.py --node).
+# Usage: box/knative/demo.sh [WORKDIR of box/up.sh, default /tmp/box]
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-W=$(cat /tmp/kn-box.current)
-case $(cat "$W/target") in kubeflow-1.11) bin=$here/../bin/v1.34.4 ;; *) bin=$here/../bin/v1.32.13 ;; esac
-export KUBECONFIG=$W/admin.kubeconfig
-K() { "$bin/kubectl" "$@"; }
+W=${1:-/tmp/box}
+. "$W/env"   # KUBECONFIG K
+K() { "$K" "$@"; }
 T0=$(date +%s.%N)
 log() { printf '[%6.1fs] %s\n' "$(echo "$(date +%s.%N) - $T0" | bc)" "$*"; }
 . "$here/../lib.sh"   # wait_for
 jp() { K -n demo get "$1" "$2" -o jsonpath="$3" 2>/dev/null; }
+bin=$(dirname "$K")
 
 K create namespace demo --dry-run=client -o yaml | K apply -f - >/dev/null
-# The image is given by digest: the revision reconciler then does not resolve a tag
-# against a registry (there is none here).
-IMG=registry.box.invalid/imagelingo/hello@sha256:0000000000000000000000000000000000000000000000000000000000000001
-log "== 1. Knative Service 'hello' through the webhook"
-K apply -f - <<YAML
+K -n demo create configmap hello-app --from-file=hello-app.py="$here/hello-app.py" \
+  --dry-run=client -o yaml | K apply -f - >/dev/null
+IMG=box.local/debian-python:bookworm
+hello() { # revision name, greeting, extra lines under the Service's spec
+  cat <<YAML
 apiVersion: serving.knative.dev/v1
 kind: Service
 metadata: {name: hello, namespace: demo}
 spec:
   template:
+    metadata: {name: $1}
     spec:
       containers:
       - image: $IMG
-        env: [{name: GREETING, value: "hello from the box"}]
+        command: [python3, /app/hello-app.py]
+        env: [{name: GREETING, value: "$2"}]
+        volumeMounts: [{name: app, mountPath: /app, readOnly: true}]
+      volumes: [{name: app, configMap: {name: hello-app}}]
+${3:-}
 YAML
+}
+log "== 1. Knative Service 'hello' through the webhook"
+hello hello-00001 "hello from the box" | K apply -f -
 echo "defaults the webhook wrote (spec.template.spec, status):"
 K -n demo get ksvc hello -o jsonpath='{.spec.template.spec}{"\n"}'
 K -n demo get ksvc hello -o jsonpath='{.metadata.annotations}{"\n"}'
@@ -57,35 +68,24 @@ if wait_for "Revision Ready" "${REVISION_WAIT_S:-150}" bash -c "[ \"\$('$bin/kub
   wait_for "Route Ready" 60 bash -c "[ \"\$('$bin/kubectl' -n demo get route hello -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}')\" = True ]"
   wait_for "Service Ready" 60 bash -c "[ \"\$('$bin/kubectl' -n demo get ksvc hello -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}')\" = True ]"
   url=$(jp ksvc hello '{.status.url}'); host=${url#http://}
-  gw=$(K -n knative-serving get pod -l app=net-istio-controller -o jsonpath='{.items[0].status.podIP}')
-  log "curl through the stand-in's external gateway $gw:8081, Host: $host"
-  curl -sS -m 20 -D - -H "Host: $host" "http://$gw:8081/" ; echo
-  log "curl through the cluster-local gateway $gw:8082, Host: hello.demo.svc.cluster.local"
-  curl -sS -m 20 -H "Host: hello.demo.svc.cluster.local" "http://$gw:8082/" ; echo
-  log "a host no KIngress has: $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: nope.demo.example.com' "http://$gw:8081/")"
+  gw=$(K -n istio-system get service istio-ingressgateway -o jsonpath='{.spec.clusterIP}')
+  local_gw=$(K -n istio-system get service knative-local-gateway -o jsonpath='{.spec.clusterIP}')
+  log "curl through istio-ingressgateway $gw:80 (the stand-in's external port), Host: $host"
+  curl -sS -m 20 -D - -H "Host: $host" "http://$gw/" ; echo
+  log "curl through knative-local-gateway $local_gw:80, Host: hello.demo.svc.cluster.local"
+  curl -sS -m 20 -H "Host: hello.demo.svc.cluster.local" "http://$local_gw/" ; echo
+  log "a host no KIngress has: $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: nope.demo.example.com' "http://$gw/")"
   log "== 2b. a second revision, traffic 50/50 with tags v1/v2"
-  K apply -f - <<YAML
-apiVersion: serving.knative.dev/v1
-kind: Service
-metadata: {name: hello, namespace: demo}
-spec:
-  template:
-    metadata: {name: hello-00002}
-    spec:
-      containers:
-      - image: $IMG
-        env: [{name: GREETING, value: "hello v2"}]
-  traffic:
+  hello hello-00002 "hello v2" "  traffic:
   - {revisionName: hello-00001, percent: 50, tag: v1}
-  - {revisionName: hello-00002, percent: 50, tag: v2}
-YAML
+  - {revisionName: hello-00002, percent: 50, tag: v2}" | K apply -f -
   wait_for "Route carries the 50/50 split" 120 bash -c "[ \"\$('$bin/kubectl' -n demo get route hello -o jsonpath='{.status.traffic[*].percent}')\" = '50 50' ] && [ \"\$('$bin/kubectl' -n demo get route hello -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}')\" = True ]"
   K -n demo get ingresses.networking.internal.knative.dev hello -o jsonpath='{range .spec.rules[*]}{.visibility} {.hosts}: {range .http.paths[*].splits[*]}{.serviceName}={.percent}% {end}{"\n"}{end}'
   echo "40 requests to hello.demo.example.com, answered by revision:"
-  for i in $(seq 1 40); do curl -s -m 10 -H "Host: $host" "http://$gw:8081/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["k_revision"])'; done | sort | uniq -c
-  for t in v1 v2; do echo "tag $t: $(curl -s -m 10 -H "Host: $t-$host" "http://$gw:8081/")"; done
+  for i in $(seq 1 40); do curl -s -m 10 -H "Host: $host" "http://$gw/" | python3 -c 'import json,sys; print(json.load(sys.stdin)["k_revision"])'; done | sort | uniq -c
+  for t in v1 v2; do echo "tag $t: $(curl -s -m 10 -H "Host: $t-$host" "http://$gw/")"; done
 else
-  echo "-- how far it got (no pod runs without a kubelet):"
+  echo "-- how far it got:"
   K -n demo get pod -l serving.knative.dev/revision=hello-00001 -o jsonpath='{range .items[*]}{.metadata.name} phase={.status.phase} node={.spec.nodeName}{"\n"}{end}'
   K -n demo get deployment hello-00001-deployment -o jsonpath='{.status}{"\n"}'
   K -n demo get kpa hello-00001 -o jsonpath='{.status}{"\n"}'

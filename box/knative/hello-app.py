@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The demo's user container (image registry.box.invalid/imagelingo/hello when
-start.sh runs with RUN_REVISION_PODS=1): answers every GET on $PORT, which Knative
-sets (8080), with $GREETING and the request's Host and Knative headers."""
+"""The Knative demo's user container (demo.sh: a ConfigMap run by the box's Debian python
+image): answers every GET on $PORT, which Knative sets (8080), with $GREETING and the
+request's Host and Knative headers."""
 
 import json
 import os

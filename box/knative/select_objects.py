@@ -10,7 +10,16 @@ Left out: Istio's and cert-manager's kinds (no CRDs for them in the box: manifes
 the istio-system Service knative-local-gateway (Istio's namespace) and the kubeflow-namespace
 NetworkPolicy default-allow-same-namespace-knative-serving (no enforcer here).
 
-    select_objects.py v1.11.0 [--list]
+    select_objects.py v1.11.0 [--list] [--node RELEASE]
+
+--node RELEASE (for the box's node, knative/on-node.sh): the images images.sh made replace the
+release's digests (gcr.io/knative-releases/knative.dev/serving/cmd/<cmd>:RELEASE, and the KIngress
+stand-in box.local/knative/kingress:RELEASE in net-istio-controller's place), net-istio-webhook's
+Deployment is left out (its two webhook configurations carry no rules: nothing calls it), and
+config-deployment skips tag resolution for index.docker.io as well: with no registry here, the
+revision reconciler could not resolve `docker.io/pytorch/torchserve-kfs:0.9.0` to a digest
+(knative.dev/serving pkg/reconciler/revision/resolve.go; on a cluster it asks Docker Hub), nor
+box.local/..., the names of images made here (knative/demo.sh runs one).
 """
 
 import gzip
@@ -58,8 +67,47 @@ def objects(tag):
     ]
 
 
+SERVING_IMAGE = "gcr.io/knative-releases/knative.dev/serving/cmd/"
+NET_ISTIO_IMAGE = "gcr.io/knative-releases/knative.dev/net-istio/cmd/controller"
+# config-deployment's default list (knative.dev/serving pkg/deployment/config.go), plus Docker Hub
+# and box.local, the box's own local names (as kind.local is kind's)
+SKIP_TAG_RESOLVING = "kind.local,ko.local,dev.local,index.docker.io,box.local"
+
+
+def node_image(image: str, release: str) -> str:
+    """The image of the box's build standing for a release image named by digest."""
+    repo = image.split("@")[0].split(":")[0] if "@" in image else image
+    if repo.startswith(SERVING_IMAGE):
+        return f"{repo}:{release}"
+    if repo == NET_ISTIO_IMAGE:
+        return f"box.local/knative/kingress:{release}"
+    raise SystemExit(f"no image of the box's build stands for {image}")
+
+
+def for_node(objs, release):
+    """The selection as the box's node runs it (module docstring, --node)."""
+    kept = []
+    for o in objs:
+        name = o["metadata"]["name"]
+        if o["kind"] == "Deployment" and name == "net-istio-webhook":
+            continue
+        if o["kind"] == "Deployment":
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                c["image"] = node_image(c["image"], release)
+        elif o["kind"] == "Image":
+            o["spec"]["image"] = node_image(o["spec"]["image"], release)
+        elif o["kind"] == "ConfigMap" and name == "config-deployment":
+            data = o.setdefault("data", {})
+            data["queue-sidecar-image"] = node_image(data["queue-sidecar-image"], release)
+            data["registries-skipping-tag-resolving"] = SKIP_TAG_RESOLVING
+        kept.append(o)
+    return kept
+
+
 if __name__ == "__main__":
     objs = objects(sys.argv[1])
+    if "--node" in sys.argv:
+        objs = for_node(objs, sys.argv[sys.argv.index("--node") + 1])
     if "--list" in sys.argv:
         for o in objs:
             print(f"{o['kind']:32} {o['metadata'].get('namespace', '-')}/{o['metadata']['name']}")

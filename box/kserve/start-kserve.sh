@@ -200,7 +200,9 @@ if [ -z "${BOX_NODE:-}" ] && ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; 
   ip addr add "$POD_IP/32" dev lo
   echo "$POD_IP" > "$W/added-ip"
 fi
-endpoints="apiVersion: v1
+if [ -z "${BOX_NODE:-}" ]; then   # the node's kube-controller-manager owns Endpoints
+  "$K" apply -f - > /dev/null <<EOF
+apiVersion: v1
 kind: Endpoints
 metadata:
   name: kserve-webhook-server-service
@@ -209,24 +211,9 @@ metadata:
 subsets:
 - addresses: [{ip: "$POD_IP"}]
   ports: [{port: 9443, protocol: TCP}]
----"
-[ -z "${BOX_NODE:-}" ] || endpoints=""
-"$K" apply -f - > /dev/null <<EOF
-$endpoints
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kserve-webhook-server-service-box
-  namespace: $ns
-  labels:
-    kubernetes.io/service-name: kserve-webhook-server-service
-    endpointslice.kubernetes.io/managed-by: start-kserve.box.local
-addressType: IPv4
-ports: [{name: "", port: 9443, protocol: TCP}]
-endpoints:
-- addresses: ["$POD_IP"]
-  conditions: {ready: true}
 EOF
+fi
+box_endpointslice "$K" "$ns" kserve-webhook-server-service start-kserve "$POD_IP" ":9443"
 log "Endpoints + EndpointSlice kserve-webhook-server-service -> $POD_IP:9443 (by hand)"
 
 # ---- the KServe controller manager -----------------------------------------

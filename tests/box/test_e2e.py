@@ -6,8 +6,9 @@ deciding; the predictor is the Pod KServe builds, run by the kubelet from images
 (box/kserve/images.sh); it is called from a pod in the profile namespace through the Standard
 Service, as a KFP task there would call it.
 
-Standard mode only: Knative's pods do not run on the box's node yet (box/README.md), so the
-Knative route, canary and promote (Knative-only on KServe 0.15) are not covered here.
+Knative mode too: Knative Serving's own Pods on the same node (box/knative/on-node.sh), the
+predictor called through its Knative route (the cluster-local gateway is the KIngress stand-in,
+box/README.md), a canary, its promotion and a rollback.
 
 IMAGELINGO_BOX=1 pytest -q tests/box/test_e2e.py (make box-e2e): about 10 minutes per target
 (first start: +3 min to make and import the runtime images); needs root, the box built
@@ -45,6 +46,8 @@ TARGETS = {  # target: (release, Kubernetes, KServe, object store binary)
 }
 PROFILE = "kubeflow-user-example-com"  # Kubeflow's example profile
 NS, NAME = "imagelingo", "imagelingo"  # the overlay's namespace and InferenceService
+# Standard: the predictor's Service; Knative: the same name is the Knative Service's cluster-local
+# address (an ExternalName to knative-local-gateway.istio-system, then its Route)
 SERVICE = f"http://{NAME}-predictor.{NS}.svc.cluster.local"
 sys.path.insert(0, str(REPO / "serving" / "kfs-runtime"))
 
@@ -54,6 +57,7 @@ def missing(target: str) -> str:
         return "starts the box (minutes): set IMAGELINGO_BOX=1 (make box-e2e)"
     _, kubernetes, kserve, store = TARGETS[target]
     needed = [BOX / f"bin/{kubernetes}/kubelet", BOX / f"bin/kserve-{kserve}/manager"]
+    needed.append(BOX / "knative/bin/kingress")
     stores = [BOX / store, BOX / f"{store}-RELEASE.2019-08-14T20-37-41Z"]  # box/up.sh's choice
     needed.append(next((s for s in stores if s.exists()), stores[0]))
     needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
@@ -108,40 +112,56 @@ def test_every_overlay_is_admitted(box):
         ), result.stdout
 
 
-def test_standard_mode_as_a_profile_editor(box):
-    target, admin, tmp = box
-    release = TARGETS[target][0]
-    from inputs import choose_model, probe_images
+def b64(value: str) -> str:
+    return base64.b64decode(value).decode()
 
-    # the overlay, as the README applies it, and a profile namespace as Kubeflow makes it
-    admin.apply(release_objects(release, "--kind", "ClusterRole", "--name", "kubeflow-*"))
-    admin.apply(profile_namespace(release, PROFILE))
-    overlay = REPO / "manifests" / "overlays" / "minio-standard"
-    admin.kubectl("apply", "-k", overlay, "-l", "app.kubernetes.io/managed-by!=imagelingo-deploy")
-    # README: "on a multi-user Kubeflow ... bind your profile's default-editor"
-    editor = {"kind": "ServiceAccount", "name": "default-editor", "namespace": PROFILE}
-    admin.apply(
-        [role_binding(NS, "imagelingo-deploy-profile", "Role", "imagelingo-deploy", editor)]
-    )
-    # The S3 Secret from the release's own keys (kubeflow-admin: any prefix; a 1.11 profile's
-    # own identity may not list, which KServe's storage-initializer does: README, S3 section)
-    keys = admin.get("-n", "kubeflow", "secret", "mlpipeline-minio-artifact")["data"]
-    key, secret = (base64.b64decode(keys[k]).decode() for k in ("accesskey", "secretkey"))
-    secrets = tmp / "secrets"
-    secrets.mkdir()
-    shutil.copy(REPO / "manifests/secrets/minio/kustomization.yaml", secrets)
-    (secrets / "s3.env").write_text(f"AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY={secret}\n")
-    admin.kubectl("apply", "-k", secrets)
 
-    as_editor = admin.as_service_account(PROFILE, "default-editor", tmp / "editor.kubeconfig")
-    s3 = admin.get("-n", "kubeflow", "service", "minio-service")["spec"]["clusterIP"]
-    model, _ = choose_model(None, tmp)
-    images, _ = probe_images(tmp)
+class Editor:
+    """A profile's `default-editor` deploying with `imagelingo deploy`, as the pipeline's deploy
+    task in that namespace does, and a client pod there calling the predictor."""
 
-    def store(version: str, broken: bool = False) -> Path:
-        out = tmp / f"store-{version}"
+    def __init__(self, target: str, admin: Cluster, tmp: Path) -> None:
+        from inputs import choose_model, probe_images
+
+        self.target, self.admin, self.tmp = target, admin, tmp
+        release = TARGETS[target][0]
+        # a profile namespace as Kubeflow makes it, and the release's aggregated roles
+        admin.apply(release_objects(release, "--kind", "ClusterRole", "--name", "kubeflow-*"))
+        admin.apply(profile_namespace(release, PROFILE))
+        # The S3 Secret from the release's own keys (kubeflow-admin: any prefix; a 1.11
+        # profile's own identity may not list, which KServe's storage-initializer does: README,
+        # S3 section)
+        keys = admin.get("-n", "kubeflow", "secret", "mlpipeline-minio-artifact")["data"]
+        self.key, self.secret = (b64(keys[k]) for k in ("accesskey", "secretkey"))
+        self.s3 = admin.get("-n", "kubeflow", "service", "minio-service")["spec"]["clusterIP"]
+        kubeconfig = tmp / "editor.kubeconfig"
+        self.as_editor = admin.as_service_account(PROFILE, "default-editor", kubeconfig)
+        self.model, _ = choose_model(None, tmp)
+        self.images, _ = probe_images(tmp)
+
+    def overlay(self, name: str) -> None:
+        """The overlay as the README applies it, deploy's Role bound to the profile's editor."""
+        admin = self.admin
+        overlay = REPO / "manifests" / "overlays" / name
+        not_deploys = "app.kubernetes.io/managed-by!=imagelingo-deploy"
+        admin.kubectl("apply", "-k", overlay, "-l", not_deploys)
+        # README: "on a multi-user Kubeflow ... bind your profile's default-editor"
+        editor = {"kind": "ServiceAccount", "name": "default-editor", "namespace": PROFILE}
+        admin.apply(
+            [role_binding(NS, "imagelingo-deploy-profile", "Role", "imagelingo-deploy", editor)]
+        )
+        secrets = self.tmp / f"secrets-{name}"
+        secrets.mkdir()
+        shutil.copy(REPO / "manifests/secrets/minio/kustomization.yaml", secrets)
+        (secrets / "s3.env").write_text(
+            f"AWS_ACCESS_KEY_ID={self.key}\nAWS_SECRET_ACCESS_KEY={self.secret}\n"
+        )
+        admin.kubectl("apply", "-k", secrets)
+
+    def store(self, version: str, broken: bool = False) -> Path:
+        out = self.tmp / f"store-{version}"
         subprocess.run(
-            [REPO / ".venv/bin/imagelingo", "package", "--model", model, "--out", out],
+            [REPO / ".venv/bin/imagelingo", "package", "--model", self.model, "--out", out],
             check=True,
             capture_output=True,
         )
@@ -151,18 +171,19 @@ def test_standard_mode_as_a_profile_editor(box):
             (out / "model-store" / "imagelingo.mar").write_bytes(b"not a model archive")
         return out
 
-    def deploy(*args, timeout: int = 420):
-        env = {**os.environ, "KUBECONFIG": as_editor.kubeconfig, "AWS_ACCESS_KEY_ID": key}
-        env |= {"AWS_SECRET_ACCESS_KEY": secret}
+    def deploy(self, mode: str, *args, timeout: int = 420):
+        env = {**os.environ, "KUBECONFIG": self.as_editor.kubeconfig}
+        env |= {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         started = time.monotonic()
-        # The node has 2 CPUs; deploy.cpu_request is 1, and a rolling update runs a second
-        # pod beside the first (maxSurge): 2.1 CPUs with CoreDNS. Half a CPU each fits.
+        # The node has 2 CPUs; deploy.cpu_request is 1, and a rollout runs a second pod beside
+        # the first (maxSurge; a Knative canary keeps both): with CoreDNS (and Knative's own
+        # pods, 0.63 CPU) 400m each fits.
         result = subprocess.run(
             [
                 REPO / ".venv/bin/imagelingo",
                 "-p",
-                "deploy.cpu_request=500m",
+                "deploy.cpu_request=400m",
                 "deploy",
                 *args,
                 "--target",
@@ -170,15 +191,15 @@ def test_standard_mode_as_a_profile_editor(box):
                 "--namespace",
                 NS,
                 "--mode",
-                "Standard",
+                mode,
                 "--timeout",
                 str(timeout),
                 "--storage-uri",
                 "s3://mlpipeline/imagelingo/model-store",
                 "--s3-endpoint-url",
-                f"http://{s3}:9000",
+                f"http://{self.s3}:9000",
                 "--out",
-                tmp / "deploy-out",
+                self.tmp / "deploy-out",
             ],
             env=env,
             capture_output=True,
@@ -187,63 +208,74 @@ def test_standard_mode_as_a_profile_editor(box):
         )
         return result, round(time.monotonic() - started, 1)
 
-    def serving() -> tuple[set[str], dict]:
+    def serving(self) -> tuple[set[str], dict]:
         """The storage URIs the predictor's live pods were made for, and the Ready condition."""
-        pods = admin.get("-n", NS, "pods", "-l", f"serving.kserve.io/inferenceservice={NAME}")
+        pods = self.admin.get("-n", NS, "pods", "-l", f"serving.kserve.io/inferenceservice={NAME}")
         uris = {
             p["metadata"]["annotations"]["internal.serving.kserve.io/storage-initializer-sourceuri"]
             for p in pods["items"]
             if not p["metadata"].get("deletionTimestamp")
         }
-        conditions = admin.get("-n", NS, "isvc", NAME)["status"]["conditions"]
+        conditions = self.admin.get("-n", NS, "isvc", NAME)["status"]["conditions"]
         return uris, next(c for c in conditions if c["type"] == "Ready")
 
-    def captions(call: str) -> list[dict]:
-        body = json.dumps({"instances": [{"data": base64.b64encode(images[0]).decode()}]})
+    def captions(self, call: str, count: int = 1) -> list[dict]:
+        """`count` captions of an image, then a non-image, from a pod in the profile namespace."""
+        body = json.dumps({"instances": [{"data": base64.b64encode(self.images[0]).decode()}]})
         bad = json.dumps({"instances": [{"data": base64.b64encode(b"not an image").decode()}]})
         url = f"{SERVICE}/v1/models/{NAME}:predict"
+        image = [{"name": f"image {i}", "url": url, "body": body} for i in range(count)]
         return call_from_pod(
-            admin,
-            PROFILE,
-            call,
-            [
-                {"name": "image", "url": url, "body": body},
-                {"name": "not an image", "url": url, "body": bad},
-            ],
+            self.admin, PROFILE, call, [*image, {"name": "not an image", "url": url, "body": bad}]
         )
 
+    def assert_captions(self, call: str, count: int = 1) -> dict:
+        answers = self.captions(call, count)
+        for answer in answers[:-1]:
+            assert answer["status"] == 200 and "caption" in answer["body"], answers
+        assert 400 <= answers[-1]["status"] < 500, answers
+        return json.loads(answers[0]["body"])
+
+
+@pytest.fixture(scope="module")
+def editor(box):
+    target, admin, tmp = box
+    return Editor(target, admin, tmp)
+
+
+def test_standard_mode_as_a_profile_editor(box, editor):
+    target, admin, tmp = box
+    editor.overlay("minio-standard")
+
     # create: deploy returns once the InferenceService serves it
-    result, took = deploy(store("v1"))
+    result, took = editor.deploy("Standard", editor.store("v1"))
     assert result.returncode == 0, result.stderr[-3000:]
-    uris, ready = serving()
+    uris, ready = editor.serving()
     assert ready["status"] == "True" and len(uris) == 1, (uris, ready)
     v1 = uris.pop()
-    answers = captions("client-v1")
-    assert answers[0]["status"] == 200 and "caption" in answers[0]["body"], answers
-    assert 400 <= answers[1]["status"] < 500, answers
-    print(f"{target} create: {took} s; {json.loads(answers[0]['body'])}")
+    print(f"{target} create: {took} s; {editor.assert_captions('client-v1')}")
     # issue 29: tritonclient and the KServe SDKs (this venv's, and 0.15.2's in .venv-storage),
     # readiness, metadata, v1 and v2 inference, against the Service's ClusterIP from this host
     from podround import client_checks
 
     ip = admin.get("-n", NS, "service", f"{NAME}-predictor")["spec"]["clusterIP"]
-    (tmp / "probe.jpg").write_bytes(images[0])
+    (tmp / "probe.jpg").write_bytes(editor.images[0])
     storage_venv = {"storage_venv": str(REPO / ".venv-storage")}
     calls = client_checks(f"http://{ip}:80", NAME, tmp / "probe.jpg", storage_venv)
     assert len(calls) >= 20 and all(c["ok"] for c in calls), [c for c in calls if not c["ok"]]
     print(f"{target} clients: {len(calls)}/{len(calls)} calls succeeded")
 
     # replace with a new model version: returns when only the new pods serve
-    result, took = deploy(store("v2"))
+    result, took = editor.deploy("Standard", editor.store("v2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    uris, ready = serving()
+    uris, ready = editor.serving()
     assert ready["status"] == "True" and len(uris) == 1 and v1 not in uris, (uris, ready)
     v2 = uris.pop()
-    assert captions("client-v2")[0]["status"] == 200
+    editor.assert_captions("client-v2")
     print(f"{target} replace: {took} s")
 
     # a broken model: deploy fails within its timeout, naming what the pods say; v2 serves on
-    result, took = deploy(store("v3", broken=True), timeout=150)
+    result, took = editor.deploy("Standard", editor.store("v3", broken=True), timeout=150)
     assert result.returncode != 0 and took < 150 + 60, (result.returncode, took)
     assert "not rolled out after 150 s" in result.stderr, result.stderr
     assert "running, not ready (its readiness probe fails)" in result.stderr, result.stderr
@@ -254,11 +286,68 @@ def test_standard_mode_as_a_profile_editor(box):
         Path(capture, f"{target}-broken-model-pods.json").write_text(json.dumps(pods, indent=1))
         events = admin.get("-n", NS, "events", "--field-selector", "type=Warning")
         Path(capture, f"{target}-warnings.json").write_text(json.dumps(events, indent=1))
-    assert captions("client-v3")[0]["status"] == 200
+    editor.assert_captions("client-v3")
 
     # rollback to the version before: only v2's pods again
-    result, took = deploy("--rollback")
+    result, took = editor.deploy("Standard", "--rollback")
     assert result.returncode == 0, result.stderr[-3000:]
-    uris, ready = serving()
+    uris, ready = editor.serving()
     assert uris == {v2} and ready["status"] == "True", (uris, ready)
     print(f"{target} rollback: {took} s")
+
+
+SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
+
+
+def traffic(admin: Cluster) -> dict[str, str]:
+    """The predictor's traffic as KServe reports it from the Knative Route: for each revision
+    with traffic, "<percent>% <the storage URI it was made for>"."""
+    status = admin.get("-n", NS, "isvc", NAME)["status"]["components"]["predictor"]
+    split = {}
+    for t in status.get("traffic", []):
+        if t.get("percent"):
+            revision = admin.get("-n", NS, "revision", t["revisionName"])
+            split[t["revisionName"]] = (
+                f"{t['percent']}% {revision['metadata']['annotations'][SOURCE_URI]}"
+            )
+    return split
+
+
+def test_knative_mode_as_a_profile_editor(box, editor):
+    """Knative Serving's controllers on the node make the predictor's Revisions and Route; the
+    client pod calls it through the Route (the cluster-local gateway), during a canary too."""
+    target, admin, _ = box
+    # KServe refuses to switch an InferenceService's mode (NOTES-kserve.md): a new one
+    admin.kubectl("-n", NS, "delete", "isvc", NAME, "--ignore-not-found", "--wait=true")
+    editor.overlay("minio")
+
+    def step(what: str, *args: str, calls: int = 1) -> dict[str, str]:
+        """deploy, then captions through the route; returns the traffic it left"""
+        result, took = editor.deploy("Knative", *args)
+        assert result.returncode == 0, f"{what}: {result.stderr[-3000:]}"
+        split = traffic(admin)
+        editor.assert_captions(f"kn-{what}", count=calls)
+        print(f"{target} Knative {what}: {took} s; traffic {split}")
+        return split
+
+    first = step("create", editor.store("k1"))
+    assert [p.split()[0] for p in first.values()] == ["100%"], first
+    ksvc = admin.get("-n", NS, "ksvc", f"{NAME}-predictor")
+    assert ksvc["status"]["address"]["url"] == SERVICE, ksvc["status"]["address"]
+    k1 = next(iter(first.values())).split()[1]
+
+    # a canary: 30% to the new version's revision, 70% to the first; both serve the route
+    split = step("canary", editor.store("k2"), "--canary-traffic-percent", "30", calls=6)
+    assert sorted(p.split()[0] for p in split.values()) == ["30%", "70%"], split
+    (old,) = [r for r, p in split.items() if p.startswith("70%")]
+    assert old in first, (first, split)
+    k2 = next(p for p in split.values() if p.startswith("30%")).split()[1]
+    assert k2 != k1, split
+
+    # promote: all traffic to the canary's revision
+    promoted = step("promote", "--promote")
+    assert list(promoted.values()) == [f"100% {k2}"], promoted
+
+    # rollback after the promotion: the previous version rolled out again, a new revision
+    rolled = step("rollback", "--rollback")
+    assert list(rolled.values()) == [f"100% {k1}"] and not set(rolled) & set(first), rolled
