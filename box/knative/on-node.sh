@@ -4,7 +4,8 @@
 # its digests), their Deployments run by the node's kubelet as Pods, then Istio's two gateway
 # Services from the release, whose endpoints are the KIngress stand-in's pod (the one stand-in:
 # box/README.md): knative-local-gateway:80 -> its cluster-local port 8082, istio-ingressgateway:80
-# -> its external port 8081. The images must be in the node's containerd (images.sh + up.sh).
+# -> its external port 8081; Istio's networking CRDs from the release (below). The images must be
+# in the node's containerd (images.sh + up.sh).
 # Usage: box/knative/on-node.sh NODE_WORKDIR v1.11.0|v1.10.2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,8 +44,16 @@ for d in controller activator autoscaler net-istio-controller; do
 done
 
 # Istio's gateway Services, as the release defines them; their endpoint is the stand-in's pod.
+# And Istio's networking CRDs, as the release installs them (no Istio controller reads the objects):
+# KServe's manager registers VirtualService in its scheme only when the CRD exists at its start,
+# and KServe v0.15.0 then fails every Knative-mode reconcile ("fails to reconcile ingress: fails
+# to create or update ingress: no kind is registered for the type v1beta1.VirtualService in
+# scheme", ingress_reconciler.go:127; seen on the box, kubeflow-1.10): its InferenceService never
+# leaves RevisionMissing although the Knative Service is Ready.
 gw=$(K -n knative-serving get pod -l app=net-istio-controller -o jsonpath='{.items[0].status.podIP}')
-{ "$py" "$here/../manifests.py" "$tag" --kind Namespace --name istio-system; echo ---
+{ "$py" "$here/../manifests.py" "$tag" --kind CustomResourceDefinition --name '*.networking.istio.io'
+  echo ---
+  "$py" "$here/../manifests.py" "$tag" --kind Namespace --name istio-system; echo ---
   "$py" "$here/../manifests.py" "$tag" --kind Service --namespace istio-system --name knative-local-gateway
   echo ---
   "$py" "$here/../manifests.py" "$tag" --kind Service --namespace istio-system --name istio-ingressgateway
