@@ -92,3 +92,7 @@ endpoints:
   conditions: {ready: true}
 YAML
 }
+
+box_knative_release() { # the Knative release the binaries in box/knative/bin were built as
+  "$(dirname "${BASH_SOURCE[0]}")/knative/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1
+}

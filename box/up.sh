@@ -48,7 +48,7 @@ if [ ! -f "$stamp" ]; then
   log "images made"
 fi
 # Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh)
-krelease=$("$here/knative/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1)
+krelease=$(box_knative_release)
 kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease knimages=""
 if [ ! -f "$kstamp" ] || [ "$here/knative/bin/controller" -nt "$kstamp" ]; then
   knimages=/var/cache/box/images/$krelease

@@ -10,8 +10,9 @@
 # box.local/knative/kingress:<release> for the KIngress stand-in, in net-istio-controller's place.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib.sh"   # box_knative_release
 out=${1:?usage: images.sh OUTDIR}
-release=$("$here/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1)
+release=$(box_knative_release)
 mkdir -p "$out"
 for cmd in controller webhook activator autoscaler queue kingress; do
   r=$out/rootfs-$cmd

@@ -20,7 +20,7 @@ K() { "$BIN/kubectl" "$@"; }
 ready() { # namespace, label selector: the first matching pod is Ready
   [ "$(K -n "$1" get pod -l "$2" -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
-release=$("$here/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1)
+release=$(box_knative_release)
 "$py" "$here/select_objects.py" "$tag" --node "$release" > "$W/knative-serving.yaml" 2> "$W/select.log"
 log "$(tail -1 "$W/select.log" | sed 's/^# //'), images of $release"
 # One apply of the whole selection in the release's order, as `kubectl apply -k` sends it; what

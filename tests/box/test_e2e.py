@@ -38,6 +38,8 @@ from box_cluster import (
     role_binding,
 )
 
+from imagelingo.cluster.kserve import SOURCE_URI
+
 pytestmark = pytest.mark.slow
 
 TARGETS = {  # target: (release, Kubernetes, KServe, object store binary)
@@ -212,7 +214,7 @@ class Editor:
         """The storage URIs the predictor's live pods were made for, and the Ready condition."""
         pods = self.admin.get("-n", NS, "pods", "-l", f"serving.kserve.io/inferenceservice={NAME}")
         uris = {
-            p["metadata"]["annotations"]["internal.serving.kserve.io/storage-initializer-sourceuri"]
+            p["metadata"]["annotations"][SOURCE_URI]
             for p in pods["items"]
             if not p["metadata"].get("deletionTimestamp")
         }
@@ -296,19 +298,17 @@ def test_standard_mode_as_a_profile_editor(box, editor):
     print(f"{target} rollback: {took} s")
 
 
-SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
-
-
-def traffic(admin: Cluster) -> dict[str, str]:
+def traffic(admin: Cluster) -> dict[str, tuple[int, str]]:
     """The predictor's traffic as KServe reports it from the Knative Route: for each revision
-    with traffic, "<percent>% <the storage URI it was made for>"."""
+    with traffic, (percent, the storage URI it was made for)."""
     status = admin.get("-n", NS, "isvc", NAME)["status"]["components"]["predictor"]
     split = {}
     for t in status.get("traffic", []):
         if t.get("percent"):
             revision = admin.get("-n", NS, "revision", t["revisionName"])
             split[t["revisionName"]] = (
-                f"{t['percent']}% {revision['metadata']['annotations'][SOURCE_URI]}"
+                t["percent"],
+                revision["metadata"]["annotations"][SOURCE_URI],
             )
     return split
 
@@ -321,7 +321,7 @@ def test_knative_mode_as_a_profile_editor(box, editor):
     admin.kubectl("-n", NS, "delete", "isvc", NAME, "--ignore-not-found", "--wait=true")
     editor.overlay("minio")
 
-    def step(what: str, *args: str, calls: int = 1) -> dict[str, str]:
+    def step(what: str, *args: str, calls: int = 1) -> dict[str, tuple[int, str]]:
         """deploy, then captions through the route; returns the traffic it left"""
         result, took = editor.deploy("Knative", *args)
         assert result.returncode == 0, f"{what}: {result.stderr[-3000:]}"
@@ -331,23 +331,23 @@ def test_knative_mode_as_a_profile_editor(box, editor):
         return split
 
     first = step("create", editor.store("k1"))
-    assert [p.split()[0] for p in first.values()] == ["100%"], first
+    ((k1_percent, k1),) = first.values()
+    assert k1_percent == 100, first
     ksvc = admin.get("-n", NS, "ksvc", f"{NAME}-predictor")
     assert ksvc["status"]["address"]["url"] == SERVICE, ksvc["status"]["address"]
-    k1 = next(iter(first.values())).split()[1]
 
     # a canary: 30% to the new version's revision, 70% to the first; both serve the route
     split = step("canary", editor.store("k2"), "--canary-traffic-percent", "30", calls=6)
-    assert sorted(p.split()[0] for p in split.values()) == ["30%", "70%"], split
-    (old,) = [r for r, p in split.items() if p.startswith("70%")]
-    assert old in first, (first, split)
-    k2 = next(p for p in split.values() if p.startswith("30%")).split()[1]
+    by_percent = {percent: (revision, uri) for revision, (percent, uri) in split.items()}
+    assert sorted(by_percent) == [30, 70], split
+    assert by_percent[70] == (next(iter(first)), k1), (first, split)
+    k2 = by_percent[30][1]
     assert k2 != k1, split
 
     # promote: all traffic to the canary's revision
     promoted = step("promote", "--promote")
-    assert list(promoted.values()) == [f"100% {k2}"], promoted
+    assert list(promoted.values()) == [(100, k2)], promoted
 
     # rollback after the promotion: the previous version rolled out again, a new revision
     rolled = step("rollback", "--rollback")
-    assert list(rolled.values()) == [f"100% {k1}"] and not set(rolled) & set(first), rolled
+    assert list(rolled.values()) == [(100, k1)] and not set(rolled) & set(first), rolled
