@@ -200,8 +200,8 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
                 shards=shards,
                 # also what puts the GPU parameters into a ParallelFor's sub-DAG (kfp passes a
                 # pipeline parameter there only as some task's input, not for set_accelerator_*)
-                accelerator_type=accelerator_type,
-                accelerator_count=accelerator_count,
+                accelerator_resource=accelerator_type,
+                accelerator_request=accelerator_count,
                 **constants("features", "encoder"),
             )
             return setup(task, "4", "8Gi", gpu)

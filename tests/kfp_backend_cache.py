@@ -23,7 +23,6 @@ import json
 import re
 from collections.abc import Callable
 
-PLACEHOLDER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
 CONDITION_VALUE = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
 _serial = itertools.count()
 
@@ -68,10 +67,10 @@ class BackendCache:
                 params[key] = outputs[ref["producerTask"]][ref["outputParameterKey"]]
             else:
                 params[key] = source["runtimeValue"]["constant"]
-        for key, value in list(params.items()):  # the driver resolves {{$.inputs...}} constants
-            match = PLACEHOLDER.fullmatch(str(value))
-            if match:
-                params[key] = params[match[1]]
+        # A constant that is itself a placeholder ({{$.inputs.parameters[...]}}: the SDK's copy
+        # of a resource field's channel) is passed through unresolved by the driver, so the cache
+        # key holds the placeholder, not the value (2.5.0 driver.go:1638-1660; 2.15.0
+        # resolve.go:419-432).
         for key, source in task.get("inputs", {}).get("artifacts", {}).items():
             if "componentInputArtifact" in source:
                 artifacts[key] = scope[source["componentInputArtifact"]]

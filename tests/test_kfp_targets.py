@@ -4,6 +4,9 @@ fails here), and its fan-in, nested-retry and accelerator rules (imagelingo.clus
 each citing the backend's source) find nothing. The same checks find the problems of the YAML
 committed before the targets existed, so none of them is a check that cannot fail."""
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import yaml
 from kfp_protos import BACKENDS, parse_pipeline
@@ -14,6 +17,7 @@ from imagelingo.cluster.kfp_rules import (
     fan_in_problems,
     fit_platform,
     nested_retry_problems,
+    placeholder_input_problems,
     problems,
 )
 from imagelingo.cluster.platforms import TARGETS, target_for_backend
@@ -115,6 +119,54 @@ def test_accelerator_count_1_yields_a_gpu_limit_by_the_drivers_rule(target, exec
 def test_the_yaml_before_targets_never_got_its_gpu():
     spec, _ = documents(BEFORE)
     assert driver_limits(spec, "exec-train", {"accelerator_count": 1}) == {}
+
+
+def _gpu_pipeline(component, input_name: str) -> dict:
+    """A one-task pipeline: `component` gets the GPU count pipeline parameter as `input_name`,
+    and its pod the accelerator from the same parameter; compiled by the pinned SDK."""
+    from kfp import compiler, dsl
+
+    @dsl.pipeline(name="gpu")
+    def gpu(accelerator_count: str = "0"):
+        task = component(**{input_name: accelerator_count})
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(accelerator_count)
+
+    path = Path(tempfile.mkdtemp()) / "gpu.yaml"
+    compiler.Compiler().compile(gpu, str(path))
+    return yaml.safe_load(path.read_text())
+
+
+def test_an_input_named_like_a_resource_field_is_a_placeholder_kfp_2_5_resolves_by_chance():
+    """Issue 27, defect 1: the SDK replaces an input named accelerator_count with the resource's
+    placeholder; 2.5.0's launcher resolves it in about half the runs. The features component's
+    input had that name (the committed kubeflow-1.10 YAML failed this rule for accelerator_count
+    and accelerator_type); it is renamed."""
+    from kfp import dsl
+
+    @dsl.component(base_image="python:3.11")
+    def check(accelerator_count: str):
+        print(accelerator_count)
+
+    @dsl.component(base_image="python:3.11")
+    def check_renamed(accelerator_request: str):
+        print(accelerator_request)
+
+    named_like_the_field = _gpu_pipeline(check, "accelerator_count")
+    source = named_like_the_field["root"]["dag"]["tasks"]["check"]["inputs"]["parameters"]
+    placeholder = "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
+    assert source["accelerator_count"] == {"runtimeValue": {"constant": placeholder}}
+    found = placeholder_input_problems(named_like_the_field, TARGETS["kubeflow-1.10"])
+    assert found == [
+        "root/check: input accelerator_count is the constant "
+        "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}; KFP 2.5.0's launcher "
+        "resolves it in about half the runs (always from 2.14.0): rename the input so it is not "
+        "a resource field's name"
+    ]
+    assert placeholder_input_problems(named_like_the_field, TARGETS["kubeflow-1.11"]) == []
+    renamed = _gpu_pipeline(check_renamed, "accelerator_request")
+    source = renamed["root"]["dag"]["tasks"]["check-renamed"]["inputs"]["parameters"]
+    assert source["accelerator_request"] == {"componentInputParameter": "accelerator_count"}
+    assert placeholder_input_problems(renamed, TARGETS["kubeflow-1.10"]) == []
 
 
 def test_fit_platform_drops_optional_false_for_kfp_2_5_and_refuses_optional_true():

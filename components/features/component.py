@@ -14,19 +14,22 @@ def features(
     device: str,
     shard: int,
     shards: int,
-    accelerator_type: str,
-    accelerator_count: str,
+    accelerator_resource: str,
+    accelerator_request: str,
     features: Output[Dataset],
 ):
     """Shard `shard` of `shards` of the images through the pretrained encoder: fp16 region grids
     per split (the pipeline runs the shards side by side, then `merge` joins them). The GPUs the
-    pipeline requested for this pod (accelerator_*) must be visible, or the task fails."""
+    pipeline requested for this pod (accelerator_request of accelerator_resource) must be
+    visible, or the task fails. Not named accelerator_count/_type: the SDK would replace inputs
+    of those names with a placeholder that KFP 2.5.0 resolves in only about half the runs
+    (imagelingo.cluster.kfp_rules.placeholder_input_problems)."""
     from pathlib import Path
 
     from imagelingo.devices import check_accelerator_request
     from imagelingo.features import FeaturesConfig, extract_features
 
-    check_accelerator_request(accelerator_count, accelerator_type)
+    check_accelerator_request(accelerator_request, accelerator_resource)
     config = FeaturesConfig(
         encoder=encoder,
         batch_size=batch_size,

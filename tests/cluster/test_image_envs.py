@@ -145,8 +145,8 @@ def trained(envs, mlflow_server, tmp_path_factory):
                 "num_workers": 2,
                 "shard": 0,  # one shard of one: the whole store, as merge would write it
                 "shards": 1,
-                "accelerator_type": "nvidia.com/gpu",  # the pipeline's defaults: no GPU
-                "accelerator_count": "0",
+                "accelerator_resource": "nvidia.com/gpu",  # the pipeline's defaults: no GPU
+                "accelerator_request": "0",
             },
         ),
         (

@@ -109,6 +109,35 @@ def accelerator_problems(spec: dict, target: Target) -> list[str]:
     ]
 
 
+def placeholder_input_problems(spec: dict, target: Target) -> list[str]:
+    """A component input fed by a constant that is itself an input placeholder. The SDK writes
+    one when a task input shares its name with a ResourceSpec field set from a pipeline
+    parameter (cpu_limit, accelerator_count, ...): it copies the resource's channel into the
+    task's inputs under that name (kfp 2.17.3 compiler/pipeline_spec_builder.py:137-141),
+    replacing the input. The driver passes such a constant through unresolved (2.5.0
+    driver.go:1638-1660); the component reads it from the executor input's JSON, and 2.5.0's
+    launcher replaces `{{$}}` and the input placeholders in one pass over a Go map, in random
+    order (launcher_v2.go:363-377): in about half the runs the component gets the placeholder
+    itself. 2.14.0 replaces `{{$}}` first (kubeflow/pipelines #11925; 2.15.0
+    launcher_v2.go:818-842). An input the component does not declare is never read."""
+    if _version(target.kfp_backend) >= (2, 14, 0):
+        return []
+    components = spec.get("components", {})
+    found = []
+    for dag, name, task in tasks(spec):
+        component = components[task["componentRef"]["name"]]
+        declared = component.get("inputDefinitions", {}).get("parameters", {})
+        for key, source in task.get("inputs", {}).get("parameters", {}).items():
+            constant = source.get("runtimeValue", {}).get("constant")
+            if key in declared and PLACEHOLDER.search(str(constant)):
+                found.append(
+                    f"{dag}/{name}: input {key} is the constant {constant}; KFP "
+                    f"{target.kfp_backend}'s launcher resolves it in about half the runs "
+                    "(always from 2.14.0): rename the input so it is not a resource field's name"
+                )
+    return found
+
+
 def problems(spec: dict, platform: dict, target: Target) -> list[str]:
     """Everything `target`'s backend would not run as written."""
     del platform  # field-level checks are the protos' (tests/kfp_protos.py)
@@ -116,6 +145,7 @@ def problems(spec: dict, platform: dict, target: Target) -> list[str]:
         *fan_in_problems(spec, target),
         *nested_retry_problems(spec, target),
         *accelerator_problems(spec, target),
+        *placeholder_input_problems(spec, target),
     ]
 
 
