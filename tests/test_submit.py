@@ -64,7 +64,7 @@ def test_unknown_pipeline_argument_names_the_known_ones():
 # --- a KFP API on 127.0.0.1 -------------------------------------------------------------------
 
 TOKEN = "sa-token-123"
-COOKIE = "authservice_session=abc"
+COOKIE = "oauth2_proxy_kubeflow=abc"  # Kubeflow 1.10/1.11 oauth2-proxy cookie_name
 NAMESPACES = {"team-a"}
 
 
@@ -123,11 +123,11 @@ class KfpApi(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/apis/v2beta1/healthz":
             # what the API server writes (kubeflow/pipelines 2.15.0 backend/src/apiserver/
-            # main.go:362-365; TAG_NAME is the image's build argument, backend/Dockerfile:64-65)
-            self._answer(
-                200,
-                {"commit_sha": "8fe8d7b", "tag_name": KfpApi.tag, "multi_user": True},
-            )
+            # main.go:362-365). TAG_NAME is the image's build argument (backend/Dockerfile:64-65),
+            # which the release images leave "unknown": a named version is a custom build;
+            # KfpApi.healthz replaces the answer (the UI server's, through Kubeflow's ingress).
+            answer = {"commit_sha": "8fe8d7b", "tag_name": KfpApi.tag, "multi_user": True}
+            self._answer(200, KfpApi.healthz or answer)
             return
         if not self._authorized():
             return
@@ -155,7 +155,7 @@ class KfpApi(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def kfp_api():
-    KfpApi.requests, KfpApi.tag = [], "2.15.0"
+    KfpApi.requests, KfpApi.tag, KfpApi.healthz = [], "2.15.0", None
     server = ThreadingHTTPServer(("127.0.0.1", 0), KfpApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -277,7 +277,56 @@ def test_a_backend_that_hides_its_version_needs_a_target(kfp_api, clean_env, cap
     KfpApi.tag = "unknown"  # an image built without TAG_NAME
     args = ["submit", "--host", kfp_api, "--token", TOKEN, "--namespace", "team-a"]
     assert main(args) == 2
-    assert "does not report its version" in one_line_error(capsys)
+    assert "does not name its version" in one_line_error(capsys)
     assert main([*args, "--target", "kubeflow-1.10"]) == 0
     assert "comp-merge" not in json.dumps(_runs()[-1]["body"]["pipeline_spec"])
     capsys.readouterr()
+
+
+def ui_server_healthz(api_server_tag: str, ready: bool = True) -> dict:
+    """What Kubeflow's ingress answers on /pipeline/apis/v2beta1/healthz: it routes /pipeline to
+    the UI server, whose own handler copies the API server's tag_name into apiServerTagName
+    (kubeflow/pipelines 2.15.0 frontend/server/handlers/healthz.ts:77-90; 2.5.0 :76-89) and reads
+    its own TAG_NAME file, empty in the release images (frontend/Dockerfile:21-23)."""
+    return {
+        "apiServerCommitHash": "8fe8d7b" if ready else None,
+        "apiServerTagName": api_server_tag if ready else None,
+        "apiServerMultiUser": True if ready else None,
+        "multi_user": True if ready else None,
+        "apiServerReady": ready,
+        "buildDate": "",
+        "frontendCommitHash": "",
+        "frontendTagName": "",
+    }
+
+
+def test_a_stock_kubeflow_through_its_ingress_needs_a_target_exit_2(kfp_api, clean_env, capsys):
+    """Issue 27, defect 2: a stock Kubeflow names no version (the UI server says
+    apiServerTagName "unknown"), so auto cannot pick; one line says to pass --target."""
+    KfpApi.healthz = ui_server_healthz("unknown")
+    args = ["submit", "--host", kfp_api, "--token", TOKEN, "--namespace", "team-a"]
+    assert main(args) == 2
+    err = one_line_error(capsys)
+    assert "does not name its version ({'apiServerTagName': 'unknown'}" in err
+    assert "pass --target, one of kubeflow-1.10, kubeflow-1.11" in err
+    assert not _runs()
+    assert main([*args, "--target", "kubeflow-1.11"]) == 0
+    assert "comp-merge" in json.dumps(_runs()[-1]["body"]["pipeline_spec"])
+    capsys.readouterr()
+
+
+def test_a_version_the_ui_server_relays_picks_the_target(kfp_api, clean_env, capsys):
+    KfpApi.healthz = ui_server_healthz("2.5.0")  # a backend built with TAG_NAME
+    args = ["submit", "--host", kfp_api, "--token", TOKEN, "--namespace", "team-a"]
+    assert main(args) == 0
+    assert "comp-merge" not in json.dumps(_runs()[-1]["body"]["pipeline_spec"])
+    assert main([*args, "--target", "kubeflow-1.11"]) == 2
+    assert "--target kubeflow-1.11 is for KFP 2.15.0" in one_line_error(capsys)
+
+
+def test_a_ui_server_without_its_api_server_is_one_line(kfp_api, clean_env, capsys):
+    KfpApi.healthz = ui_server_healthz("", ready=False)
+    args = ["submit", "--host", kfp_api, "--token", TOKEN, "--target", "kubeflow-1.11"]
+    assert main(args) == 2
+    assert "apiServerReady false" in one_line_error(capsys)
+    assert not _runs()

@@ -179,7 +179,9 @@ def test_retrain_reaches_only_the_kfp_api():
     assert script.index(". ./images.env") < script.index("imagelingo submit")
     # the token only through the environment submit reads (KFP_TOKEN), never on a command line
     assert job["env"]["KFP_TOKEN"] == "${{ secrets.KFP_TOKEN }}" and "--token" not in script
-    assert {"KFP_HOST", "KFP_NAMESPACE"} <= set(job["env"])
+    assert {"KFP_HOST", "KFP_NAMESPACE", "KFP_TARGET"} <= set(job["env"])
+    # a stock Kubeflow's API names no version (issue 27, defect 2): the target is explicit
+    assert '--target "$KFP_TARGET"' in script
 
 
 def test_retrain_passes_only_options_submit_has_and_parameters_the_pipeline_has():

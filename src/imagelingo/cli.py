@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--token",
             help="bearer token (env KFP_TOKEN); else the file KF_PIPELINES_SA_TOKEN_PATH names",
         )
-        p.add_argument("--cookies", help="e.g. authservice_session=... (env KFP_COOKIES)")
+        p.add_argument("--cookies", help="e.g. oauth2_proxy_kubeflow=... (env KFP_COOKIES)")
         p.add_argument(
             "--target",
             default="auto",

@@ -120,8 +120,8 @@ def compile_target(target: Target, path: Path, pull_secrets: tuple[str, ...] = (
         )
     header = (
         f"# Target: {target.name} ({target.description}).\n"
-        f"# Upload this file in that release's KFP UI; `imagelingo submit` picks the target from\n"
-        f"# the backend's version. Written by `imagelingo compile --target {target.name}`: do not "
+        f"# Upload this file in that release's KFP UI, or run `imagelingo submit --target "
+        f"{target.name}`.\n# Written by `imagelingo compile --target {target.name}`: do not "
         "edit.\n"
     )
     with path.open("w") as out:
@@ -269,7 +269,7 @@ class Access:
     Credentials, the first that applies: an existing bearer token (--token, or KFP_TOKEN);
     the ServiceAccount token file named by KF_PIPELINES_SA_TOKEN_PATH (what a pod in a
     multi-user Kubeflow mounts, kfp's ServiceAccountTokenVolumeCredentials); cookies (--cookies,
-    or KFP_COOKIES, e.g. `authservice_session=...` copied from a logged-in browser behind the
+    or KFP_COOKIES, e.g. `oauth2_proxy_kubeflow=...` copied from a logged-in browser behind the
     Kubeflow central dashboard). `namespace` is the Kubeflow profile namespace runs go to
     (--namespace or KFP_NAMESPACE; empty for single-user KFP)."""
 
@@ -308,9 +308,8 @@ def _headers(access: Access) -> dict[str, str]:
 
 def _probe(access: Access) -> dict:
     """GET /apis/v2beta1/healthz once, so an unreachable host or refused credentials is one
-    clear line now, not kfp.Client's five retries with tracebacks. Returns its JSON, whose
-    `tag_name` is the backend's version (the API server's TAG_NAME, set when its image is built:
-    kubeflow/pipelines 2.5.0 backend/src/apiserver/main.go:278-281, 2.15.0 :362-365)."""
+    clear line now, not kfp.Client's five retries with tracebacks. Returns its JSON (the API
+    server's, or the UI server's through Kubeflow's ingress: reported_version)."""
     import urllib.error
     import urllib.request
 
@@ -342,25 +341,46 @@ def _probe(access: Access) -> dict:
         ) from None
 
 
+def reported_version(answer: dict) -> str:
+    """The backend version a healthz answer names, "" when it names none. Straight from the API
+    server it is `tag_name` (kubeflow/pipelines 2.5.0 backend/src/apiserver/main.go:278-281,
+    2.15.0 :362-365); through Kubeflow's ingress, which routes /pipeline to the UI server, it is
+    the UI server's copy `apiServerTagName` (frontend/server/handlers/healthz.ts:76-89 at 2.5.0,
+    :77-90 at 2.15.0). The release images are built without TAG_NAME (no build-arg in
+    image-builds.yml / build-and-push.yml at either tag), so both say "unknown"
+    (backend/Dockerfile:61-62, 2.15.0 :64-65): a stock Kubeflow names no version."""
+    for field in ("tag_name", "apiServerTagName"):
+        version = str(answer.get(field) or "").strip()
+        if version and version != "unknown":
+            return version
+    return ""
+
+
 def backend_target(access: Access, requested: str = "auto") -> Target:
-    """The target to compile for: the one whose KFP backend the API reports (`auto`), or the one
-    `requested`, which must match the backend when the backend names its version."""
+    """The target to compile for: the one `requested`, which must match the backend when the
+    backend names its version, or (`auto`) the one whose KFP backend the answer names."""
     from imagelingo.cluster.platforms import target as named
 
-    version = str(_probe(access).get("tag_name", "")).strip()
-    known = version not in ("", "unknown")
+    answer = _probe(access)
+    if answer.get("apiServerReady") is False:
+        raise ImageLingoError(
+            f"KFP at {access.host}: the UI server answers but its API server does not "
+            "(apiServerReady false): is ml-pipeline running?"
+        )
+    version = reported_version(answer)
     if requested != "auto":
         chosen = named(requested)
-        if known and chosen.kfp_backend != version.lstrip("v"):
+        if version and chosen.kfp_backend != version.lstrip("v"):
             raise ImageLingoError(
                 f"--target {requested} is for KFP {chosen.kfp_backend} but {access.host} runs KFP "
                 f"{version}: use --target auto"
             )
         return chosen
-    if not known:
+    if not version:
+        said = {k: answer[k] for k in ("tag_name", "apiServerTagName") if k in answer}
         raise ImageLingoError(
-            f"KFP at {access.host} does not report its version (tag_name {version or 'missing'}): "
-            f"pass --target, one of {', '.join(TARGETS)}"
+            f"KFP at {access.host} does not name its version ({said or 'no tag_name'}; Kubeflow's "
+            f"release images say 'unknown'): pass --target, one of {', '.join(TARGETS)}"
         )
     return target_for_backend(version)
 
