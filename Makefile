@@ -11,6 +11,7 @@ REGISTRY ?= ghcr.io/imagelingo
 TAG ?= 0.1.0
 IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
 DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
+CUDA_IMAGE ?= $(REGISTRY)/imagelingo-cuda:$(TAG)
 
 .PHONY: install demo test test-fast test-walkthroughs cluster-check box-e2e lint format benchmark benchmark-serving soak images run clean
 
@@ -82,6 +83,7 @@ runtime-rehearsal: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ##
 images:  ## build the component images (needs a Docker engine); push them with docker push
 	docker build -f components/Dockerfile --target training -t $(IMAGE) .
 	docker build -f components/Dockerfile --target deploy -t $(DEPLOY_IMAGE) .
+	docker build -f components/Dockerfile --target training-cuda -t $(CUDA_IMAGE) .
 
 run: install  ## the whole KFP pipeline on this machine (kfp.local) on synthetic data
 	$(BIN)/imagelingo run

@@ -24,13 +24,14 @@ from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.features.component import features
 from components.fingerprint.component import fingerprint
-from components.images import TRAINING_IMAGE
+from components.images import TRAINING_CUDA_IMAGE, TRAINING_IMAGE
 from components.ingest.component import ingest
 from components.merge.component import merge
 from components.package.component import package
 from components.release.component import release
 from components.train.component import train
 from components.vocab.component import vocab
+from imagelingo.cluster.gpu_nodes import GpuNodes
 from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS, Target
 from imagelingo.config import load_params
 from imagelingo.tracking import CLUSTER_MARKER
@@ -126,6 +127,18 @@ def resources(task, target: Target, cpu: str, memory: str, accelerator=None, pul
     return task
 
 
+def on_gpu_nodes(task, gpu: GpuNodes):
+    """The GPU tasks' image and placement (imagelingo.cluster.gpu_nodes): the CUDA image, and the
+    tolerations and node selector of the cluster's GPU nodes."""
+    if gpu.cuda:
+        task.set_container_image(TRAINING_CUDA_IMAGE)
+    for toleration in gpu.tolerations:
+        kubernetes.add_toleration(task, **toleration.kfp_arguments())
+    for label, value in gpu.node_selector:
+        kubernetes.add_node_selector(task, label, value)
+    return task
+
+
 def retry(task, target: Target, nested: bool, attempts: int, backoff: str):
     """Retries where the target's backend honours them: a task in a sub-DAG (dsl.If,
     ParallelFor) gets its retry policy only from KFP 2.14 on (Target.nested_retry); before, the
@@ -135,12 +148,17 @@ def retry(task, target: Target, nested: bool, attempts: int, backoff: str):
     return task
 
 
-def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...] = ()):
+def build(
+    target: Target = TARGETS[DEFAULT_TARGET],
+    pull_secrets: tuple[str, ...] = (),
+    gpu: GpuNodes = GpuNodes(),
+):
     """The pipeline function for `target`; `pull_secrets`: image pull Secrets for every pod (e.g.
-    for private GHCR images)."""
+    for private GHCR images); `gpu`: the image and nodes of features and train."""
 
     def setup(task, cpu: str, memory: str, accelerator=None):
-        return resources(task, target, cpu, memory, accelerator, pull_secrets)
+        task = resources(task, target, cpu, memory, accelerator, pull_secrets)
+        return task if accelerator is None else on_gpu_nodes(task, gpu)
 
     @dsl.pipeline(
         name="imagelingo",
@@ -190,7 +208,7 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
         )
         retry(setup(data, "1", "2Gi"), target, nested=False, attempts=3, backoff="30s")
         words = setup(vocab(dataset=data.output, **constants("vocab")), "1", "1Gi")
-        gpu = (accelerator_type, accelerator_count)
+        accelerators = (accelerator_type, accelerator_count)
 
         def feature_task(shard, shards: int):
             task = features(
@@ -204,7 +222,7 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
                 accelerator_request=accelerator_count,
                 **constants("features", "encoder"),
             )
-            return setup(task, "4", "8Gi", gpu)
+            return setup(task, "4", "8Gi", accelerators)
 
         if target.fan_in:
             # shards side by side (kfp.local: threads), then `merge` joins their stores, in
@@ -233,14 +251,14 @@ def build(target: Target = TARGETS[DEFAULT_TARGET], pull_secrets: tuple[str, ...
             nodes=train_nodes,
             procs_per_node=train_procs_per_node,
             gpus_per_node=train_gpus_per_node,
-            image=TRAINING_IMAGE,
+            image=TRAINING_CUDA_IMAGE if gpu.cuda else TRAINING_IMAGE,
             trainer_version=target.trainer,  # "": no Kubeflow Trainer there, `trainjob` refuses
             **constants(
                 "train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience", "scst_epochs"
             ),
         )
         # A retried attempt resumes from the last epoch's checkpoint under checkpoint_root.
-        retry(setup(fit, "4", "8Gi", gpu), target, nested=False, attempts=2, backoff="60s")
+        retry(setup(fit, "4", "8Gi", accelerators), target, nested=False, attempts=2, backoff="60s")
         scored = evaluate(
             model=fit.outputs["model"],
             features=grids,

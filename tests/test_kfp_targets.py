@@ -4,6 +4,7 @@ fails here), and its fan-in, nested-retry and accelerator rules (imagelingo.clus
 each citing the backend's source) find nothing. The same checks find the problems of the YAML
 committed before the targets existed, so none of them is a check that cannot fail."""
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 import yaml
 from kfp_protos import BACKENDS, parse_pipeline
 
+from imagelingo.cli import main
+from imagelingo.cluster.gpu_nodes import GpuNodes
 from imagelingo.cluster.kfp_rules import (
     accelerator_problems,
     driver_limits,
@@ -114,6 +117,58 @@ def test_accelerator_count_1_yields_a_gpu_limit_by_the_drivers_rule(target, exec
     assert driver_limits(spec, executor, {}) == {"nvidia.com/gpu": "0"}
     # CPU tasks have no accelerator at all
     assert driver_limits(spec, "exec-evaluate", {"accelerator_count": "1"}) == {}
+
+
+def test_gpu_nodes_give_features_and_train_the_cuda_image_tolerations_and_selector(
+    target, tmp_path
+):
+    """Issue 27, defect 4: a GPU run needs the CUDA image and a way onto tainted GPU nodes; on
+    every target the options reach only the GPU tasks and parse with the backend's protos."""
+    options = ["--cuda", "--gpu-toleration", "nvidia.com/gpu:NoSchedule"]
+    options += [
+        "--gpu-toleration",
+        "dedicated=ml",
+        "--gpu-node-selector",
+        "nvidia.com/gpu.present=true",
+    ]
+    assert main(["compile", "--target", target.name, *options, "--out", str(tmp_path)]) == 0
+    spec, platform = documents(tmp_path / "pipelines" / target.pipeline_file)
+    assert parse_pipeline(target.kfp_backend, spec, platform) == []
+    images = {
+        label: executor["container"]["image"]
+        for label, executor in spec["deploymentSpec"]["executors"].items()
+    }
+    cuda = {label for label, image in images.items() if "/imagelingo-cuda:" in image}
+    assert cuda == {"exec-features", "exec-train"}
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    placed = {label for label, config in executors.items() if "tolerations" in config}
+    assert placed == {"exec-features", "exec-train"}
+    assert executors["exec-train"]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"},
+        {"key": "dedicated", "operator": "Equal", "value": "ml"},
+    ]
+    assert executors["exec-features"]["nodeSelector"] == {
+        "labels": {"nvidia.com/gpu.present": "true"}
+    }
+    for label in ("exec-features", "exec-train"):
+        assert driver_limits(spec, label, {"accelerator_count": "1"}) == {"nvidia.com/gpu": "1"}
+    # the TrainJob engine's pods run the image train names
+    train = spec["root"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert "/imagelingo-cuda:" in train["image"]["runtimeValue"]["constant"]
+
+
+@pytest.mark.parametrize(
+    "option,text",
+    [
+        ("tolerations", "nvidia.com/gpu:NoScheduled"),
+        ("tolerations", "=gpu"),
+        ("node_selector", "nvidia.com/gpu.present"),
+    ],
+)
+def test_gpu_node_options_are_refused_naming_what_was_expected(option, text):
+    flag = {"tolerations": "--gpu-toleration", "node_selector": "--gpu-node-selector"}[option]
+    with pytest.raises(ImageLingoError, match=f"{flag} '{re.escape(text)}': expected"):
+        GpuNodes.from_options(**{option: [text]})
 
 
 def test_the_yaml_before_targets_never_got_its_gpu():

@@ -259,9 +259,38 @@ def run_compile(args, params: dict) -> dict:
 
     targets = tuple(TARGETS) if args.target == "all" else (args.target,)
     root = {"root": args.out} if args.out else {}
-    for path in compile_all(**root, targets=targets, pull_secrets=tuple(args.image_pull_secret)):
+    written = compile_all(
+        **root, targets=targets, pull_secrets=tuple(args.image_pull_secret), gpu=_gpu_nodes(args)
+    )
+    for path in written:
         print(f"wrote {path}")
     return {}
+
+
+def _gpu_nodes(args):
+    from imagelingo.cluster.gpu_nodes import GpuNodes
+
+    return GpuNodes.from_options(args.cuda, args.gpu_toleration, args.gpu_node_selector)
+
+
+def _add_gpu_options(p) -> None:
+    p.add_argument(
+        "--cuda",
+        action="store_true",
+        help="features and train run the CUDA image (imagelingo-cuda): for accelerator_count > 0",
+    )
+    p.add_argument(
+        "--gpu-toleration",
+        action="append",
+        default=[],
+        help="KEY[=VALUE][:EFFECT] of a GPU node taint features and train tolerate; repeatable",
+    )
+    p.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        default=[],
+        help="LABEL=VALUE of the nodes features and train run on; repeatable",
+    )
 
 
 def _kfp_access(args):
@@ -279,6 +308,7 @@ def run_submit(args, params: dict) -> dict:
         _pipeline_arguments(args),
         target=args.target,
         pull_secrets=tuple(args.image_pull_secret),
+        gpu=_gpu_nodes(args),
     )
     print(f"submitted run {run}")
     return {}
@@ -294,6 +324,7 @@ def run_schedule(args, params: dict) -> dict:
         _pipeline_arguments(args),
         target=args.target,
         pull_secrets=tuple(args.image_pull_secret),
+        gpu=_gpu_nodes(args),
     )
     print(f"created recurring run {job} ({args.cron})")
     return {}
@@ -541,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", default="all", help=f"all (default) or one of {targets}")
     p.add_argument("--image-pull-secret", action="append", default=[], help=pull_help)
+    _add_gpu_options(p)
     p.add_argument(
         "--out", type=Path, help="write under this folder instead of the source tree (uploads)"
     )
@@ -567,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"auto (default: from the backend's reported version) or one of {targets}",
         )
         p.add_argument("--image-pull-secret", action="append", default=[], help=pull_help)
+        _add_gpu_options(p)
         p.add_argument("--source", help="data source")
         p.add_argument(
             "--param",

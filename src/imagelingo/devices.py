@@ -99,5 +99,5 @@ def check_accelerator_request(count: str, kind: str) -> None:
         raise ImageLingoError(
             f"accelerator_count={count} ({kind}) was requested but torch {torch.__version__} "
             f"sees {torch.cuda.device_count()} GPU(s): is the node a GPU node with its device "
-            "plugin, and the image's torch a CUDA build?"
+            "plugin, and the image's torch a CUDA build (imagelingo compile/submit --cuda)?"
         )
