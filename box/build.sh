@@ -3,8 +3,10 @@
 # folder into bin/<k8s-version>/:
 #   kube (multi-call) + symlinks kube-apiserver, kube-controller-manager,
 #   kube-scheduler, kubectl, kubelet, kube-proxy;  etcd and coredns (coredns/coredns-v1.1x),
-#   each the version that Kubernetes release pairs with.
+#   each the version that Kubernetes release pairs with; and kube-rbac-proxy (bin/
+#   kube-rbac-proxy-<v>/), the KServe manager Deployment's sidecar in both Kubeflow releases.
 # Usage: box/build.sh [k8s-v1.32] [k8s-v1.34] [etcd-v3.5] [etcd-v3.6] [coredns-v1.11] [coredns-v1.12]
+#   [kube-rbac-proxy]
 #   (default: all)
 # Uses the default GOCACHE/GOMODCACHE (~/.cache/go-build, ~/go/pkg/mod), shared
 # by all modules. Builds run under `nice -n 15` with -p=1 so that one core stays
@@ -17,7 +19,7 @@ cd "$box"
 export CGO_ENABLED=0 GOTOOLCHAIN=local
 p=${BOX_GO_P:-1}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(k8s-v1.34 etcd-v3.6 k8s-v1.32 etcd-v3.5 coredns-v1.12 coredns-v1.11)
+[ ${#targets[@]} -gt 0 ] || targets=(k8s-v1.34 etcd-v3.6 k8s-v1.32 etcd-v3.5 coredns-v1.12 coredns-v1.11 kube-rbac-proxy)
 
 # Which Kubernetes version's bin/ folder an etcd or coredns module belongs to.
 declare -A etcd_for=([etcd-v3.5]=k8s-v1.32 [etcd-v3.6]=k8s-v1.34 [coredns-v1.11]=k8s-v1.32 [coredns-v1.12]=k8s-v1.34)
@@ -78,6 +80,16 @@ for t in "${targets[@]}"; do
     # As upstream Makefile: CGO_ENABLED=0, -ldflags "-s -w -X ...coremain.GitCommit=...".
     (cd "coredns/$t" && timed "$t" nice -n 15 go build -p "$p" -trimpath \
         -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${sha:0:7}" -o "$box/$outdir/coredns" .)
+    ;;
+  kube-rbac-proxy)
+    rver=$(modver "$t" github.com/brancz/kube-rbac-proxy)   # v0.18.0: the KServe manager's sidecar
+    outdir=bin/kube-rbac-proxy-$rver
+    mkdir -p "$outdir"
+    # As upstream Makefile: the version into component-base, programName kube-rbac-proxy.
+    (cd "$t" && timed "$t" nice -n 15 go build -p "$p" -trimpath -ldflags "-s -w \
+        -X k8s.io/component-base/version.gitVersion=$rver \
+        -X k8s.io/component-base/version/verflag.programName=kube-rbac-proxy" \
+        -o "$box/$outdir/kube-rbac-proxy" github.com/brancz/kube-rbac-proxy/cmd/kube-rbac-proxy)
     ;;
   *) echo "unknown target $t" >&2; exit 2 ;;
   esac

@@ -96,3 +96,52 @@ YAML
 box_knative_release() { # the Knative release the binaries in box/knative/bin were built as
   "$(dirname "${BASH_SOURCE[0]}")/knative/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1
 }
+
+# The box's image registry: Debian's docker-registry (distribution 2.8) on 127.0.0.1:5000, its
+# storage kept in /var/lib/box/registry like the node's containerd root. The node's containerd
+# pulls docker.io and quay.io images from it (kubelet/real-kubelet.sh, BOX_REGISTRY): what a
+# Pod that pulls Always (the KServe manager's) needs, with no way out to the real registries.
+BOX_REGISTRY=127.0.0.1:5000
+box_registry_start() { # pid file: starts the registry unless it answers already
+  curl -fsS "http://$BOX_REGISTRY/v2/" >/dev/null 2>&1 && return 0
+  local data=${BOX_REGISTRY_ROOT:-/var/lib/box/registry}
+  mkdir -p "$data"
+  cat > "$data.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $data}, delete: {enabled: true}}
+http: {addr: $BOX_REGISTRY}
+YML
+  docker-registry serve "$data.yml" > "$(dirname "$1")/registry.log" 2>&1 &
+  echo $! > "$1"
+  wait_for "registry on $BOX_REGISTRY ($(docker-registry --version | cut -d' ' -f2-))" 20 \
+    curl -fsS "http://$BOX_REGISTRY/v2/"
+}
+box_registry_push() { # containerd socket, image name...: pushes each imported image to it
+  local sock=$1 name ref; shift
+  for name in "$@"; do
+    ref=$BOX_REGISTRY/${name#*/}   # docker.io/kserve/x:v -> 127.0.0.1:5000/kserve/x:v
+    ctr -a "$sock" -n k8s.io images tag --force "$name" "$ref" >/dev/null
+    ctr -a "$sock" -n k8s.io images push --plain-http "$ref" >/dev/null
+    ctr -a "$sock" -n k8s.io images rm "$ref" >/dev/null
+    echo "pushed $name"
+  done
+}
+box_static_image() { # "extra dirs", binary, its path, image name, archive, [mkimage args...]:
+  # a static binary on a base like distroless/static:nonroot and ko's chainguard/static (the CA
+  # bundle, passwd/group with nonroot 65532, /tmp), as ENTRYPOINT, user 65532; no registry
+  local dirs=$1 binary=$2 path=$3 name=$4 archive=$5 r d; shift 5
+  r=$(mktemp -d /tmp/box-rootfs.XXXXXX)
+  mkdir -p "$r/$(dirname "$path")" "$r/etc/ssl/certs" "$r/tmp"
+  for d in $dirs; do mkdir -p "$r/$d"; done
+  cp "$binary" "$r/$path"
+  cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$r/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' > "$r/etc/group"
+  chmod 1777 "$r/tmp"
+  python3 "$(dirname "${BASH_SOURCE[0]}")/kubelet/mkimage.py" "$r" "$name" "$archive" \
+    --entrypoint "$path" --env PATH=/usr/local/bin:/usr/bin:/bin \
+    --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt --user 65532:65532 --workdir / "$@"
+  rm -rf "$r"
+  echo "$name"
+}

@@ -11,10 +11,11 @@
 # WORKDIR (default /tmp/box) gets env (source it: KUBECONFIG, K, TARGET, S3_ENDPOINT, ...), the
 # node's work dir node/, the object store's data objectstore/ and times.log.
 #
-# What is not yet the release's own Pod (box/README.md, stand-ins): the KServe manager and the
-# object store run as host processes (a hostNetwork pod would see the same network), with their
-# Services' EndpointSlices written by hand. Knative Serving's Deployments run as the node's Pods
-# (knative/on-node.sh), net-istio's controller replaced by the KIngress stand-in.
+# What is not yet the release's own Pod (box/README.md, stand-ins): the object store runs as a
+# host process (a hostNetwork pod would see the same network), its Service's EndpointSlice
+# written by hand. KServe's manager (kserve/start-kserve.sh) and Knative Serving's Deployments
+# (knative/on-node.sh) run as the node's Pods, net-istio's controller replaced by the KIngress
+# stand-in; images the Pods pull Always come from the box's registry (lib.sh box_registry_start).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -55,15 +56,31 @@ if [ ! -f "$kstamp" ] || [ "$here/knative/bin/controller" -nt "$kstamp" ]; then
   "$here/knative/images.sh" "$knimages" > /dev/null
   log "Knative images made ($krelease)"
 fi
-BOX_IMAGE_DIRS="$images $knimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
+# The KServe manager's Pod: its image and kube-rbac-proxy's, pushed to the registry below
+mstamp=$BOX_CONTAINERD_ROOT/.imported-kserve-manager-$kv mimages=""
+if [ ! -f "$mstamp" ] || [ "$here/bin/kserve-$kv/manager" -nt "$mstamp" ]; then
+  mimages=/var/cache/box/images/kserve-manager-$kv
+  "$here/kserve/manager-images.sh" "$kv" "$mimages" > /dev/null
+  log "KServe manager images made ($kv, kube-rbac-proxy v0.18.0)"
+fi
+box_registry_start "$W/registry.pid"
+export BOX_REGISTRY
+BOX_IMAGE_DIRS="$images $knimages $mimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
   || { tail -20 "$W/node.log"; fail "kubelet/up.sh"; }
 grep -E "UP|images imported" "$W/node.log" | tee -a "$W/times.log"
 if [ -n "$images" ]; then   # imported: the archives are not needed again
   touch "$stamp"; rm -f "$images"/*.oci.tar
 fi
 [ -z "$knimages" ] || { touch "$kstamp"; rm -rf "$knimages"; }
+[ -z "$mimages" ] || { touch "$mstamp"; rm -rf "$mimages"; }
 . "$W/node/env"   # KUBECONFIG NODE_IP NODE_NAME BIN
 log "node up"
+for image in docker.io/kserve/kserve-controller:$kv quay.io/brancz/kube-rbac-proxy:v0.18.0; do
+  ref=${image#*/}
+  curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$BOX_REGISTRY/v2/${ref%:*}/manifests/${ref##*:}" \
+    || box_registry_push "$W/node/containerd/containerd.sock" "$image" | tee -a "$W/times.log"
+done
 
 # ---- the object store: the release's Service, its endpoint the host process ----------------
 mkdir -p "$W/objectstore"
@@ -119,5 +136,5 @@ cat > "$W/env" <<EOF
 export KUBECONFIG=$KUBECONFIG K=$K BIN=$BIN NODE_IP=$NODE_IP TARGET=$target KSERVE=$kv
 export S3_ENDPOINT=http://$NODE_IP:$port S3_SERVICE=minio-service.kubeflow:9000 BOX=$W
 EOF
-log "RSS MiB: $(for f in "$W/node/pids" "$kw/pids"; do while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p" 2>/dev/null || echo 0) / 1024 )); done < "$f"; done)"
+log "RSS MiB: $(for f in "$W/node/pids" "$kw/pids"; do [ -f "$f" ] || continue; while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p" 2>/dev/null || echo 0) / 1024 )); done < "$f"; done)"
 log "UP: source $W/env"

@@ -10,24 +10,13 @@
 # box.local/knative/kingress:<release> for the KIngress stand-in, in net-istio-controller's place.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/../lib.sh"   # box_knative_release
+. "$here/../lib.sh"   # box_knative_release, box_static_image
 out=${1:?usage: images.sh OUTDIR}
 release=$(box_knative_release)
 mkdir -p "$out"
 for cmd in controller webhook activator autoscaler queue kingress; do
-  r=$out/rootfs-$cmd
-  rm -rf "$r"; mkdir -p "$r/ko-app" "$r/var/run/ko" "$r/etc/ssl/certs" "$r/tmp"
-  cp "$here/bin/$cmd" "$r/ko-app/$cmd"
-  cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/"
-  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$r/etc/passwd"
-  printf 'root:x:0:\nnonroot:x:65532:\n' > "$r/etc/group"
-  chmod 1777 "$r/tmp"
   name=gcr.io/knative-releases/knative.dev/serving/cmd/$cmd:$release
   [ $cmd != kingress ] || name=box.local/knative/kingress:$release
-  python3 "$here/../kubelet/mkimage.py" "$r" "$name" "$out/knative-$cmd.oci.tar" \
-    --entrypoint "/ko-app/$cmd" --env KO_DATA_PATH=/var/run/ko \
-    --env PATH=/usr/local/bin:/usr/bin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-    --user 65532:65532 --workdir /
-  rm -rf "$r"
-  echo "$name"
+  box_static_image var/run/ko "$here/bin/$cmd" "/ko-app/$cmd" "$name" "$out/knative-$cmd.oci.tar" \
+    --env KO_DATA_PATH=/var/run/ko
 done

@@ -11,12 +11,13 @@
 # box/kserve/stop-kserve.sh [W] stops everything and removes the pod IP.
 #
 # BOX_NODE=<work dir of box/kubelet/up.sh> installs KServe into that running node's cluster
-# instead (box/up.sh): no control plane of its own, the manager as a hostNetwork pod would run
-# (POD_IP = the node's IP), the webhook Service's EndpointSlice only (the node's
-# kube-controller-manager owns Endpoints), KServe's predictor pods run by the node's kubelet.
+# instead (box/up.sh): no control plane of its own; the manager is the release's Deployment, its
+# Pod (manager + kube-rbac-proxy, images from manager-images.sh pulled from the box's registry)
+# run by the node's kubelet, the webhook Service's endpoints its Pod's; KServe's predictor pods
+# run by the same kubelet.
 #
-# What stands in for what (no cert-manager; the manager is not run by the kubelet; without
-# BOX_NODE there is no kubelet at all, and POD_IP is added to lo):
+# What stands in for what (no cert-manager, with or without BOX_NODE; without BOX_NODE there is
+# no kubelet at all, and POD_IP is added to lo):
 # - the manager runs as a host process with its Deployment's env and args, in-cluster config
 #   as the kserve-controller-manager ServiceAccount (a token from the TokenRequest API
 #   mounted where the kubelet mounts it, in a mount namespace), its webhook server on POD_IP:9443 (POD_IP, default 10.244.0.2, is
@@ -70,9 +71,11 @@ trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
 # webhook server (all addresses), metrics (127.0.0.1, the Deployment's arg); a pod has these
 # ports to itself, here they are the host's (SeaweedFS's volume server listens on NODE_IP:8080)
 listening() { ss -Hltn | awk '{print $4}' | grep -qE "$1"; }
+if [ -z "${BOX_NODE:-}" ]; then
 ! listening ':9443$' || fail "port 9443 is in use on this host (the webhook server binds all addresses)"
 ! listening '^(127\.0\.0\.1|0\.0\.0\.0|\*|\[::\]):8080$' || fail "127.0.0.1:8080 (metrics) is in use"
 ! listening "^(${POD_IP//./\\.}|0\\.0\\.0\\.0|\\*|\\[::\\]):8081\$" || fail "$POD_IP:8081 (probes) is in use"
+fi
 if [ -n "${BOX_NODE:-}" ]; then
   P=$BOX_NODE/pki
   P_API=$("$K" config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
@@ -193,15 +196,36 @@ s["metadata"]["annotations"] = {"cert-manager.io/certificate-name": "serving-cer
 print(json.dumps(s))' | "$K" apply -f - >/dev/null
 log "Secret $ns/$secret: self-signed $cn ($dns), as cert-manager would issue Certificate $ns/serving-cert"
 "$K" apply --server-side -f "$W/phase2.yaml" > "$W/apply-phase2.log" 2>&1 || fail "apply phase 2"
-log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied; not applied (the manager runs as a host process): $(grep -c '^kind:' "$W/phase0.yaml") Deployments/DaemonSets"
+log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied"
 
-# ---- the pod IP and the webhook Service's endpoints -------------------------
-if [ -z "${BOX_NODE:-}" ] && ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; then
+if [ -n "${BOX_NODE:-}" ]; then
+# ---- the manager as the release's Deployment, its Pod run by the node's kubelet ---------------
+# Its images (kserve/kserve-controller, quay.io/brancz/kube-rbac-proxy) are built here
+# (manager-images.sh) and served by the box's registry (the manager pulls Always); its
+# webhook Service's endpoints come from its Pod, as on a cluster.
+"$py" - "$W/phase0.yaml" > "$W/manager-deployment.yaml" <<'PY'
+import sys, yaml
+d = next(d for d in yaml.safe_load_all(open(sys.argv[1]))
+         if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "kserve-controller-manager")
+print(yaml.safe_dump(d, sort_keys=False))
+PY
+"$K" apply --server-side -f "$W/manager-deployment.yaml" > /dev/null || fail "apply the manager's Deployment"
+log "Deployment $ns/kserve-controller-manager applied ($(grep -o 'image: .*' "$W/manager-deployment.yaml" | cut -d' ' -f2 | tr '\n' ' ')); the other $(( $(grep -c '^kind:' "$W/phase0.yaml") - 1 )) Deployments/DaemonSets of the install are not"
+"$K" -n "$ns" rollout status deployment/kserve-controller-manager --timeout=240s > "$W/rollout.log" 2>&1 \
+  || { "$K" -n "$ns" describe pods -l control-plane=kserve-controller-manager | tail -25; fail "the manager's Pod did not become Ready"; }
+pod=$("$K" -n "$ns" get pods -l control-plane=kserve-controller-manager -o jsonpath='{.items[0].metadata.name}')
+# The API server calls the webhooks through the Service's ClusterIP: a Ready Pod is not yet an
+# endpoint kube-proxy has programmed (until then: "connection refused", seen on the second run)
+cip=$("$K" -n "$ns" get service kserve-webhook-server-service -o jsonpath='{.spec.clusterIP}')
+wait_for "the webhook through its Service ($cip:443)" 60 curl -sk -o /dev/null "https://$cip:443/"
+log "manager Pod $pod Ready on the node ($("$K" -n "$ns" logs "$pod" -c manager 2>/dev/null | head -1 | cut -c1-160))"
+else
+# ---- standalone (no kubelet): the pod IP and the webhook Service's endpoints by hand ---------
+if ! ip -br addr show dev lo | grep -qw "$POD_IP/32"; then
   ip addr add "$POD_IP/32" dev lo
   echo "$POD_IP" > "$W/added-ip"
 fi
-if [ -z "${BOX_NODE:-}" ]; then   # the node's kube-controller-manager owns Endpoints
-  "$K" apply -f - > /dev/null <<EOF
+"$K" apply -f - > /dev/null <<EOF
 apiVersion: v1
 kind: Endpoints
 metadata:
@@ -212,7 +236,6 @@ subsets:
 - addresses: [{ip: "$POD_IP"}]
   ports: [{port: 9443, protocol: TCP}]
 EOF
-fi
 box_endpointslice "$K" "$ns" kserve-webhook-server-service start-kserve "$POD_IP" ":9443"
 log "Endpoints + EndpointSlice kserve-webhook-server-service -> $POD_IP:9443 (by hand)"
 
@@ -248,9 +271,10 @@ started kserve-manager $!
 log "manager started: $mgr ${margs[*]} --health-probe-addr=$POD_IP:8081"
 wait_for "manager /readyz on $POD_IP:8081" 120 curl -fsS "http://$POD_IP:8081/readyz"
 log "$(head -1 "$W/manager.log")"
+fi
 
 # ---- phase 3: the objects that go through KServe's webhooks -------------------
 "$K" apply --server-side -f "$W/phase3.yaml" > "$W/apply-phase3.log" 2>&1 || fail "apply phase 3"
 log "phase 3: $(wc -l < "$W/apply-phase3.log") ClusterServingRuntimes/ClusterStorageContainer applied through the webhooks"
-log "RSS MiB: $(while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p") / 1024 )); done < "$W/pids")"
+[ ! -f "$W/pids" ] || log "RSS MiB: $(while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p") / 1024 )); done < "$W/pids")"
 log "READY: source $W/env"

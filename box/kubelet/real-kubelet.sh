@@ -37,6 +37,20 @@ state = "$C/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$C/net.d"
 EOF
+# BOX_REGISTRY (box/lib.sh): docker.io and quay.io images come from the box's registry, as
+# from a mirror (containerd 1.6 docs/hosts.md: hosts.toml under config_path, tried before the
+# server, which cannot be reached from here).
+if [ -n "${BOX_REGISTRY:-}" ]; then
+  cat >> "$C/config.toml" <<EOF
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$C/certs.d"
+EOF
+  for host in docker.io=https://registry-1.docker.io quay.io=https://quay.io; do
+    mkdir -p "$C/certs.d/${host%%=*}"
+    printf 'server = "%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' \
+      "${host#*=}" "$BOX_REGISTRY" > "$C/certs.d/${host%%=*}/hosts.toml"
+  done
+fi
 containerd --config "$C/config.toml" > "$W/containerd.log" 2>&1 &
 started containerd $!
 for _ in $(seq 50); do [ -S "$C/containerd.sock" ] && break; sleep 0.2; done

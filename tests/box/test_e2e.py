@@ -60,12 +60,15 @@ def missing(target: str) -> str:
     _, kubernetes, kserve, store = TARGETS[target]
     needed = [BOX / f"bin/{kubernetes}/kubelet", BOX / f"bin/kserve-{kserve}/manager"]
     needed.append(BOX / "knative/bin/kingress")
+    needed.append(BOX / "bin/kube-rbac-proxy-v0.18.0/kube-rbac-proxy")  # the manager's sidecar
     stores = [BOX / store, BOX / f"{store}-RELEASE.2019-08-14T20-37-41Z"]  # box/up.sh's choice
     needed.append(next((s for s in stores if s.exists()), stores[0]))
     needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
     absent = [str(p.relative_to(REPO)) for p in needed if not p.exists()]
     if absent:
         return f"{target}: {', '.join(absent)} absent (box/README.md says how to build them)"
+    if not shutil.which("docker-registry"):  # the registry the manager's Pod pulls from
+        return "docker-registry absent: apt-get install docker-registry (box/NOTES-kubelet.md)"
     return "" if os.geteuid() == 0 else "the box needs root"
 
 
