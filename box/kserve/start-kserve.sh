@@ -169,6 +169,11 @@ phase = lambda d: (1 if d["kind"] in ("Namespace", "CustomResourceDefinition") e
 for n in (0, 1, 2, 3):
     yaml.dump_all([d for d in docs if phase(d) == n], open(f"{w}/phase{n}.yaml", "w"),
                   Dumper=yaml.CSafeDumper, sort_keys=False)
+# the manager's Deployment alone: applied as is with BOX_NODE, its args for the host process else
+manager = next(d for d in docs if d["kind"] == "Deployment"
+               and d["metadata"]["name"] == "kserve-controller-manager")
+yaml.dump(manager, open(f"{w}/manager-deployment.yaml", "w"), Dumper=yaml.CSafeDumper,
+          sort_keys=False)
 PY
 "$K" create namespace "$ns" --dry-run=client -o yaml | "$K" apply -f - >/dev/null  # 0.20: none in kserve.yaml
 "$K" apply --server-side -f "$W/phase1.yaml" > "$W/apply-phase1.log" 2>&1 || fail "apply phase 1"
@@ -203,12 +208,6 @@ if [ -n "${BOX_NODE:-}" ]; then
 # Its images (kserve/kserve-controller, quay.io/brancz/kube-rbac-proxy) are built here
 # (manager-images.sh) and served by the box's registry (the manager pulls Always); its
 # webhook Service's endpoints come from its Pod, as on a cluster.
-"$py" - "$W/phase0.yaml" > "$W/manager-deployment.yaml" <<'PY'
-import sys, yaml
-d = next(d for d in yaml.safe_load_all(open(sys.argv[1]))
-         if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "kserve-controller-manager")
-print(yaml.safe_dump(d, sort_keys=False))
-PY
 "$K" apply --server-side -f "$W/manager-deployment.yaml" > /dev/null || fail "apply the manager's Deployment"
 log "Deployment $ns/kserve-controller-manager applied ($(grep -o 'image: .*' "$W/manager-deployment.yaml" | cut -d' ' -f2 | tr '\n' ' ')); the other $(( $(grep -c '^kind:' "$W/phase0.yaml") - 1 )) Deployments/DaemonSets of the install are not"
 "$K" -n "$ns" rollout status deployment/kserve-controller-manager --timeout=240s > "$W/rollout.log" 2>&1 \
@@ -248,10 +247,9 @@ log "Endpoints + EndpointSlice kserve-webhook-server-service -> $POD_IP:9443 (by
 mkdir -p "$W/sa"
 "$K" -n "$ns" create token kserve-controller-manager --duration=24h > "$W/sa/token"
 cp "$P/ca.crt" "$W/sa/ca.crt"; printf '%s' "$ns" > "$W/sa/namespace"
-mapfile -t margs < <("$py" - "$W/phase0.yaml" <<'PY'
+mapfile -t margs < <("$py" - "$W/manager-deployment.yaml" <<'PY'
 import sys, yaml
-d = next(d for d in yaml.safe_load_all(open(sys.argv[1]))
-         if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "kserve-controller-manager")
+d = yaml.safe_load(open(sys.argv[1]))
 c = next(c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "manager")
 print("\n".join(c.get("args", [])))
 PY
