@@ -13,7 +13,7 @@ IMAGE ?= $(REGISTRY)/imagelingo:$(TAG)
 DEPLOY_IMAGE ?= $(REGISTRY)/imagelingo-deploy:$(TAG)
 CUDA_IMAGE ?= $(REGISTRY)/imagelingo-cuda:$(TAG)
 
-.PHONY: install demo test test-fast test-walkthroughs cluster-check box-e2e lint format benchmark benchmark-serving soak images run clean
+.PHONY: install demo test test-fast test-walkthroughs cluster-check box-check box-e2e lint format benchmark benchmark-serving soak images run clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ test-walkthroughs: install  ## the README's commands and the DAG runs through kf
 
 cluster-check: install  ## the component images rehearsed: their venvs from components/requirements/, compiled components run in them (~4 min)
 	IMAGELINGO_CLUSTER_CHECK=1 $(BIN)/pytest -q -s tests/cluster
+
+box-check: install  ## deploy against Kubeflow 1.11's control plane built from source (Kubernetes v1.34.4, KServe v0.15.2; no node): checks, rollout steps, admission (~4 min; first build ~30 min on 2 cores; root, Go)
+	box/build.sh k8s-v1.34 etcd-v3.6
+	box/kserve/build.sh v0.15.2
+	IMAGELINGO_BOX=1 $(BIN)/pytest -q tests/box/test_deploy_on_kserve.py tests/box/test_kserve.py -k kubeflow-1.11
 
 box-e2e: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## the box per Kubeflow target (box/up.sh): overlays admitted, deploy as a profile's editor in Standard and Knative mode, captions from a profile pod (~12 min per target; root, box/ built)
 	IMAGELINGO_BOX=1 $(BIN)/pytest -q -s tests/box/test_e2e.py

@@ -43,6 +43,7 @@ for t in "${targets[@]}"; do
   case $t in
   k8s-v*)
     kver=$(modver "$t" k8s.io/kubernetes)            # e.g. v1.34.4
+    (cd "$t" && go mod download "k8s.io/kubernetes@$kver")  # the .info below, on a cold cache
     info=$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$kver.info
     bdate=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info")  # the tag's commit time
     major=${kver#v}; major=${major%%.*}

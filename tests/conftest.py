@@ -146,6 +146,27 @@ def s3_server(monkeypatch):
     process.wait(timeout=10)
 
 
+@pytest.fixture
+def bucket(s3_server):
+    """A `models` bucket on moto for deploy's model stores; its storage URI."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="models")
+    return "s3://models/imagelingo"
+
+
+@pytest.fixture
+def uploaded(s3_server, bucket):
+    """What is in the `models` bucket now, key by key."""
+    import boto3
+
+    def keys() -> list[str]:
+        listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="models")
+        return [o["Key"] for o in listed.get("Contents", [])]
+
+    return keys
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server on 127.0.0.1 (sqlite backend, proxied artifact store); the

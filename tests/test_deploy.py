@@ -1,7 +1,8 @@
 """The deploy step at its boundary: the InferenceService it renders, the "local" target, the
-checks that run before anything is uploaded or changed (a stand-in API server, tests/fake_kube.py,
-and a real S3 API, moto on 127.0.0.1), and `imagelingo deploy` for people: one line, exit 2,
-nothing half-applied."""
+checks that need no cluster (the bucket on a real S3 API, moto on 127.0.0.1), and `imagelingo
+deploy` for people: one line, exit 2, nothing half-applied. What needs a cluster (the checks of
+namespace, Secret and runtime, the rollout steps, the command line against a cluster) runs against
+the real API server and KServe: tests/box/test_deploy_on_kserve.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from fake_kube import FakeKube
 
 from imagelingo.cli import main
 from imagelingo.deploy import (
@@ -27,9 +27,6 @@ from imagelingo.deploy import (
 from imagelingo.errors import ImageLingoError
 from imagelingo.serving.torchserve import free_port
 
-NS = "imagelingo"
-KEYS = {"AWS_ACCESS_KEY_ID": "eA==", "AWS_SECRET_ACCESS_KEY": "eA=="}
-
 
 @pytest.fixture
 def store(tmp_path):
@@ -41,26 +38,6 @@ def store(tmp_path):
     (root / "config" / "direct.properties").write_text("model_store=/mnt/models/model-store\n")
     (root / "config" / "entrypoint.py").write_text("# the runtime's PID 1\n")
     return root
-
-
-@pytest.fixture
-def kube(tmp_path, monkeypatch):
-    fake = FakeKube()
-    monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kubeconfig")))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def bucket(s3_server):
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="models")
-    return "s3://models/imagelingo"
-
-
-def objects(s3_server) -> list[str]:
-    listed = boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket="models")
-    return [o["Key"] for o in listed.get("Contents", [])]
 
 
 def test_inference_service_runs_our_runtime_with_resources_scaling_and_lockdown():
@@ -184,53 +161,6 @@ def test_bad_deploy_settings_are_named(store, tmp_path, target, config, message)
         deploy(store, tmp_path / "d", target, config)
 
 
-@pytest.mark.parametrize(
-    ("setup", "message"),
-    [
-        (lambda k: None, "namespace 'imagelingo' not found"),
-        (lambda k: k.add_namespace(NS, secret_data=None), "Secret 'imagelingo-s3' not found"),
-        (
-            lambda k: k.add_namespace(NS, secret_data={"AWS_ACCESS_KEY_ID": "eA=="}),
-            "lacks .*AWS_SECRET_ACCESS_KEY",
-        ),
-        (
-            lambda k: k.add_namespace(NS, secret_data=KEYS, runtime=False),
-            "ServingRuntime 'imagelingo-torchserve' not found",
-        ),
-        # issue 22 (8): Kubeflow's mlpipeline-minio-artifact names its keys otherwise
-        (
-            lambda k: k.add_namespace(NS, secret_data={"accesskey": "eA==", "secretkey": "eA=="}),
-            "Kubeflow's pipeline keys accesskey/secretkey, not the AWS_ACCESS_KEY_ID/",
-        ),
-        # no endpoint annotation: KServe's storage-initializer would go to AWS
-        (
-            lambda k: k.add_namespace(NS, secret_data=KEYS, secret_annotations={}),
-            "no serving.kserve.io/s3-endpoint annotation",
-        ),
-        # issue 22 (1): Kubeflow's object store admits profile namespaces only
-        (
-            lambda k: k.add_namespace(NS, secret_data=KEYS, labels={}),
-            "lacks the label app.kubernetes.io/part-of=kubeflow-profile",
-        ),
-    ],
-)
-def test_cluster_problems_stop_deploy_before_any_upload(
-    store, tmp_path, kube, bucket, s3_server, setup, message
-):
-    setup(kube)
-    with pytest.raises(ImageLingoError, match=message):
-        deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri=bucket))
-    assert objects(s3_server) == []
-    assert not any(method in ("POST", "PUT") for method, _ in kube.requests)
-
-
-def test_an_unwritable_bucket_stops_deploy_before_any_change(store, tmp_path, kube, s3_server):
-    kube.add_namespace(NS, secret_data=KEYS)
-    with pytest.raises(ImageLingoError, match="S3 bucket 'absent'"):
-        deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri="s3://absent/x"))
-    assert not any(method in ("POST", "PUT") for method, _ in kube.requests)
-
-
 PROFILE = "kubeflow-user-example-com"
 
 
@@ -294,22 +224,6 @@ def test_check_bucket_names_a_missing_bucket(s3_server):
     assert str(missing.value) == "S3 bucket 'absent' does not exist (s3://absent/x/1)"
 
 
-def test_kserve_deploy_uploads_the_version_then_creates_the_service(
-    store, tmp_path, kube, bucket, s3_server
-):
-    kube.add_namespace(NS, secret_data=KEYS)
-    record = deploy(store, tmp_path / "d", "kserve", DeployConfig(storage_uri=bucket))
-    version = store_version(store)
-    assert sorted(objects(s3_server)) == [
-        f"imagelingo/{version}/config/direct.properties",
-        f"imagelingo/{version}/config/entrypoint.py",
-        f"imagelingo/{version}/model-store/imagelingo.mar",
-    ]
-    assert record["action"] == "created" and record["url"].startswith("http://imagelingo.")
-    live = kube.isvc(NS, "imagelingo")
-    assert live["spec"]["predictor"]["model"]["storageUri"] == f"{bucket}/{version}"
-
-
 # --- the command line ---------------------------------------------------------------------
 
 
@@ -348,16 +262,31 @@ def test_cli_writes_for_the_kserve_release_given(store, tmp_path, capsys):
     assert code == 2 and "kserve_version '1.0'" in err
 
 
-def test_cli_names_an_unreachable_cluster(store, tmp_path, capsys, monkeypatch, bucket, s3_server):
-    fake = FakeKube()
-    fake.url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    fake.close()
-    monkeypatch.setenv("KUBECONFIG", str(fake.write_kubeconfig(tmp_path / "kc")))
+def kubeconfig(path, server: str):
+    """A kubeconfig naming `server`, as `kubectl config` writes one."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return str(path)
+
+
+def test_cli_names_an_unreachable_cluster(store, tmp_path, capsys, monkeypatch, bucket, uploaded):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("KUBECONFIG", kubeconfig(tmp_path / "kc", url))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     code, err = run_cli(capsys, store, "--target", "kserve", "--storage-uri", bucket)
     assert code == 2 and err.count("\n") == 0
-    assert "unreachable" in err and fake.url in err
-    assert objects(s3_server) == []
+    assert "unreachable" in err and url in err
+    assert uploaded() == []
 
 
 def test_cli_names_a_missing_kubeconfig(store, tmp_path, capsys, monkeypatch, bucket):
@@ -367,69 +296,8 @@ def test_cli_names_a_missing_kubeconfig(store, tmp_path, capsys, monkeypatch, bu
     assert code == 2 and err.count("\n") == 0 and "no Kubernetes cluster configured" in err
 
 
-def test_cli_names_an_unknown_namespace(store, tmp_path, capsys, kube, bucket, s3_server):
-    code, err = run_cli(
-        capsys,
-        store,
-        "--target",
-        "kserve",
-        "--storage-uri",
-        bucket,
-        "--namespace",
-        "nope",
-        "--out",
-        tmp_path / "d",
-    )
-    assert code == 2 and err.count("\n") == 0 and "namespace 'nope' not found" in err
-    assert objects(s3_server) == [] and not (tmp_path / "d").exists()
-
-
-def test_cli_deploys_canaries_promotes_and_rolls_back(tmp_path, capsys, kube, bucket, s3_server):
-    from test_rollouts import make_store
-
-    kube.add_namespace(NS, secret_data=KEYS)
-    stores = [make_store(tmp_path / f"s{i}", f"m{i}".encode()) for i in (1, 2)]
-    assert (
-        main(
-            [
-                "deploy",
-                str(stores[0]),
-                "--target",
-                "kserve",
-                "--storage-uri",
-                bucket,
-                "--out",
-                str(tmp_path / "d1"),
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "deploy",
-                str(stores[1]),
-                "--target",
-                "kserve",
-                "--storage-uri",
-                bucket,
-                "--canary-traffic-percent",
-                "10",
-                "--out",
-                str(tmp_path / "d2"),
-            ]
-        )
-        == 0
-    )
-    assert kube.seen[-1]["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    assert main(["deploy", "--target", "kserve", "--promote"]) == 0
-    assert "canaryTrafficPercent" not in kube.seen[-1]["spec"]["predictor"]
-    assert main(["deploy", "--target", "kserve", "--rollback"]) == 0
-    uri = kube.seen[-1]["spec"]["predictor"]["model"]["storageUri"]
-    assert uri == f"{bucket}/{store_version(stores[0])}"
-    out = capsys.readouterr().out
-    assert "created imagelingo/imagelingo" in out and "rollback: imagelingo/imagelingo Ready" in out
-
-
-def test_kube_api_reads_what_the_kubeconfig_names(kube):
-    assert KubeApi().host == kube.url
+def test_kube_api_reads_what_the_kubeconfig_names(tmp_path, monkeypatch):
+    url = "https://cluster.example:6443"
+    monkeypatch.setenv("KUBECONFIG", kubeconfig(tmp_path / "kc", url))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert KubeApi().host == url

@@ -4,7 +4,6 @@ or lost (tests/test_kserve_schemas.py validates them against the CRDs), the Infe
 the one deploy.py renders, the S3 Secret comes only from a generator fed by a gitignored file,
 every pod is locked down (securityContext, NetworkPolicy), and yamllint is clean."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -130,45 +129,6 @@ def test_the_readme_apply_selector_leaves_out_only_the_inferenceservice(overlay)
     assert [d["kind"] for d in selected] == ["InferenceService"]
     readme = (REPO_ROOT / "README.md").read_text()
     assert f"kubectl apply -k manifests/overlays/minio -l '{key}!={value}'" in readme
-
-
-@pytest.mark.slow  # a stand-in API server on 127.0.0.1
-@needs_kubectl
-def test_the_readme_apply_command_applies_all_but_the_inferenceservice(tmp_path):
-    """The README's `kubectl apply -k ... -l ...`, run by kubectl as written (client dry run,
-    against a stand-in API server that only answers discovery)."""
-    import re
-
-    from fake_kube import FakeKube
-
-    readme = (REPO_ROOT / "README.md").read_text()
-    commands = set(
-        re.findall(r"^\s*(kubectl apply -k manifests/overlays/minio -l '[^']+')", readme, re.M)
-    )
-    assert len(commands) == 1, commands
-    fake = FakeKube()
-    try:
-        fake.add_discovery()
-        env = {**os.environ, "KUBECONFIG": str(fake.write_kubeconfig(tmp_path / "kubeconfig"))}
-        applied = {}
-        for command in (commands.pop(), "kubectl apply -k manifests/overlays/minio"):
-            done = subprocess.run(
-                f"{command} --dry-run=client --validate=false -o name",
-                shell=True,
-                cwd=REPO_ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, done.stderr
-            applied[command] = set(done.stdout.split())
-    finally:
-        fake.close()
-    filtered, everything = applied.values()
-    assert everything - filtered == {"inferenceservice.serving.kserve.io/imagelingo"}
-    assert "servingruntime.serving.kserve.io/imagelingo-torchserve" in filtered
-    assert not any(m in ("POST", "PUT", "PATCH") for m, _ in fake.requests)  # a dry run
 
 
 @needs_kubectl
@@ -315,34 +275,6 @@ def test_the_s3_secret_carries_the_names_kserve_reads(overlay):
     annotations = kustomization["generatorOptions"]["annotations"]
     assert "serving.kserve.io/s3-endpoint" in annotations
     assert set(annotations) <= known, set(annotations) - known
-
-
-def test_the_storage_initializer_runs_restricted_with_the_cluster_patch():
-    """issue 22 (7): KServe injects the storage-initializer with no securityContext
-    (storage_initializer_injector.go:376-395 at v0.15.2) and merges the matching
-    ClusterStorageContainer's container into it (:506-518; v0.20.0 :626-627). With
-    manifests/cluster/storage-initializer-restricted.yaml merged into KServe's default one
-    (tests/fixtures/kserve-storagecontainers), the container passes Pod Security "restricted"."""
-    from fake_kube import merge_patch
-
-    patch = yaml.safe_load(
-        (MANIFESTS / "cluster" / "storage-initializer-restricted.yaml").read_text()
-    )
-    fixtures = Path(__file__).parent / "fixtures" / "kserve-storagecontainers"
-    for release in ("v0.15.2", "v0.20.0"):
-        default = yaml.safe_load((fixtures / release / "default.yaml").read_text())
-        injected = {  # what the webhook builds, before the merge
-            "name": "storage-initializer",
-            "image": "kserve/storage-initializer:" + release,
-            "args": ["s3://b/p/1", "/mnt/models"],
-            "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models"}],
-        }
-        assert restricted_violations(injected), "the test would pass without the patch"
-        patched = merge_patch(default, patch)
-        # mergeContainerSpecs: a strategic merge, the CR's fields win; these are plain structs
-        container = merge_patch(injected, patched["spec"]["container"])
-        assert restricted_violations(container) == [], release
-        assert "s3://" in [f.get("prefix") for f in patched["spec"]["supportedUriFormats"]]
 
 
 def restricted_violations(container: dict, pod: dict | None = None) -> list[str]:

@@ -28,7 +28,6 @@ SLOW_FIXTURES = {
     "mlflow_server": "an MLflow tracking server process (conftest.py)",
     "s3_server": "moto's S3 server process (conftest.py)",
     "uninterrupted": "trains a decoder (test_checkpoint_resume.py)",
-    "kube": "FakeKube, a Kubernetes API on 127.0.0.1 (test_deploy.py, test_rollouts.py)",
     "kfp_api": "a KFP API on 127.0.0.1 (test_submit.py)",
     "archive_server": "an HTTP file server on 127.0.0.1 (test_remote_sources.py)",
     "server": "TorchServe or the kserve predictor (test_serving_http.py)",
@@ -38,7 +37,7 @@ SLOW_FIXTURES = {
     "weekly": "the pipeline through kfp.local, which trains (test_pipeline_run.py)",
     "ce_run": "trains a decoder to start SCST from (test_scst.py)",
     "project": "where test_readme.py runs the README: make demo trains, imagelingo serve serves",
-    "box": "the box: a Kubernetes node, KServe, an object store (tests/box/, IMAGELINGO_BOX=1)",
+    "box": "the box: a control plane and KServe, or a node too (tests/box/, IMAGELINGO_BOX=1)",
 }
 
 # Fixtures that run the whole pipeline as a user does (each also in SLOW_FIXTURES or using one).
@@ -51,7 +50,7 @@ WALKTHROUGH_FIXTURES = {
 # Called by these names, a function trains or serves.
 TRAINS = {"train", "run_local"}  # imagelingo.train.train; orchestration.run_local (kfp.local)
 SERVES = {"Popen", "ServerProcess", "LocalTorchServe", "LocalKServe", "local_server"}
-SERVES |= {"FakeKube", "HTTPServer", "ThreadingHTTPServer", "TCPServer", "Server"}  # uvicorn
+SERVES |= {"HTTPServer", "ThreadingHTTPServer", "TCPServer", "Server"}  # uvicorn
 CLI_TRAINS = {"train", "run", "demo"}  # main(["train", ...]); `serve` refuses a bad store first
 
 

@@ -1,34 +1,20 @@
-"""imagelingo deploy's write-and-decide against the box (box/NOTES-kserve.md): the real
-kube-apiserver, kube-controller-manager and KServe's controller manager with its webhooks, built
-from source and installed from what Kubeflow 1.11.0 (KServe v0.15.2, Kubernetes v1.34.4) and
-1.10.2 (v0.15.0, v1.32.13) install, and KServe v0.20.0's own install (Standard mode only), with
-Knative Serving's CRDs (KNATIVE_CRDS=1: KServe builds the Knative Service; no Knative controller
-runs, nor a kubelet, so nothing becomes Ready; tests/box/test_e2e.py has the kubelet).
+"""imagelingo deploy's write-and-decide against the real API server and KServe's webhooks and
+controller (the control plane of control_plane.py, one per target).
 
 Issue 26 defect 2: KServe's defaulting webhook writes `spec.predictor.model.name: ""` into every
 InferenceService, so the live spec never equals the one deploy renders; the old wait_ready took
 that for a change (measured here: changed=True on a no-op redeploy, generation 1 -> 1) and, in
 Knative mode, waited for a rollout that never comes. Now deploy decides from the API server's
 answer to its own write: the generation moves only when the stored spec changes.
-
-Starts a box per target (about a minute each on the project's machine); needs root (the pod IP on
-lo, a mount namespace for the manager's ServiceAccount token), Go (for GOMODCACHE) and the built
-binaries in box/bin. Like tests/cluster, left out of `make test` unless asked for:
-IMAGELINGO_BOX=1 pytest -q tests/box.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import shutil
-import subprocess
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from control_plane import NS
 
 from imagelingo.cluster.kserve import SOURCE_URI, knative_rolled_out, standard_rolled_out
 from imagelingo.deploy import (
@@ -45,89 +31,6 @@ from imagelingo.deploy import (
 from imagelingo.errors import ImageLingoError
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-BOX = REPO / "box"
-REFERENCE = REPO.parent / "shared" / "cluster-reference"
-TARGETS = {
-    "kubeflow-1.11": ("v0.15.2", "v1.34.4"),
-    "kubeflow-1.10": ("v0.15.0", "v1.32.13"),
-    "kserve-0.20": ("v0.20.0", "v1.34.4"),  # KServe's own install, standalone
-}
-NS = "imagelingo"
-
-
-def missing(target: str) -> str:
-    """Why the box for `target` cannot start here ("" if it can)."""
-    if os.environ.get("IMAGELINGO_BOX") != "1":
-        return "starts a control plane per target (minutes): set IMAGELINGO_BOX=1 to run it"
-    kserve, kubernetes = TARGETS[target]
-    needed = [BOX / f"bin/kserve-{kserve}/manager", REFERENCE]
-    needed += [BOX / f"bin/{kubernetes}/{b}" for b in ("etcd", "kube-apiserver", "kubectl")]
-    needed.append(BOX / f"bin/{kubernetes}/kube-controller-manager")
-    absent = [str(p) for p in needed if not p.exists()]
-    if absent:
-        return (
-            f"the box for {target} is not built: {', '.join(absent)} absent (box/NOTES-kserve.md)"
-        )
-    if os.geteuid() != 0:
-        return "the box needs root (ip addr add on lo, unshare --mount)"
-    if not shutil.which("go"):
-        return "the box needs Go (start-kserve.sh reads GOMODCACHE)"
-    return ""
-
-
-def box_script(name: str, *args: str, timeout: float = 600, **env: str):
-    return subprocess.run(
-        ["nice", "-n", "19", str(BOX / "kserve" / name), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="module", params=list(TARGETS))
-def box(request, tmp_path_factory):
-    """A started box for one target, the overlay's namespace applied; stopped afterwards."""
-    target = request.param
-    if why := missing(target):
-        pytest.skip(why)
-    try:
-        started = box_script("start-kserve.sh", target, KNATIVE_CRDS="1")
-        output = started.stdout + started.stderr
-    except subprocess.TimeoutExpired as exc:
-        output, started = (exc.stdout or b"").decode(), None
-    workdir = re.search(r"work=(\S+)", output)
-    try:
-        if started is None or started.returncode != 0:
-            pytest.fail(f"start-kserve.sh {target} failed:\n{output[-3000:]}")
-        env = dict(
-            pair.split("=", 1)
-            for pair in shlex.split((Path(workdir.group(1)) / "env").read_text())[1:]
-        )
-        secrets = tmp_path_factory.mktemp("secrets")
-        shutil.copy(REPO / "manifests/secrets/minio/kustomization.yaml", secrets)
-        (secrets / "s3.env").write_text("AWS_ACCESS_KEY_ID=box\nAWS_SECRET_ACCESS_KEY=box\n")
-        for args in (  # as README and check-kserve.sh: the overlay but the InferenceService
-            [
-                "-k",
-                REPO / "manifests/overlays/minio-standard",
-                "-l",
-                "app.kubernetes.io/managed-by!=imagelingo-deploy",
-            ],
-            ["-k", secrets],
-        ):
-            subprocess.run(
-                [env["K"], "apply", *map(str, args)],
-                env={**os.environ, "KUBECONFIG": env["KUBECONFIG"]},
-                check=True,
-                capture_output=True,
-            )
-        yield {**env, "TARGET": target}
-    finally:
-        if workdir:
-            box_script("stop-kserve.sh", workdir.group(1), timeout=120)
 
 
 def settled(api: KubeApi, name: str, quiet_s: float = 3, timeout_s: float = 120) -> dict:

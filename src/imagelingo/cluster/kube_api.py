@@ -11,6 +11,11 @@ from imagelingo.cluster.kserve import (
 )
 from imagelingo.errors import ImageLingoError
 
+# As kubectl writes: a field the CRD's schema does not know fails the write. The API server's
+# default for other clients (Warn) prunes it from the stored object with only a warning header, so
+# a field deploy renders wrong would vanish (shown on the box: tests/box/test_deploy_on_kserve.py).
+STRICT = "Strict"
+
 
 class KubeApi:
     """The few Kubernetes calls deploy makes, each failure turned into one ImageLingoError line.
@@ -42,12 +47,20 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
         self.timeout = request_timeout
 
-    def _call(self, what: str, fn, *args, missing_ok: bool = False, forbidden_ok: bool = False):
+    def _call(
+        self,
+        what: str,
+        fn,
+        *args,
+        missing_ok: bool = False,
+        forbidden_ok: bool = False,
+        **query,
+    ):
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
-            return fn(*args, _request_timeout=self.timeout)
+            return fn(*args, _request_timeout=self.timeout, **query)
         except ApiException as exc:
             if exc.status == 404 and missing_ok:
                 return None
@@ -204,6 +217,7 @@ class KubeApi:
             meta["namespace"],
             "inferenceservices",
             isvc,
+            field_validation=STRICT,
         )
 
     def replace_isvc(self, isvc: dict) -> dict:
@@ -219,6 +233,7 @@ class KubeApi:
             "inferenceservices",
             meta["name"],
             isvc,
+            field_validation=STRICT,
         )
 
 
