@@ -2,7 +2,7 @@
 # The box for one target, in one command: a node of the release's Kubernetes (control plane,
 # the real kubelet on containerd, kube-proxy, CoreDNS: kubelet/up.sh), the images KServe's
 # predictor Pods name (kserve/images.sh, imported into the node's containerd), the object store
-# the release ships, bound to the node's IP behind the release's own `minio-service`, and KServe's
+# the release ships as its Deployment's Pod behind the release's own `minio-service`, and KServe's
 # controller manager with its webhooks installed from the release into that cluster
 # (kserve/start-kserve.sh with BOX_NODE). InferenceServices in Standard mode then run as Pods of
 # the kubelet. Stop it all with box/down.sh.
@@ -11,19 +11,18 @@
 # WORKDIR (default /tmp/box) gets env (source it: KUBECONFIG, K, TARGET, S3_ENDPOINT, ...), the
 # node's work dir node/, the object store's data objectstore/ and times.log.
 #
-# What is not yet the release's own Pod (box/README.md, stand-ins): the object store runs as a
-# host process (a hostNetwork pod would see the same network), its Service's EndpointSlice
-# written by hand. KServe's manager (kserve/start-kserve.sh) and Knative Serving's Deployments
-# (knative/on-node.sh) run as the node's Pods, net-istio's controller replaced by the KIngress
-# stand-in; images the Pods pull Always come from the box's registry (lib.sh box_registry_start).
+# The object store (objectstore/images.sh), KServe's manager (kserve/start-kserve.sh) and Knative
+# Serving's Deployments (knative/on-node.sh) run as the node's Pods, net-istio's controller
+# replaced by the KIngress stand-in (box/README.md); images the Pods pull Always come from the
+# box's registry (lib.sh box_registry_start).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 target=${1:?usage: box/up.sh kubeflow-1.11|kubeflow-1.10 [WORKDIR]}
 W=${2:-/tmp/box}
 case $target in
-kubeflow-1.11) kbin=v1.34.4 kv=v0.15.2 release=v1.11.0 store=seaweedfs port=8333 ;;
-kubeflow-1.10) kbin=v1.32.13 kv=v0.15.0 release=v1.10.2 store=minio port=9000 ;;
+kubeflow-1.11) kbin=v1.34.4 kv=v0.15.2 release=v1.11.0 store=seaweedfs ;;
+kubeflow-1.10) kbin=v1.32.13 kv=v0.15.0 release=v1.10.2 store=minio ;;
 *) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10)" >&2; exit 2 ;;
 esac
 [ ! -e "$W/times.log" ] || { echo "$W holds a box (or a failed start): box/down.sh $W first" >&2; exit 1; }
@@ -63,9 +62,16 @@ if [ ! -f "$mstamp" ] || [ "$here/bin/kserve-$kv/manager" -nt "$mstamp" ]; then
   "$here/kserve/manager-images.sh" "$kv" "$mimages" > /dev/null
   log "KServe manager images made ($kv, kube-rbac-proxy v0.18.0)"
 fi
+# The object store's image: its binary built from source on busybox (objectstore/images.sh)
+ostamp=$BOX_CONTAINERD_ROOT/.imported-$store osimages=""
+if [ ! -f "$ostamp" ] || [ -n "$(find "$here/objectstore/bin" -newer "$ostamp" -type f -perm -u+x)" ]; then
+  osimages=/var/cache/box/images/$store
+  "$here/objectstore/images.sh" "$store" "$osimages" > /dev/null
+  log "object store image made ($store)"
+fi
 box_registry_start "$W/registry.pid"
 export BOX_REGISTRY
-BOX_IMAGE_DIRS="$images $knimages $mimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
+BOX_IMAGE_DIRS="$images $knimages $mimages $osimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
   || { tail -20 "$W/node.log"; fail "kubelet/up.sh"; }
 grep -E "UP|images imported" "$W/node.log" | tee -a "$W/times.log"
 if [ -n "$images" ]; then   # imported: the archives are not needed again
@@ -73,6 +79,7 @@ if [ -n "$images" ]; then   # imported: the archives are not needed again
 fi
 [ -z "$knimages" ] || { touch "$kstamp"; rm -rf "$knimages"; }
 [ -z "$mimages" ] || { touch "$mstamp"; rm -rf "$mimages"; }
+[ -z "$osimages" ] || { touch "$ostamp"; rm -rf "$osimages"; }
 . "$W/node/env"   # KUBECONFIG NODE_IP NODE_NAME BIN
 log "node up"
 for image in docker.io/kserve/kserve-controller:$kv quay.io/brancz/kube-rbac-proxy:v0.18.0; do
@@ -82,21 +89,56 @@ for image in docker.io/kserve/kserve-controller:$kv quay.io/brancz/kube-rbac-pro
     || box_registry_push "$W/node/containerd/containerd.sock" "$image" | tee -a "$W/times.log"
 done
 
-# ---- the object store: the release's Service, its endpoint the host process ----------------
-mkdir -p "$W/objectstore"
+# ---- the object store: the release's Deployment, its Pod on the node ------------------------
+# Its PersistentVolumeClaim asks for 20Gi with no storage class and the box has no provisioner, so
+# the data is an admin's static PersistentVolume: hostPath, bound to that claim, owned by the
+# Deployment's user 1000 (fsGroup does not apply to hostPath; MinIO's subPath `minio` is made too).
+data=$W/objectstore/data
+mkdir -p "$data"
 if [ $store = seaweedfs ]; then
-  WEED_IP=$NODE_IP "$here/objectstore/start-seaweedfs.sh" "$W/objectstore" | tee -a "$W/times.log"
+  deployment=seaweedfs pvc=seaweedfs-pvc objects="ServiceAccount seaweedfs"
+  chown 1000:1000 "$data"
 else
-  # the release's pinned MinIO where it was built from its tag (box/NOTES-objectstore.md), else
-  # build.sh's from the proxy
-  pinned=$here/objectstore/bin/minio-RELEASE.2019-08-14T20-37-41Z
-  [ -x "$pinned" ] || pinned=$here/objectstore/bin/minio
-  MINIO_BIN=$pinned MINIO_IP=$NODE_IP "$here/objectstore/start-minio.sh" "$W/objectstore" \
-    | tee -a "$W/times.log"
+  deployment=minio pvc=minio-pvc objects=""
+  mkdir -p "$data/minio" && chown 1000:0 "$data/minio"
+fi
+"$py" "$here/manifests.py" "$release" --kind Namespace --name kubeflow > "$W/objectstore.yaml"
+for object in "Service minio-service" "Secret mlpipeline-minio-artifact" \
+    "PersistentVolumeClaim $pvc" ${objects:+"$objects"} "Deployment $deployment"; do
+  set -- $object
+  echo "---" >> "$W/objectstore.yaml"
+  "$py" "$here/manifests.py" "$release" --kind "$1" --namespace kubeflow --name "$2" >> "$W/objectstore.yaml"
+done
+cat >> "$W/objectstore.yaml" <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: box-$pvc
+spec:
+  capacity:
+    storage: 20Gi
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath:
+    path: $data
+    type: Directory
+  claimRef:
+    namespace: kubeflow
+    name: $pvc
+EOF
+"$K" apply -f "$W/objectstore.yaml" > /dev/null
+"$K" -n kubeflow rollout status "deployment/$deployment" --timeout=300s > /dev/null \
+  || { "$K" -n kubeflow describe pods -l "app=$deployment" | tail -30; fail "the object store's Pod"; }
+log "object store: Deployment kubeflow/$deployment rolled out ($("$K" -n kubeflow get pods -l "app=$deployment" -o jsonpath='{.items[0].metadata.name} on {.items[0].status.podIP}'))"
+S3_IP=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.clusterIP}')
+wait_for "object store through the Service minio-service ($S3_IP:9000)" 30 \
+  curl -s -o /dev/null "http://$S3_IP:9000/"
+if [ $store = minio ]; then
   # On 1.10 the bucket is made by KFP's API server at its start, if absent (kubeflow/pipelines
   # backend/src/apiserver/client_manager/client_manager.go, createMinioBucket: BucketExists, then
-  # MakeBucket), with the release's bucket name and keys; the box has no KFP backend yet.
-  "$py" - "http://$NODE_IP:9000" <<'PY'
+  # MakeBucket), with the release's bucket name and keys; the box has no KFP backend (issue 27).
+  "$py" - "http://$S3_IP:9000" <<'PY' | tee -a "$W/times.log"
 import sys, boto3
 s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="minio",
                   aws_secret_access_key="minio123", region_name="us-east-1")
@@ -105,18 +147,6 @@ if "mlpipeline" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
 print("bucket mlpipeline ready, as KFP's API server makes it")
 PY
 fi
-"$py" "$here/manifests.py" "$release" --kind Namespace --name kubeflow > "$W/objectstore.yaml"
-for object in "Service minio-service" "Secret mlpipeline-minio-artifact"; do
-  set -- $object
-  echo "---" >> "$W/objectstore.yaml"
-  "$py" "$here/manifests.py" "$release" --kind "$1" --namespace kubeflow --name "$2" >> "$W/objectstore.yaml"
-done
-"$K" apply -f "$W/objectstore.yaml" > /dev/null
-pname=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.ports[0].name}')
-box_endpointslice "$K" kubeflow minio-service up "$NODE_IP" "$pname:$port"
-S3_IP=$("$K" -n kubeflow get service minio-service -o jsonpath='{.spec.clusterIP}')
-wait_for "object store through the Service minio-service ($S3_IP:9000 -> $NODE_IP:$port)" 30 \
-  curl -s -o /dev/null "http://$S3_IP:9000/"
 
 # ---- Knative Serving, then KServe, installed from the release into this cluster -------------
 # (in this order: KServe's manager looks for Knative's Service CRD once, at its start)
@@ -134,7 +164,7 @@ log "KServe $kv up"
 
 cat > "$W/env" <<EOF
 export KUBECONFIG=$KUBECONFIG K=$K BIN=$BIN NODE_IP=$NODE_IP TARGET=$target KSERVE=$kv
-export S3_ENDPOINT=http://$NODE_IP:$port S3_SERVICE=minio-service.kubeflow:9000 BOX=$W
+export S3_ENDPOINT=http://$S3_IP:9000 S3_SERVICE=minio-service.kubeflow:9000 BOX=$W
 EOF
 log "RSS MiB: $(for f in "$W/node/pids" "$kw/pids"; do [ -f "$f" ] || continue; while read -r n p; do printf '%s=%d ' "$n" $(( $(ps -o rss= -p "$p" 2>/dev/null || echo 0) / 1024 )); done < "$f"; done)"
 log "UP: source $W/env"
