@@ -4,15 +4,21 @@ from source and installed from what Kubeflow 1.11.0 (KServe v0.15.2, Kubernetes 
 (v0.15.0, v1.32.13) install, and KServe v0.20.0's own install (Standard mode only), with Knative
 Serving's CRDs (KNATIVE_CRDS=1: KServe builds the Knative Service; no Knative controller runs, nor a
 kubelet, so nothing becomes Ready; tests/box/test_e2e.py has the kubelet). The `box` fixture
-(conftest.py) starts one per target and test module.
+starts one per target and test module (about a minute each on the project's machine; root, Go and
+box/bin built); a module imports it (not a conftest.py here: tests import `conftest` by name, and
+a second one in tests/box would shadow tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BOX = REPO / "box"
@@ -71,3 +77,45 @@ def kubectl(plane: dict, *args, stdin: str | None = None, check: bool = True):
     if check and done.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(map(str, args))}:\n{done.stderr[-3000:]}")
     return done
+
+
+@pytest.fixture(scope="module", params=list(TARGETS))
+def box(request, tmp_path_factory):
+    """A started control plane for one target with manifests/overlays/minio-standard's namespace
+    applied as the README applies it (all but the InferenceService) and its S3 Secret; stopped
+    afterwards."""
+    target = request.param
+    if why := missing(target):
+        pytest.skip(why)
+    try:
+        started = box_script("start-kserve.sh", target, KNATIVE_CRDS="1")
+        output = started.stdout + started.stderr
+    except subprocess.TimeoutExpired as exc:
+        output, started = (exc.stdout or b"").decode(), None
+    workdir = re.search(r"work=(\S+)", output)
+    try:
+        if started is None or started.returncode != 0:
+            pytest.fail(f"start-kserve.sh {target} failed:\n{output[-3000:]}")
+        env = dict(
+            pair.split("=", 1)
+            for pair in shlex.split((Path(workdir.group(1)) / "env").read_text())[1:]
+        )
+        plane = {**env, "TARGET": target}
+        secrets = tmp_path_factory.mktemp("secrets")
+        shutil.copy(REPO / "manifests/secrets/minio/kustomization.yaml", secrets)
+        (secrets / "s3.env").write_text("AWS_ACCESS_KEY_ID=box\nAWS_SECRET_ACCESS_KEY=box\n")
+        overlay = REPO / "manifests/overlays/minio-standard"
+        kubectl(plane, "apply", "-k", overlay, "-l", NOT_DEPLOYS)
+        kubectl(plane, "apply", "-k", secrets)
+        yield plane
+    finally:
+        if workdir:
+            box_script("stop-kserve.sh", workdir.group(1), timeout=120)
+
+
+@pytest.fixture
+def as_admin(box, monkeypatch):
+    """The control plane's admin kubeconfig in the environment, as a user's kubectl context."""
+    monkeypatch.setenv("KUBECONFIG", box["KUBECONFIG"])
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return box

@@ -17,7 +17,13 @@ import uuid
 
 import pytest
 import yaml
-from control_plane import NOT_DEPLOYS, REPO, kubectl
+from control_plane import (  # as_admin, box: the control plane's fixtures
+    NOT_DEPLOYS,
+    REPO,
+    as_admin,
+    box,
+    kubectl,
+)
 
 from imagelingo import deploy as stage
 from imagelingo.cli import main

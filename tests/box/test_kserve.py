@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from control_plane import NS
+from control_plane import NS, box
 
 from imagelingo.cluster.kserve import SOURCE_URI, knative_rolled_out, standard_rolled_out
 from imagelingo.deploy import (
