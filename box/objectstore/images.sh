@@ -5,11 +5,13 @@
 # archive for `ctr images import` (kubelet/up.sh BOX_IMAGE_DIRS).
 # Usage: box/objectstore/images.sh seaweedfs|minio OUTDIR   -> OUTDIR/<store>.oci.tar; prints the name
 #
-# seaweedfs -> docker.io/chrislusf/seaweedfs:4.00 (Kubeflow 1.11.0's), laid out as SeaweedFS's own
-#   docker/Dockerfile.go_build lays out its final stage: /usr/bin/weed, /etc/seaweedfs/filer.toml and
-#   /entrypoint.sh copied from the module's docker/ folder (the version built: 4.53, not 4.00, which
-#   the proxy refuses), user seaweed 1000:1000, WORKDIR /data, ENTRYPOINT /entrypoint.sh; every
-#   file root's (kubelet/mkimage.py): /data is the Deployment's volume, writable by 1000 (up.sh). Not carried: fuse, curl, su-exec (the Deployment runs as 1000, so the
+# seaweedfs -> docker.io/chrislusf/seaweedfs:4.00 (Kubeflow 1.11.0's), laid out as the final stage
+#   of SeaweedFS's docker/Dockerfile.go_build (module v0.0.0-20261109003541-7506e5f91cd6 = 4.53,
+#   the version built; 4.00 is refused by the proxy): /usr/bin/weed (:85), /etc/seaweedfs/filer.toml
+#   and /entrypoint.sh copied from the module's docker/ folder (:93-94), user seaweed 1000:1000
+#   (:103), WORKDIR /data (:129), ENTRYPOINT /entrypoint.sh (:132; its 'server' case :116).
+#   Every file is root's (kubelet/mkimage.py); /data is the Deployment's volume, made writable by
+#   1000 in up.sh. Not carried: fuse, curl, su-exec (the Deployment runs as 1000, so the
 #   entrypoint never switches user) and the Rust weed-volume/worker/vector binaries (empty
 #   placeholders upstream too where not prebuilt; `server` runs Go's volume server).
 # minio -> gcr.io/ml-pipeline/minio:RELEASE.2019-08-14T20-37-41Z-license-compliance (1.10.2's):
