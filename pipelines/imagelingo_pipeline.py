@@ -33,6 +33,7 @@ from components.train.component import train
 from components.vocab.component import vocab
 from imagelingo.cluster.gpu_nodes import GpuNodes
 from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS, Target
+from imagelingo.cluster.pod_options import PodOptions
 from imagelingo.config import load_params
 from imagelingo.tracking import CLUSTER_MARKER
 
@@ -148,17 +149,13 @@ def retry(task, target: Target, nested: bool, attempts: int, backoff: str):
     return task
 
 
-def build(
-    target: Target = TARGETS[DEFAULT_TARGET],
-    pull_secrets: tuple[str, ...] = (),
-    gpu: GpuNodes = GpuNodes(),
-):
-    """The pipeline function for `target`; `pull_secrets`: image pull Secrets for every pod (e.g.
-    for private GHCR images); `gpu`: the image and nodes of features and train."""
+def build(target: Target = TARGETS[DEFAULT_TARGET], pods: PodOptions = PodOptions()):
+    """The pipeline function for `target`; `pods`: image pull Secrets for every pod (e.g. for
+    private GHCR images), the image and nodes of features and train."""
 
     def setup(task, cpu: str, memory: str, accelerator=None):
-        task = resources(task, target, cpu, memory, accelerator, pull_secrets)
-        return task if accelerator is None else on_gpu_nodes(task, gpu)
+        task = resources(task, target, cpu, memory, accelerator, pods.pull_secrets)
+        return task if accelerator is None else on_gpu_nodes(task, pods.gpu)
 
     @dsl.pipeline(
         name="imagelingo",
@@ -251,7 +248,7 @@ def build(
             nodes=train_nodes,
             procs_per_node=train_procs_per_node,
             gpus_per_node=train_gpus_per_node,
-            image=TRAINING_CUDA_IMAGE if gpu.cuda else TRAINING_IMAGE,
+            image=TRAINING_CUDA_IMAGE if pods.gpu.cuda else TRAINING_IMAGE,
             trainer_version=target.trainer,  # "": no Kubeflow Trainer there, `trainjob` refuses
             **constants(
                 "train", "seed", "epochs", "batch_size", "lr", "lr_decay", "patience", "scst_epochs"

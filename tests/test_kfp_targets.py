@@ -24,6 +24,7 @@ from imagelingo.cluster.kfp_rules import (
     problems,
 )
 from imagelingo.cluster.platforms import TARGETS, target_for_backend
+from imagelingo.cluster.pod_options import PodOptions
 from imagelingo.errors import ImageLingoError
 from imagelingo.orchestration import PIPELINES, compile_target
 
@@ -62,7 +63,8 @@ def test_target_yaml_parses_strictly_with_its_backends_protos(target):
 
 
 def test_image_pull_secrets_parse_strictly_on_each_target(target, tmp_path):
-    path = compile_target(target, tmp_path / target.pipeline_file, ("ghcr-pull",))
+    pods = PodOptions(pull_secrets=("ghcr-pull",))
+    path = compile_target(target, tmp_path / target.pipeline_file, pods)
     spec, platform = documents(path)
     assert parse_pipeline(target.kfp_backend, spec, platform) == []
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

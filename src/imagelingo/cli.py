@@ -259,18 +259,18 @@ def run_compile(args, params: dict) -> dict:
 
     targets = tuple(TARGETS) if args.target == "all" else (args.target,)
     root = {"root": args.out} if args.out else {}
-    written = compile_all(
-        **root, targets=targets, pull_secrets=tuple(args.image_pull_secret), gpu=_gpu_nodes(args)
-    )
+    written = compile_all(**root, targets=targets, pods=_pod_options(args))
     for path in written:
         print(f"wrote {path}")
     return {}
 
 
-def _gpu_nodes(args):
+def _pod_options(args):
     from imagelingo.cluster.gpu_nodes import GpuNodes
+    from imagelingo.cluster.pod_options import PodOptions
 
-    return GpuNodes.from_options(args.cuda, args.gpu_toleration, args.gpu_node_selector)
+    gpu = GpuNodes.from_options(args.cuda, args.gpu_toleration, args.gpu_node_selector)
+    return PodOptions(tuple(args.image_pull_secret), gpu)
 
 
 def _add_gpu_options(p) -> None:
@@ -307,8 +307,7 @@ def run_submit(args, params: dict) -> dict:
         args.experiment,
         _pipeline_arguments(args),
         target=args.target,
-        pull_secrets=tuple(args.image_pull_secret),
-        gpu=_gpu_nodes(args),
+        pods=_pod_options(args),
     )
     print(f"submitted run {run}")
     return {}
@@ -323,8 +322,7 @@ def run_schedule(args, params: dict) -> dict:
         args.experiment,
         _pipeline_arguments(args),
         target=args.target,
-        pull_secrets=tuple(args.image_pull_secret),
-        gpu=_gpu_nodes(args),
+        pods=_pod_options(args),
     )
     print(f"created recurring run {job} ({args.cron})")
     return {}

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagelingo.cluster.gpu_nodes import GpuNodes
 from imagelingo.cluster.platforms import DEFAULT_TARGET, TARGETS, Target, target_for_backend
+from imagelingo.cluster.pod_options import PodOptions
 from imagelingo.config import REPO_ROOT
 from imagelingo.errors import ImageLingoError
 
@@ -52,14 +52,12 @@ def _source_tree() -> None:
         sys.path.insert(0, str(REPO_ROOT))
 
 
-def pipeline_function(
-    target: Target | None = None, pull_secrets: tuple[str, ...] = (), gpu: GpuNodes = GpuNodes()
-):
+def pipeline_function(target: Target | None = None, pods: PodOptions = PodOptions()):
     """The pipeline for `target` (default: the newest supported, what kfp.local runs)."""
     _source_tree()
     from pipelines.imagelingo_pipeline import build
 
-    return build(target or TARGETS[DEFAULT_TARGET], tuple(pull_secrets), gpu)
+    return build(target or TARGETS[DEFAULT_TARGET], pods)
 
 
 def components() -> dict[str, Any]:
@@ -76,8 +74,7 @@ def components() -> dict[str, Any]:
 def compile_all(
     root: Path = REPO_ROOT,
     targets: tuple[str, ...] | None = None,
-    pull_secrets: tuple[str, ...] = (),
-    gpu: GpuNodes = GpuNodes(),
+    pods: PodOptions = PodOptions(),
 ) -> list[Path]:
     """Write every components/<stage>/component.yaml and pipelines/imagelingo_pipeline.<target>.yaml
     for each of `targets` (default: every supported one) under `root` (the source tree; tests
@@ -95,13 +92,11 @@ def compile_all(
         written.append(path)
     for target in chosen:
         path = Path(root) / "pipelines" / target.pipeline_file
-        written.append(compile_target(target, path, pull_secrets, gpu))
+        written.append(compile_target(target, path, pods))
     return written
 
 
-def compile_target(
-    target: Target, path: Path, pull_secrets: tuple[str, ...] = (), gpu: GpuNodes = GpuNodes()
-) -> Path:
+def compile_target(target: Target, path: Path, pods: PodOptions = PodOptions()) -> Path:
     """Compile the pipeline for `target` into `path`: the platform spec fitted to the target's
     protos, the target named in the file's header, and refused (nothing written) when the
     target's backend would not run it as written (imagelingo.cluster.kfp_rules)."""
@@ -113,7 +108,7 @@ def compile_target(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".compiling.{path.name}")
-    compiler.Compiler().compile(pipeline_function(target, pull_secrets, gpu), str(scratch))
+    compiler.Compiler().compile(pipeline_function(target, pods), str(scratch))
     text = scratch.read_text()
     scratch.unlink()
     spec, *platform = yaml.safe_load_all(text)
@@ -446,9 +441,9 @@ def _api_message(exc) -> str:
     return str(body.get("message") or body.get("error") or exc.reason).splitlines()[0][:300]
 
 
-def _compiled(tmp: str, target: Target, pull_secrets: tuple[str, ...], gpu: GpuNodes) -> str:
+def _compiled(tmp: str, target: Target, pods: PodOptions) -> str:
     """Compile afresh for `target` (with this environment's image names) into a scratch folder."""
-    return str(compile_target(target, Path(tmp) / target.pipeline_file, pull_secrets, gpu))
+    return str(compile_target(target, Path(tmp) / target.pipeline_file, pods))
 
 
 def _access(host: Access | str) -> Access:
@@ -461,8 +456,7 @@ def submit(
     arguments: dict[str, Any],
     kfp_client: Any = None,
     target: str = "auto",
-    pull_secrets: tuple[str, ...] = (),
-    gpu: GpuNodes = GpuNodes(),
+    pods: PodOptions = PodOptions(),
 ) -> str:
     """Compile for the backend's target (`target`: auto, or a name that must match it) and
     submit one run; returns its run id."""
@@ -472,7 +466,7 @@ def submit(
         kfp_client = kfp_client or client(access)
         with tempfile.TemporaryDirectory(prefix="imagelingo-kfp-") as tmp:
             run = kfp_client.create_run_from_pipeline_package(
-                _compiled(tmp, chosen, pull_secrets, gpu),
+                _compiled(tmp, chosen, pods),
                 arguments=arguments,
                 experiment_name=experiment,
                 namespace=access.namespace or None,
@@ -487,8 +481,7 @@ def schedule(
     arguments: dict[str, Any],
     kfp_client: Any = None,
     target: str = "auto",
-    pull_secrets: tuple[str, ...] = (),
-    gpu: GpuNodes = GpuNodes(),
+    pods: PodOptions = PodOptions(),
 ) -> str:
     """A recurring run. KFP cron has 6 fields (seconds first): '0 0 3 * * *' is 03:00 daily.
     Each run fingerprints its data in its first, never-cached task, so an unchanged source is
@@ -509,7 +502,7 @@ def schedule(
                 experiment_id=experiment_id,
                 job_name=f"imagelingo {cron}",
                 cron_expression=cron,
-                pipeline_package_path=_compiled(tmp, chosen, pull_secrets, gpu),
+                pipeline_package_path=_compiled(tmp, chosen, pods),
                 params=arguments,
             )
     return job.recurring_run_id
