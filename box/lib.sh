@@ -93,6 +93,11 @@ endpoints:
 YAML
 }
 
+# kube-rbac-proxy, the KServe manager Deployment's sidecar in both Kubeflow releases: the version
+# its consumer module requires (build.sh builds it into bin/kube-rbac-proxy-<v>/), v0.18.0
+BOX_RBAC_PROXY=$(sed -n 's|^require github.com/brancz/kube-rbac-proxy ||p' \
+  "$(dirname "${BASH_SOURCE[0]}")/kube-rbac-proxy/go.mod")
+
 box_knative_release() { # the Knative release the binaries in box/knative/bin were built as
   "$(dirname "${BASH_SOURCE[0]}")/knative/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1
 }

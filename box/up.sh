@@ -60,7 +60,7 @@ mstamp=$BOX_CONTAINERD_ROOT/.imported-kserve-manager-$kv mimages=""
 if [ ! -f "$mstamp" ] || [ "$here/bin/kserve-$kv/manager" -nt "$mstamp" ]; then
   mimages=/var/cache/box/images/kserve-manager-$kv
   "$here/kserve/manager-images.sh" "$kv" "$mimages" > /dev/null
-  log "KServe manager images made ($kv, kube-rbac-proxy v0.18.0)"
+  log "KServe manager images made ($kv, kube-rbac-proxy $BOX_RBAC_PROXY)"
 fi
 # The object store's image: its binary built from source on busybox (objectstore/images.sh)
 ostamp=$BOX_CONTAINERD_ROOT/.imported-$store osimages=""
@@ -82,7 +82,7 @@ fi
 [ -z "$osimages" ] || { touch "$ostamp"; rm -rf "$osimages"; }
 . "$W/node/env"   # KUBECONFIG NODE_IP NODE_NAME BIN
 log "node up"
-for image in docker.io/kserve/kserve-controller:$kv quay.io/brancz/kube-rbac-proxy:v0.18.0; do
+for image in docker.io/kserve/kserve-controller:$kv "quay.io/brancz/kube-rbac-proxy:$BOX_RBAC_PROXY"; do
   ref=${image#*/}
   curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "http://$BOX_REGISTRY/v2/${ref%:*}/manifests/${ref##*:}" \

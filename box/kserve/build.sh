@@ -6,13 +6,13 @@
 # As upstream's Dockerfile: CGO_ENABLED=0 go build ./cmd/manager (upstream also passes -a,
 # which would defeat the build cache, and no -ldflags). Ours adds -trimpath, -s -w and
 # -X main.version=<tag> (read by version.go). Every build runs under `nice -n 19` with
-# GOFLAGS=-p=1 (other work on this 2-core machine). Default GOCACHE/GOMODCACHE, shared with
-# box/build.sh. One line per build (wall s, peak RSS of the largest child) is appended to
-# box/bin/build-times.log.
+# GOFLAGS=-p=1 (other work on this 2-core machine; BOX_GO_P=2 uses both cores). Default
+# GOCACHE/GOMODCACHE, shared with box/build.sh. One line per build (wall s, peak RSS of the
+# largest child) is appended to box/bin/build-times.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 box=$(dirname "$here")
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-p=1
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-p=${BOX_GO_P:-1}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(v0.15.2 v0.15.0 v0.20.0)
 mkdir -p "$box/bin"

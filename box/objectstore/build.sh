@@ -5,11 +5,12 @@
 # The proxy serves neither pinned release (NOTES-objectstore.md): these are the versions it serves.
 # Usage: box/objectstore/build.sh [seaweedfs] [minio]        (default: both)
 # Flags as upstream builds its release binaries (seaweedfs docker/Dockerfile.go_build; minio
-# Makefile `build` + buildscripts/gen-ldflags.go), CGO off. Always `nice -n 19` and -p=1.
+# Makefile `build` + buildscripts/gen-ldflags.go), CGO off. Always `nice -n 19`, -p=1
+# unless BOX_GO_P says more.
 # One line per target (wall s, CPU s, peak RSS of the biggest child) goes to bin/build-times.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-p=1 -buildvcs=false"
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-p=${BOX_GO_P:-1} -buildvcs=false"
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(seaweedfs minio)
 mkdir -p "$here/bin"
 

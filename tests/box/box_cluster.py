@@ -1,22 +1,97 @@
-"""What the box's end-to-end test does to its cluster, as a Kubeflow user and admin would: kubectl
-of the release's Kubernetes, a profile namespace as Kubeflow's profile controller makes it, a
+"""What the box's tests do to its cluster, as a Kubeflow user and admin would: kubectl of the
+release's Kubernetes, a profile namespace as Kubeflow's profile controller makes it, a
 ServiceAccount's kubeconfig, and a pod in a namespace that calls a URL (where a KFP task calls
-from)."""
+from); and, for every box test, the targets and what each needs built (`missing`)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BOX = REPO / "box"
+REFERENCE = REPO.parent / "shared" / "cluster-reference"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Target:
+    kubernetes: str
+    kserve: str
+    release: str = ""  # the Kubeflow release installed; "" is KServe's own install
+    store: str = ""  # the object store box/up.sh runs (its binary under box/objectstore/bin)
+
+
+TARGETS = {
+    "kubeflow-1.11": Target("v1.34.4", "v0.15.2", "v1.11.0", "weed"),
+    "kubeflow-1.10": Target("v1.32.13", "v0.15.0", "v1.10.2", "minio"),
+    "kserve-0.20": Target("v1.34.4", "v0.20.0"),  # control plane only: up.sh has no node for it
+}
+NODE_TARGETS = [name for name, target in TARGETS.items() if target.release]
+
+
+def rbac_proxy_version() -> str:
+    """The kube-rbac-proxy box/build.sh builds: the one its consumer module requires."""
+    gomod = (BOX / "kube-rbac-proxy" / "go.mod").read_text()
+    return re.search(r"^require github.com/brancz/kube-rbac-proxy (\S+)", gomod, re.M).group(1)
+
+
+def missing(name: str, node: bool = False) -> str:
+    """Why the box for target `name` cannot start here ("" if it can): its control plane alone
+    (box/kserve/start-kserve.sh), or with the node, Knative and the object store (box/up.sh)."""
+    if os.environ.get("IMAGELINGO_BOX") != "1":
+        return "starts the box (minutes): set IMAGELINGO_BOX=1 (make box-check, make box-e2e)"
+    target = TARGETS[name]
+    k8s = BOX / "bin" / target.kubernetes
+    needed = [REFERENCE, BOX / f"bin/kserve-{target.kserve}/manager"]
+    needed += [k8s / b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")]
+    if node:
+        # MinIO: the pinned release if it was built by hand (objectstore/images.sh's choice)
+        stores = [
+            BOX / "objectstore/bin" / n
+            for n in (target.store, "minio-RELEASE.2019-08-14T20-37-41Z")
+        ]
+        store = next((s for s in stores if s.exists()), stores[0])
+        proxy = BOX / f"bin/kube-rbac-proxy-{rbac_proxy_version()}/kube-rbac-proxy"
+        needed += [k8s / "kubelet", k8s / "coredns", BOX / "knative/bin/kingress", proxy, store]
+        needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
+    absent = [str(p) for p in needed if not p.exists()]
+    if absent:
+        how = f"box/build-target.sh {name}" if target.release else "box/README.md"
+        return f"the box for {name} is not built: {', '.join(absent)} absent ({how})"
+    if os.geteuid() != 0:
+        return "the box needs root (ip addr add on lo, unshare --mount, a node)"
+    if not shutil.which("go"):
+        return "the box needs Go (start-kserve.sh reads GOMODCACHE)"
+    if node and not shutil.which("docker-registry"):  # the registry the manager's Pod pulls from
+        return f"docker-registry absent: box/build-target.sh {name} installs it"
+    return ""
+
+
+def poll(what: str, found: Callable[[], T | None], timeout_s: float, every_s: float = 1) -> T:
+    """`found()`'s first answer that is not empty, asked every `every_s` seconds; after
+    `timeout_s` an AssertionError saying `what` was not seen."""
+    deadline = time.monotonic() + timeout_s
+    while not (answer := found()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen after {timeout_s} s")
+        time.sleep(every_s)
+    return answer
+
+
 # the image the client pod runs: Debian's python3 (box/kubelet/images/debian-python.sh)
 CLIENT_IMAGE = "box.local/debian-python:bookworm"
 
@@ -29,9 +104,11 @@ class Cluster:
         self.env = dict(pairs)
         self.kubeconfig = kubeconfig or self.env["KUBECONFIG"]
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout=300):
+    def kubectl(self, *args, stdin: str | None = None, check: bool = True, timeout=300):
+        """kubectl in the repository's root (the README's commands name paths from there)."""
         result = subprocess.run(
             [self.env["K"], "--kubeconfig", self.kubeconfig, *map(str, args)],
+            cwd=REPO,
             input=stdin,
             capture_output=True,
             text=True,

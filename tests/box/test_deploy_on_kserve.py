@@ -17,13 +17,8 @@ import uuid
 
 import pytest
 import yaml
-from control_plane import (  # as_admin, box: the control plane's fixtures
-    NOT_DEPLOYS,
-    REPO,
-    as_admin,
-    box,
-    kubectl,
-)
+from box_cluster import REPO, poll
+from control_plane import NOT_DEPLOYS, as_admin, box  # as_admin, box: the fixtures
 
 from imagelingo import deploy as stage
 from imagelingo.cli import main
@@ -81,13 +76,13 @@ def namespace(
             }
         )
     if runtime:
-        rendered = kubectl(box, "kustomize", REPO / "manifests/overlays/minio").stdout
+        rendered = box.kubectl("kustomize", REPO / "manifests/overlays/minio").stdout
         objects += [
             {**r, "metadata": {**r["metadata"], **meta}}
             for r in yaml.safe_load_all(rendered)
             if r["kind"] == "ServingRuntime"
         ]
-    kubectl(box, "apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
+    box.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects))
     return ns
 
 
@@ -125,7 +120,7 @@ def waits(monkeypatch) -> list[dict]:
 
 
 def knative_only(box):
-    if box["TARGET"] == "kserve-0.20":
+    if box.env["TARGET"] == "kserve-0.20":
         pytest.skip("KServe 0.20's install holds no Knative (it pins Knative 1.21.1, not built)")
 
 
@@ -289,7 +284,7 @@ def test_a_full_deploy_after_a_canary_clears_it(box, api, stores, bucket, tmp_pa
     live = stored(api, ns)
     omitted = {k: v for k, v in live["spec"]["predictor"].items() if k != "canaryTrafficPercent"}
     patch = yaml.safe_dump({"spec": {"predictor": omitted}})
-    kubectl(box, "-n", ns, "patch", "isvc", ISVC, "--type", "merge", "-p", patch)
+    box.kubectl("-n", ns, "patch", "isvc", ISVC, "--type", "merge", "-p", patch)
     assert stored(api, ns)["spec"]["predictor"]["canaryTrafficPercent"] == 10  # kept
 
     deploy(stores[0], tmp_path / "d3", "kserve", DeployConfig(namespace=ns, storage_uri=bucket))
@@ -306,7 +301,7 @@ def test_standard_mode_canary_is_a_second_predictor(box, api, stores, bucket, tm
     canary = DeployConfig(
         namespace=ns, storage_uri=bucket, mode="Standard", canary_traffic_percent=25
     )
-    if box["TARGET"] != "kserve-0.20":  # issue 22 (8): 0.15 has no spec.canary
+    if box.env["TARGET"] != "kserve-0.20":  # issue 22 (8): 0.15 has no spec.canary
         with pytest.raises(ImageLingoError, match=r"KServe 0.15 has no canary"):
             deploy(stores[1], tmp_path / "d2", "kserve", canary)
         assert stored(api, ns)["metadata"]["generation"] == 1
@@ -354,25 +349,19 @@ def test_kserve_builds_the_child_of_the_mode_asked_for(
     template = built["spec"]["template"]["metadata"]["annotations"]
     assert template[SOURCE_URI] == uri
     other = "deployment" if mode == "Knative" else "ksvc"
-    if other == "deployment" or box["TARGET"] != "kserve-0.20":
-        assert kubectl(box, "-n", ns, "get", other, "-o", "name").stdout.strip() == ""
+    if other == "deployment" or box.env["TARGET"] != "kserve-0.20":
+        assert box.kubectl("-n", ns, "get", other, "-o", "name").stdout.strip() == ""
 
 
 def child(box, ns: str, kind: str, timeout_s: float = 60) -> dict:
     """The predictor's Knative Service or Deployment, once KServe's controller has made it."""
-    import json
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        selector = f"serving.kserve.io/inferenceservice={ISVC}"
-        found = kubectl(box, "-n", ns, "get", kind, "-l", selector, "-o", "json")
-        items = json.loads(found.stdout)["items"]
-        if items:
-            (item,) = items
-            return item
-        time.sleep(1)
-    raise AssertionError(f"KServe made no predictor {kind} in {ns} after {timeout_s} s")
+    selector = f"serving.kserve.io/inferenceservice={ISVC}"
+    (item,) = poll(
+        f"a predictor {kind} made by KServe in {ns}",
+        lambda: box.get("-n", ns, kind, "-l", selector)["items"],
+        timeout_s,
+    )
+    return item
 
 
 def test_the_mode_of_a_live_service_cannot_change(box, api, stores, bucket, tmp_path, waits):
@@ -397,7 +386,7 @@ def test_a_replace_keeps_what_others_own_on_the_object(box, api, stores, bucket,
             "finalizers": ["example.com/keep", "inferenceservice.finalizers"],
         }
     }
-    kubectl(box, "-n", ns, "patch", "isvc", ISVC, "--type", "merge", "-p", yaml.safe_dump(theirs))
+    box.kubectl("-n", ns, "patch", "isvc", ISVC, "--type", "merge", "-p", yaml.safe_dump(theirs))
     deploy(stores[1], tmp_path / "d2", "kserve", config)
     meta = stored(api, ns)["metadata"]
     assert "example.com/keep" in meta["finalizers"]
@@ -467,8 +456,7 @@ def test_the_readme_apply_command_applies_all_but_the_inferenceservice(box):
     assert commands == {f"apply -k manifests/overlays/minio -l '{NOT_DEPLOYS}'"}, commands
     applied = []
     for args in (["-l", NOT_DEPLOYS], []):
-        done = kubectl(
-            box,
+        done = box.kubectl(
             "apply",
             "-k",
             REPO / "manifests/overlays/minio",
@@ -503,7 +491,7 @@ def test_the_storage_initializer_runs_restricted_with_the_cluster_patch(
 
     readme = (REPO / "README.md").read_text()
     (command,) = set(re.findall(r"kubectl (patch clusterstoragecontainer default [^#\n]+)", readme))
-    kubectl(box, *command.split())
+    box.kubectl(*command.split())
     admitted = namespace(box, labels=restricted)
     deploy(stores[0], tmp_path / "d2", "kserve", DeployConfig(namespace=admitted, **config))
     assert pod_creation(box, admitted) == "created"
@@ -515,17 +503,12 @@ def test_the_storage_initializer_runs_restricted_with_the_cluster_patch(
 def pod_creation(box, ns: str, timeout_s: float = 90) -> str:
     """ "created" once the predictor's ReplicaSet made a Pod, or the message of its FailedCreate
     event (admission refused the Pod)."""
-    import json
-    import time
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pods = json.loads(kubectl(box, "-n", ns, "get", "pods", "-o", "json").stdout)["items"]
-        if pods:
+    def created_or_refused() -> str:
+        if box.get("-n", ns, "pods")["items"]:
             return "created"
-        events = json.loads(kubectl(box, "-n", ns, "get", "events", "-o", "json").stdout)
-        failed = [e["message"] for e in events["items"] if e.get("reason") == "FailedCreate"]
-        if failed:
-            return failed[-1]
-        time.sleep(1)
-    raise AssertionError(f"no predictor Pod and no FailedCreate in {ns} after {timeout_s} s")
+        events = box.get("-n", ns, "events")["items"]
+        failed = [e["message"] for e in events if e.get("reason") == "FailedCreate"]
+        return failed[-1] if failed else ""
+
+    return poll(f"a predictor Pod or a FailedCreate in {ns}", created_or_refused, timeout_s)

@@ -30,9 +30,12 @@ from pathlib import Path
 import pytest
 from box_cluster import (
     BOX,
+    NODE_TARGETS,
     REPO,
+    TARGETS,
     Cluster,
     call_from_pod,
+    missing,
     profile_namespace,
     release_objects,
     role_binding,
@@ -42,10 +45,6 @@ from imagelingo.cluster.kserve import SOURCE_URI
 
 pytestmark = pytest.mark.slow
 
-TARGETS = {  # target: (release, Kubernetes, KServe, object store binary)
-    "kubeflow-1.11": ("v1.11.0", "v1.34.4", "v0.15.2", "objectstore/bin/weed"),
-    "kubeflow-1.10": ("v1.10.2", "v1.32.13", "v0.15.0", "objectstore/bin/minio"),
-}
 PROFILE = "kubeflow-user-example-com"  # Kubeflow's example profile
 NS, NAME = "imagelingo", "imagelingo"  # the overlay's namespace and InferenceService
 # Standard: the predictor's Service; Knative: the same name is the Knative Service's cluster-local
@@ -54,28 +53,10 @@ SERVICE = f"http://{NAME}-predictor.{NS}.svc.cluster.local"
 sys.path.insert(0, str(REPO / "serving" / "kfs-runtime"))
 
 
-def missing(target: str) -> str:
-    if os.environ.get("IMAGELINGO_BOX") != "1":
-        return "starts the box (minutes): set IMAGELINGO_BOX=1 (make box-e2e)"
-    _, kubernetes, kserve, store = TARGETS[target]
-    needed = [BOX / f"bin/{kubernetes}/kubelet", BOX / f"bin/kserve-{kserve}/manager"]
-    needed.append(BOX / "knative/bin/kingress")
-    needed.append(BOX / "bin/kube-rbac-proxy-v0.18.0/kube-rbac-proxy")  # the manager's sidecar
-    stores = [BOX / store, BOX / f"{store}-RELEASE.2019-08-14T20-37-41Z"]  # box/up.sh's choice
-    needed.append(next((s for s in stores if s.exists()), stores[0]))
-    needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
-    absent = [str(p.relative_to(REPO)) for p in needed if not p.exists()]
-    if absent:
-        return f"{target}: {', '.join(absent)} absent (box/README.md says how to build them)"
-    if not shutil.which("docker-registry"):  # the registry the manager's Pod pulls from
-        return "docker-registry absent: apt-get install docker-registry (box/NOTES-kubelet.md)"
-    return "" if os.geteuid() == 0 else "the box needs root"
-
-
-@pytest.fixture(scope="module", params=list(TARGETS))
+@pytest.fixture(scope="module", params=NODE_TARGETS)
 def box(request, tmp_path_factory):
     target = request.param
-    if why := missing(target):
+    if why := missing(target, node=True):
         pytest.skip(why)
     work = Path(f"/tmp/box-e2e-{target}")
     subprocess.run([str(BOX / "down.sh"), str(work)], capture_output=True)
@@ -129,7 +110,7 @@ class Editor:
         from inputs import choose_model, probe_images
 
         self.target, self.admin, self.tmp = target, admin, tmp
-        release = TARGETS[target][0]
+        release = TARGETS[target].release
         # a profile namespace as Kubeflow makes it, and the release's aggregated roles
         admin.apply(release_objects(release, "--kind", "ClusterRole", "--name", "kubeflow-*"))
         admin.apply(profile_namespace(release, PROFILE))

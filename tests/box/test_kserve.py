@@ -10,10 +10,10 @@ answer to its own write: the generation moves only when the stored spec changes.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import pytest
+from box_cluster import poll
 from control_plane import NS, box
 
 from imagelingo.cluster.kserve import SOURCE_URI, knative_rolled_out, standard_rolled_out
@@ -36,25 +36,27 @@ pytestmark = pytest.mark.slow
 def settled(api: KubeApi, name: str, quiet_s: float = 3, timeout_s: float = 120) -> dict:
     """The InferenceService once KServe stops writing to it (finalizer, status): deploy's PUT
     carries the resourceVersion it read, and a write in between is a 409."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        live = api.get_isvc(NS, name)
-        if last and live["metadata"]["resourceVersion"] == last["metadata"]["resourceVersion"]:
-            return live
-        last = live
-        time.sleep(quiet_s)
-    raise AssertionError(f"InferenceService {NS}/{name} still changing after {timeout_s} s")
+    seen: list[dict] = []
+
+    def unchanged() -> dict | None:
+        seen.append(api.get_isvc(NS, name))
+        versions = [live["metadata"]["resourceVersion"] for live in seen[-2:]]
+        return seen[-1] if len(versions) == 2 and versions[0] == versions[1] else None
+
+    return poll(
+        f"InferenceService {NS}/{name} unchanged for {quiet_s} s", unchanged, timeout_s, quiet_s
+    )
 
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_redeploy_is_decided_by_the_api_server(box, mode, monkeypatch):
-    if box["TARGET"] == "kserve-0.20" and mode == "Knative":
+    if box.env["TARGET"] == "kserve-0.20" and mode == "Knative":
         pytest.skip("KServe 0.20's install holds no Knative (it pins Knative 1.21.1, not built)")
-    monkeypatch.setenv("KUBECONFIG", box["KUBECONFIG"])
+    monkeypatch.setenv("KUBECONFIG", box.kubeconfig)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     api = KubeApi()
     kserve = served_kserve(api)
-    assert kserve.name == ("0.20" if box["TARGET"] == "kserve-0.20" else "0.15")
+    assert kserve.name == ("0.20" if box.env["TARGET"] == "kserve-0.20" else "0.15")
     config = DeployConfig(
         name=f"imagelingo-{mode.lower()}", storage_uri="s3://imagelingo/model-store", mode=mode
     )
@@ -106,13 +108,14 @@ def test_redeploy_is_decided_by_the_api_server(box, mode, monkeypatch):
 
 def wait_for_deployment(api: KubeApi, name: str, uri: str, timeout_s: float = 120) -> dict:
     """The predictor Deployment KServe made for `uri`, once kube-controller-manager observed it."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def observed() -> dict | None:
         for deployment in api.predictor_deployments(NS, name):
             template = deployment["spec"]["template"]["metadata"].get("annotations", {})
-            observed = deployment.get("status", {}).get("observedGeneration")
+            seen = deployment.get("status", {}).get("observedGeneration")
             ours = template.get(SOURCE_URI) == uri and template.get(REGISTRY_ANNOTATION) == "7"
-            if ours and observed == deployment["metadata"]["generation"]:
+            if ours and seen == deployment["metadata"]["generation"]:
                 return deployment
-        time.sleep(1)
-    raise AssertionError(f"no observed predictor Deployment for {uri} after {timeout_s} s")
+        return None
+
+    return poll(f"an observed predictor Deployment for {uri}", observed, timeout_s)
