@@ -60,10 +60,10 @@ def missing(name: str, node: bool = False) -> str:
     needed += [k8s / b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")]
     if node:
         # MinIO: the pinned release if it was built by hand (objectstore/images.sh's choice)
-        stores = [
-            BOX / "objectstore/bin" / n
-            for n in (target.store, "minio-RELEASE.2019-08-14T20-37-41Z")
-        ]
+        names = [target.store]
+        if target.store == "minio":
+            names.append("minio-RELEASE.2019-08-14T20-37-41Z")
+        stores = [BOX / "objectstore/bin" / n for n in names]
         store = next((s for s in stores if s.exists()), stores[0])
         proxy = BOX / f"bin/kube-rbac-proxy-{rbac_proxy_version()}/kube-rbac-proxy"
         needed += [k8s / "kubelet", k8s / "coredns", BOX / "knative/bin/kingress", proxy, store]
