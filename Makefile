@@ -80,7 +80,7 @@ runtime-rehearsal: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ##
 box-check: install  ## deploy against Kubeflow 1.11's control plane built from source (Kubernetes v1.34.4, KServe v0.15.2; no node): checks, rollout steps, admission (~4 min; first build ~30 min on 2 cores; root, Go)
 	box/build.sh k8s-v1.34 etcd-v3.6
 	box/kserve/build.sh v0.15.2
-	IMAGELINGO_BOX=1 $(BIN)/pytest -q tests/box/test_deploy_on_kserve.py tests/box/test_kserve.py -k kubeflow-1.11
+	IMAGELINGO_BOX=1 $(BIN)/pytest -q tests/box/test_deploy_on_kserve.py tests/box/test_kserve.py tests/box/test_kingress.py -k "kubeflow-1.11 or kingress"
 
 # The box's rules come after the venvs': make expands a rule's prerequisites where it reads the
 # rule, so before them box-e2e asked for "/.installed". BOX_TARGETS: the Kubeflow targets box-e2e

@@ -50,7 +50,8 @@ fi
 # Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh)
 krelease=$(box_knative_release)
 kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease knimages=""
-if [ ! -f "$kstamp" ] || [ "$here/knative/bin/controller" -nt "$kstamp" ]; then
+# any of them newer (go build leaves an up-to-date binary alone: a changed stand-in alone is new)
+if [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; then
   knimages=/var/cache/box/images/$krelease
   "$here/knative/images.sh" "$knimages" > /dev/null
   log "Knative images made ($krelease)"

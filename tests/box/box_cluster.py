@@ -208,7 +208,7 @@ CLIENT = """
 import json, sys, urllib.request, urllib.error
 for line in open("/requests/requests.jsonl"):
     r = json.loads(line)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **r.get("headers", {})}
     request = urllib.request.Request(r["url"], r["body"].encode(), headers)
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
@@ -222,8 +222,8 @@ for line in open("/requests/requests.jsonl"):
 
 
 def call_from_pod(cluster: Cluster, namespace: str, name: str, requests: list[dict]) -> list[dict]:
-    """POSTs each request ({"name", "url", "body"}) from a pod in `namespace`, as a KFP task
-    there would; returns what each got ({"name", "status", "body"})."""
+    """POSTs each request ({"name", "url", "body"}, optionally "headers") from a pod in
+    `namespace`, as a KFP task there would; returns what each got ({"name", "status", "body"})."""
     lines = "".join(json.dumps(r) + "\n" for r in requests)
     data = {"requests.jsonl": base64.b64encode(lines.encode()).decode()}
     config = {
@@ -254,12 +254,15 @@ def call_from_pod(cluster: Cluster, namespace: str, name: str, requests: list[di
     # create, not apply: apply's last-applied annotation would hold the requests a second time
     # (an annotation may not exceed 256 KiB)
     cluster.kubectl("create", "-f", "-", stdin=yaml.safe_dump_all([config, pod]))
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+
+    def finished() -> str | None:
         phase = cluster.get("-n", namespace, "pod", name).get("status", {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            break
-        time.sleep(1)
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    try:
+        phase = poll(f"client pod {namespace}/{name} finished", finished, 300)
+    except AssertionError:
+        phase = "not finished after 300 s"
     logs = cluster.kubectl("-n", namespace, "logs", name, check=False).stdout
     if phase != "Succeeded":
         status = cluster.get("-n", namespace, "pod", name).get("status", {})

@@ -8,7 +8,8 @@ Service, as a KFP task there would call it.
 
 Knative mode too: Knative Serving's own Pods on the same node (box/knative/on-node.sh), the
 predictor called through its Knative route (the cluster-local gateway is the KIngress stand-in,
-box/README.md), a canary, its promotion and a rollback.
+box/README.md), and through the InferenceService's own address and URL (KServe's VirtualService,
+served by the same stand-in), a canary, its promotion and a rollback.
 
 IMAGELINGO_BOX=1 pytest -q tests/box/test_e2e.py (make box-e2e): about 10 minutes per target
 (first start: +3 min to make and import the runtime images); needs root, the box built
@@ -205,18 +206,20 @@ class Editor:
         conditions = self.admin.get("-n", NS, "isvc", NAME)["status"]["conditions"]
         return uris, next(c for c in conditions if c["type"] == "Ready")
 
-    def captions(self, call: str, count: int = 1) -> list[dict]:
-        """`count` captions of an image, then a non-image, from a pod in the profile namespace."""
+    def captions(self, call: str, count=1, base: str = SERVICE, host: str = "") -> list[dict]:
+        """`count` captions of an image, then a non-image, from a pod in the profile namespace:
+        from `base` (the predictor's Service by default), with a Host header if `host`."""
         body = json.dumps({"instances": [{"data": base64.b64encode(self.images[0]).decode()}]})
         bad = json.dumps({"instances": [{"data": base64.b64encode(b"not an image").decode()}]})
-        url = f"{SERVICE}/v1/models/{NAME}:predict"
-        image = [{"name": f"image {i}", "url": url, "body": body} for i in range(count)]
+        headers = {"Host": host} if host else {}
+        asked = {"url": f"{base}/v1/models/{NAME}:predict", "headers": headers}
+        image = [{"name": f"image {i}", "body": body, **asked} for i in range(count)]
         return call_from_pod(
-            self.admin, PROFILE, call, [*image, {"name": "not an image", "url": url, "body": bad}]
+            self.admin, PROFILE, call, [*image, {"name": "not an image", "body": bad, **asked}]
         )
 
-    def assert_captions(self, call: str, count: int = 1) -> dict:
-        answers = self.captions(call, count)
+    def assert_captions(self, call: str, count: int = 1, **where: str) -> dict:
+        answers = self.captions(call, count, **where)
         for answer in answers[:-1]:
             assert answer["status"] == 200 and "caption" in answer["body"], answers
         assert 400 <= answers[-1]["status"] < 500, answers
@@ -319,6 +322,18 @@ def test_knative_mode_as_a_profile_editor(box, editor):
     assert k1_percent == 100, first
     ksvc = admin.get("-n", NS, "ksvc", f"{NAME}-predictor")
     assert ksvc["status"]["address"]["url"] == SERVICE, ksvc["status"]["address"]
+    # The InferenceService's own address and URL, as KServe reports them: its VirtualService
+    # (ingress_reconciler.go createIngress) routes both to the predictor's Route. The address
+    # is its ExternalName Service to the local gateway; the URL's host goes through the ingress
+    # gateway with that Host header (README, "Calling the endpoint").
+    status = admin.get("-n", NS, "isvc", NAME)["status"]
+    address = status["address"]["url"]
+    assert address == f"http://{NAME}.{NS}.svc.cluster.local", status["address"]
+    editor.assert_captions("kn-isvc-address", base=address)
+    url_host = status["url"].split("/")[2]
+    gateway = "http://istio-ingressgateway.istio-system.svc.cluster.local"
+    editor.assert_captions("kn-isvc-url", base=gateway, host=url_host)
+    print(f"{target} Knative: captions at {address} and at {status['url']} through {gateway}")
 
     # a canary: 30% to the new version's revision, 70% to the first; both serve the route
     split = step("canary", editor.store("k2"), "--canary-traffic-percent", "30", calls=6)

@@ -15,6 +15,9 @@
 //   - The data-plane part (proxy.go) is a Host-header reverse proxy that
 //     serves each KIngress rule the way net-istio's VirtualService asks Envoy
 //     to (pkg/reconciler/ingress/resources/virtual_service.go).
+//   - The same gateways serve the VirtualServices others write for them
+//     (virtualservice.go): KServe's, which carry an InferenceService's own
+//     address and URL to its predictor's Route.
 //
 // Kubeflow 1.10.2/1.11.0 install net-istio 1.16.0 (rendered example.yaml:
 // Deployment net-istio-controller, app.kubernetes.io/version 1.16.0) and leave
@@ -74,7 +77,14 @@ type reconciler struct {
 
 func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl {
 	logger := logging.FromContext(ctx)
-	tbl := newTable(serviceinformer.Get(ctx).Lister(), endpointsinformer.Get(ctx).Lister(), logger)
+	r := &reconciler{}
+	r.istio.Store(defaultIstioConfig(system.Namespace()))
+	tbl := newTable(serviceinformer.Get(ctx).Lister(), endpointsinformer.Get(ctx).Lister(), r.istio.Load, logger)
+	r.table = tbl
+	// KServe's VirtualServices (one per InferenceService in Knative mode) on the same gateways
+	if err := watchVirtualServices(ctx, tbl.vs, logger); err != nil {
+		log.Fatalf("VirtualServices: %v", err)
+	}
 	// The gateways listen before any KIngress can be marked ready (net-istio only
 	// marks ready after its prober saw the gateway pods serve the config).
 	for _, l := range []struct {
@@ -91,8 +101,6 @@ func newController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		go func() { <-ctx.Done(); _ = srv.Close() }()
 	}
 
-	r := &reconciler{table: tbl}
-	r.istio.Store(defaultIstioConfig(system.Namespace()))
 	// Same class value and filter as net-istio controller.go:98-100.
 	myFilterFunc := pkgreconciler.AnnotationFilterFunc(ingressreconciler.ClassAnnotationKey, netconfig.IstioIngressClassName, true)
 	ingressInf := ingressinformer.Get(ctx)

@@ -63,13 +63,46 @@ type programmed struct {
 type table struct {
 	mu        sync.RWMutex
 	ingresses map[string]programmed // namespace/name
+	vs        *vsTable              // others' VirtualServices (virtualservice.go)
+	istio     func() *istioConfig   // the gateways this process stands for (config-istio)
 	svcs      corev1listers.ServiceLister
 	eps       corev1listers.EndpointsLister
 	logger    *zap.SugaredLogger
 }
 
-func newTable(svcs corev1listers.ServiceLister, eps corev1listers.EndpointsLister, logger *zap.SugaredLogger) *table {
-	return &table{ingresses: map[string]programmed{}, svcs: svcs, eps: eps, logger: logger}
+func newTable(svcs corev1listers.ServiceLister, eps corev1listers.EndpointsLister, istio func() *istioConfig, logger *zap.SugaredLogger) *table {
+	return &table{ingresses: map[string]programmed{}, vs: &vsTable{all: map[string]*virtualService{}},
+		istio: istio, svcs: svcs, eps: eps, logger: logger}
+}
+
+// gateways: the Istio Gateways a listener stands for, as "<namespace>/<name>"
+// (the same split by visibility as the KIngress rules').
+func (t *table) gateways(vis v1alpha1.IngressVisibility) []string {
+	c := t.istio()
+	gws := c.LocalGateways
+	if vis == v1alpha1.IngressVisibilityExternalIP {
+		gws = c.IngressGateways
+	}
+	names := make([]string, 0, len(gws))
+	for _, g := range gws {
+		names = append(names, g.Namespace+"/"+g.Name)
+	}
+	return names
+}
+
+// gatewayServed: the listener whose gateway Service is `host`, if this process
+// stands for it.
+func (t *table) gatewayServed(host string) (v1alpha1.IngressVisibility, bool) {
+	c := t.istio()
+	for vis, gws := range map[v1alpha1.IngressVisibility][]gateway{
+		v1alpha1.IngressVisibilityExternalIP: c.IngressGateways, v1alpha1.IngressVisibilityClusterLocal: c.LocalGateways} {
+		for _, g := range gws {
+			if g.ServiceURL != "" && hostPrefix(g.ServiceURL) == hostPrefix(host) {
+				return vis, true
+			}
+		}
+	}
+	return "", false
 }
 
 // hostPrefix: vs.go:274-282.
@@ -175,26 +208,28 @@ func (t *table) match(vis v1alpha1.IngressVisibility, r *http.Request) (*v1alpha
 	return nil, ""
 }
 
-// pickSplit: a weighted choice by percent (HTTPRouteDestination.Weight, vs.go:172-182).
-func pickSplit(splits []v1alpha1.IngressBackendSplit) *v1alpha1.IngressBackendSplit {
-	if len(splits) == 0 {
+// pickWeighted: a weighted choice (HTTPRouteDestination.Weight, vs.go:172-182);
+// nil for none, the first where no weight is given (one destination may leave
+// it out).
+func pickWeighted[T any](items []T, weight func(*T) int) *T {
+	if len(items) == 0 {
 		return nil
 	}
 	total := 0
-	for _, s := range splits {
-		total += s.Percent
+	for i := range items {
+		total += weight(&items[i])
 	}
 	if total <= 0 {
-		return &splits[0]
+		return &items[0]
 	}
 	n := rand.Intn(total)
-	for i := range splits {
-		if n < splits[i].Percent {
-			return &splits[i]
+	for i := range items {
+		if n < weight(&items[i]) {
+			return &items[i]
 		}
-		n -= splits[i].Percent
+		n -= weight(&items[i])
 	}
-	return &splits[len(splits)-1]
+	return &items[len(items)-1]
 }
 
 // endpoint resolves <svc>.<ns>:<port number> to a ready endpoint address, as
@@ -240,46 +275,110 @@ func (t *table) endpoint(b v1alpha1.IngressBackend) (string, error) {
 }
 
 func (t *table) handler(vis v1alpha1.IngressVisibility) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path, ingKey := t.match(vis, r)
-		if path == nil {
-			w.WriteHeader(http.StatusNotFound) // Envoy: no route matched
-			return
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { t.serve(vis, w, r, 0) })
+}
+
+// serve: a VirtualService that claims the request's host on this gateway
+// first, then the KIngress rules. `hops` counts in-process passes from one
+// gateway to another (a VirtualService routing to a gateway Service).
+func (t *table) serve(vis v1alpha1.IngressVisibility, w http.ResponseWriter, r *http.Request, hops int) {
+	if rt, m, key := t.vs.route(t.gateways(vis), r); rt != nil {
+		t.serveVirtualService(rt, m, key, w, r, hops)
+		return
+	}
+	path, ingKey := t.match(vis, r)
+	if path == nil {
+		w.WriteHeader(http.StatusNotFound) // Envoy: no route matched
+		return
+	}
+	split := pickWeighted(path.Splits, func(s *v1alpha1.IngressBackendSplit) int { return s.Percent })
+	if split == nil {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	addr, err := t.endpoint(split.IngressBackend)
+	if err != nil {
+		t.logger.Infow("no upstream", "ingress", ingKey, "host", r.Host, "error", err)
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	t.forward(w, r, addr, ingKey, func(out *http.Request) {
+		for k, v := range split.AppendHeaders {
+			out.Header.Set(k, v)
 		}
-		split := pickSplit(path.Splits)
-		if split == nil {
-			w.WriteHeader(http.StatusNotFound)
-			return
+		for k, v := range path.AppendHeaders {
+			out.Header.Set(k, v)
 		}
-		addr, err := t.endpoint(split.IngressBackend)
-		if err != nil {
-			t.logger.Infow("no upstream", "ingress", ingKey, "host", r.Host, "error", err)
-			http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
-			return
+		if path.RewriteHost != "" {
+			out.Host = path.RewriteHost
 		}
-		proxy := &httputil.ReverseProxy{
-			FlushInterval: -1,
-			Director: func(out *http.Request) {
-				out.URL.Scheme = "http"
-				out.URL.Host = addr
-				for k, v := range split.AppendHeaders {
-					out.Header.Set(k, v)
-				}
-				for k, v := range path.AppendHeaders {
-					out.Header.Set(k, v)
-				}
-				if path.RewriteHost != "" {
-					out.Host = path.RewriteHost
-				}
-				if out.Header.Get("X-Forwarded-Proto") == "" {
-					out.Header.Set("X-Forwarded-Proto", "http")
-				}
-			},
-			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-				t.logger.Infow("upstream error", "ingress", ingKey, "upstream", addr, "error", err)
-				http.Error(w, "upstream connect error or disconnect/reset before headers", http.StatusServiceUnavailable)
-			},
-		}
-		proxy.ServeHTTP(w, r)
 	})
+}
+
+func (t *table) serveVirtualService(rt *vsRoute, m *vsMatch, key string, w http.ResponseWriter, r *http.Request, hops int) {
+	if len(rt.destinations) == 0 {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	d := pickWeighted(rt.destinations, func(d *vsDestination) int { return d.weight })
+	out := r.Clone(r.Context())
+	for k, v := range rt.set {
+		if strings.EqualFold(k, "host") { // Istio: setting Host rewrites the authority
+			out.Host = v
+		} else {
+			out.Header.Set(k, v)
+		}
+	}
+	if rt.rewriteAuthority != "" {
+		out.Host = rt.rewriteAuthority
+	}
+	if rt.rewriteURI != "" {
+		if m.uri != nil && m.uri.prefix != "" {
+			out.URL.Path = rt.rewriteURI + strings.TrimPrefix(out.URL.Path, m.uri.prefix)
+		} else {
+			out.URL.Path = rt.rewriteURI
+		}
+		out.URL.RawPath = ""
+	}
+	if vis, ok := t.gatewayServed(d.host); ok {
+		if hops >= 2 {
+			t.logger.Infow("VirtualService loop", "virtualservice", key, "host", r.Host)
+			http.Error(w, "route loop between gateways", http.StatusLoopDetected)
+			return
+		}
+		t.serve(vis, w, out, hops+1)
+		return
+	}
+	b, err := backend(d)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	addr, err := t.endpoint(b)
+	if err != nil {
+		t.logger.Infow("no upstream", "virtualservice", key, "host", r.Host, "error", err)
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	t.forward(w, out, addr, key, func(*http.Request) {})
+}
+
+// forward proxies the request to addr; `edit` changes what goes upstream.
+func (t *table) forward(w http.ResponseWriter, r *http.Request, addr, key string, edit func(*http.Request)) {
+	proxy := &httputil.ReverseProxy{
+		FlushInterval: -1,
+		Director: func(out *http.Request) {
+			out.URL.Scheme = "http"
+			out.URL.Host = addr
+			edit(out)
+			if out.Header.Get("X-Forwarded-Proto") == "" {
+				out.Header.Set("X-Forwarded-Proto", "http")
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			t.logger.Infow("upstream error", "route", key, "upstream", addr, "error", err)
+			http.Error(w, "upstream connect error or disconnect/reset before headers", http.StatusServiceUnavailable)
+		},
+	}
+	proxy.ServeHTTP(w, r)
 }
