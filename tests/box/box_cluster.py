@@ -21,6 +21,8 @@ from typing import TypeVar
 
 import yaml
 
+from imagelingo.cluster.platforms import TARGETS as PLATFORMS
+
 REPO = Path(__file__).resolve().parents[2]
 BOX = REPO / "box"
 REFERENCE = REPO.parent / "shared" / "cluster-reference"
@@ -35,10 +37,18 @@ class Target:
     store: str = ""  # the object store box/up.sh runs (its binary under box/objectstore/bin)
 
 
+def _release(name: str, kubernetes: str, store: str) -> Target:
+    """A Kubeflow target: its KServe and release from the support matrix (platforms.py); the
+    Kubernetes it is checked on (its README) and the store's binary are the box's."""
+    matrix = PLATFORMS[name]
+    return Target(kubernetes, f"v{matrix.kserve}", f"v{matrix.kubeflow}", store)
+
+
 TARGETS = {
-    "kubeflow-1.11": Target("v1.34.4", "v0.15.2", "v1.11.0", "weed"),
-    "kubeflow-1.10": Target("v1.32.13", "v0.15.0", "v1.10.2", "minio"),
-    "kserve-0.20": Target("v1.34.4", "v0.20.0"),  # control plane only: up.sh has no node for it
+    "kubeflow-1.11": _release("kubeflow-1.11", "v1.34.4", "weed"),
+    "kubeflow-1.10": _release("kubeflow-1.10", "v1.32.13", "minio"),
+    # KServe's own install, control plane only (up.sh has no node for it): the newest KServe
+    "kserve-0.20": Target("v1.34.4", f"v{PLATFORMS['kfp-2.17'].kserve}"),
 }
 NODE_TARGETS = [name for name, target in TARGETS.items() if target.release]
 
