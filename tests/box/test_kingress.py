@@ -18,11 +18,11 @@ def test_kingress_stand_in_routes_kserve_virtual_services():
         pytest.skip("builds the stand-in's tests (minutes cold): set IMAGELINGO_BOX=1")
     if not shutil.which("go"):
         pytest.skip("needs Go (1.26.8 here)")
-    # the settings knative/build.sh builds with, so the test shares its build cache
+    # the settings knative/build.sh builds with (-trimpath too), so the test shares its build cache
     env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
     env["GOFLAGS"] = f"-p={os.environ.get('BOX_GO_P', '1')}"
     result = subprocess.run(
-        ["go", "test", "-count=1", "-v", "./cmd/kingress"],
+        ["go", "test", "-trimpath", "-count=1", "-v", "./cmd/kingress"],
         cwd=BOX / "knative",
         env=env,
         capture_output=True,
