@@ -50,7 +50,7 @@ fi
 # Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh)
 krelease=$(box_knative_release)
 kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease knimages=""
-# any of them newer (go build leaves an up-to-date binary alone: a changed stand-in alone is new)
+# any of them newer than the import (the stand-in may change alone)
 if [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; then
   knimages=/var/cache/box/images/$krelease
   "$here/knative/images.sh" "$knimages" > /dev/null
