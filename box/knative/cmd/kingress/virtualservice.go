@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -226,15 +227,9 @@ func hostHolds(hosts []string, host string) bool {
 	return false
 }
 
-func contains(list []string, any []string) bool {
-	for _, a := range any {
-		for _, l := range list {
-			if a == l {
-				return true
-			}
-		}
-	}
-	return false
+// overlaps: whether the two lists share a name.
+func overlaps(a, b []string) bool {
+	return slices.ContainsFunc(a, func(x string) bool { return slices.Contains(b, x) })
 }
 
 // vsTable holds the VirtualServices by namespace/name.
@@ -278,7 +273,7 @@ func (v *vsTable) route(gateways []string, r *http.Request) (*vsRoute, *vsMatch,
 		for i := range vs.routes {
 			for j := range vs.routes[i].matches {
 				m := &vs.routes[i].matches[j]
-				if contains(m.gateways, gateways) && m.authority.holds(r.Host) && m.uri.holds(r.URL.Path) {
+				if overlaps(m.gateways, gateways) && m.authority.holds(r.Host) && m.uri.holds(r.URL.Path) {
 					return &vs.routes[i], m, k
 				}
 			}
