@@ -83,8 +83,8 @@ box-check: install  ## deploy against Kubeflow 1.11's control plane built from s
 	IMAGELINGO_BOX=1 $(BIN)/pytest -q tests/box/test_deploy_on_kserve.py tests/box/test_kserve.py tests/box/test_kingress.py -k "kubeflow-1.11 or kingress"
 
 # The box's rules come after the venvs': make expands a rule's prerequisites where it reads the
-# rule, so before them box-e2e asked for "/.installed". BOX_TARGETS: the Kubeflow targets box-e2e
-# runs (CI: make box-e2e BOX_TARGETS=kubeflow-1.11).
+# rule, so before them box-e2e asked for "/.installed". BOX_TARGETS: the targets box-e2e runs
+# (CI: make box-e2e BOX_TARGETS=kubeflow-1.11; kserve-0.20 by hand: Standard mode only).
 BOX_TARGETS ?= kubeflow-1.11 kubeflow-1.10
 empty :=
 box-e2e: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## the box per Kubeflow target (box/build-target.sh, box/up.sh): overlays admitted, deploy as a profile's editor in Standard and Knative mode, captions from a profile pod (~13 min per target warm; root, Go)

@@ -8,6 +8,10 @@
 # the kubelet. Stop it all with box/down.sh.
 #   box/up.sh kubeflow-1.11 [WORKDIR]   # Kubernetes v1.34.4, KServe v0.15.2, SeaweedFS
 #   box/up.sh kubeflow-1.10 [WORKDIR]   # Kubernetes v1.32.13, KServe v0.15.0, MinIO
+#   box/up.sh kserve-0.20 [WORKDIR]     # Kubernetes v1.34.4, KServe v0.20.0's own install, no
+#                                       # Knative (its 1.21.1 is not built here: Standard mode only);
+#                                       # KServe ships no object store: Kubeflow 1.11's SeaweedFS
+#                                       # stands for the S3 store its users bring
 # WORKDIR (default /tmp/box) gets env (source it: KUBECONFIG, K, TARGET, S3_ENDPOINT, ...), the
 # node's work dir node/, the object store's data objectstore/ and times.log.
 #
@@ -18,13 +22,16 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-target=${1:?usage: box/up.sh kubeflow-1.11|kubeflow-1.10 [WORKDIR]}
+target=${1:?usage: box/up.sh kubeflow-1.11|kubeflow-1.10|kserve-0.20 [WORKDIR]}
 W=${2:-/tmp/box}
+# store_release: the Kubeflow release whose object store objects run (KServe alone ships none)
 case $target in
 kubeflow-1.11) kbin=v1.34.4 kv=v0.15.2 release=v1.11.0 store=seaweedfs ;;
 kubeflow-1.10) kbin=v1.32.13 kv=v0.15.0 release=v1.10.2 store=minio ;;
-*) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10)" >&2; exit 2 ;;
+kserve-0.20) kbin=v1.34.4 kv=v0.20.0 release="" store=seaweedfs store_release=v1.11.0 ;;
+*) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10, kserve-0.20)" >&2; exit 2 ;;
 esac
+store_release=${store_release:-$release}
 [ ! -e "$W/times.log" ] || { echo "$W holds a box (or a failed start): box/down.sh $W first" >&2; exit 1; }
 mkdir -p "$W"
 py=${PYTHON:-$(dirname "$here")/.venv/bin/python}
@@ -51,7 +58,8 @@ fi
 krelease=$(box_knative_release)
 kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease knimages=""
 # any of them newer than the import (the stand-in may change alone)
-if [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; then
+if [ -z "$release" ]; then :   # no Knative for KServe's own install (below)
+elif [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; then
   knimages=/var/cache/box/images/$krelease
   "$here/knative/images.sh" "$knimages" > /dev/null
   log "Knative images made ($krelease)"
@@ -103,12 +111,12 @@ else
   deployment=minio pvc=minio-pvc objects=""
   mkdir -p "$data/minio" && chown 1000:0 "$data/minio"
 fi
-"$py" "$here/manifests.py" "$release" --kind Namespace --name kubeflow > "$W/objectstore.yaml"
+"$py" "$here/manifests.py" "$store_release" --kind Namespace --name kubeflow > "$W/objectstore.yaml"
 for object in "Service minio-service" "Secret mlpipeline-minio-artifact" \
     "PersistentVolumeClaim $pvc" ${objects:+"$objects"} "Deployment $deployment"; do
   set -- $object
   echo "---" >> "$W/objectstore.yaml"
-  "$py" "$here/manifests.py" "$release" --kind "$1" --namespace kubeflow --name "$2" >> "$W/objectstore.yaml"
+  "$py" "$here/manifests.py" "$store_release" --kind "$1" --namespace kubeflow --name "$2" >> "$W/objectstore.yaml"
 done
 cat >> "$W/objectstore.yaml" <<EOF
 ---
@@ -151,9 +159,13 @@ fi
 
 # ---- Knative Serving, then KServe, installed from the release into this cluster -------------
 # (in this order: KServe's manager looks for Knative's Service CRD once, at its start)
-"$here/knative/on-node.sh" "$W/node" "$release" > "$W/knative.log" 2>&1 \
-  || { tail -20 "$W/knative.log"; fail "knative/on-node.sh"; }
-grep -E "objects|Ready|gateways|up on" "$W/knative.log" | tee -a "$W/times.log"
+if [ -n "$release" ]; then
+  "$here/knative/on-node.sh" "$W/node" "$release" > "$W/knative.log" 2>&1 \
+    || { tail -20 "$W/knative.log"; fail "knative/on-node.sh"; }
+  grep -E "objects|Ready|gateways|up on" "$W/knative.log" | tee -a "$W/times.log"
+else  # KServe 0.20 pins Knative 1.21.1 (kserve-deps.env:26), whose install is not in cluster-reference
+  log "no Knative: KServe $kv's Knative 1.21.1 is not built into the box (Standard mode only)"
+fi
 kserve_ok=1
 BOX_NODE=$W/node "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1 \
   || kserve_ok=0

@@ -10,13 +10,14 @@
 #   (torchserve-kfs v0.9.0 docker/Dockerfile installs openjdk-17 from apt on Ubuntu 20.04).
 # - Python 3.9.18 (pyenv's build on this machine, at its own prefix: its RUNPATH is absolute)
 #   and the rehearsal's venvs (`make runtime-rehearsal`: .venv-kfs = torch 2.1 + TorchServe 0.9.0
-#   as the runtime image pins, .venv-storage = kserve 0.15.2's storage code), each put where
+#   as the runtime image pins, .venv-storage = kserve 0.15.2's storage code; for KServe 0.20,
+#   kserve-storage 0.20.0 on Python 3.11 from the tag's lock: storage-venv.sh), each put where
 #   upstream's image has its venv: /home/venv (torchserve-kfs Dockerfile:122, PATH and
 #   PYTHONUNBUFFERED, WORKDIR /home/model-server, user model-server = 1000) and /prod_venv
 #   (kserve python/storage-initializer.Dockerfile:19-22, USER 1000, WORKDIR /work, ENTRYPOINT
 #   /storage-initializer/scripts/initializer-entrypoint, copied from the kserve module at the
 #   tag). The venvs' scripts get their `#!` line rewritten to the new place (a layer on top).
-# - Differences: upstream's storage-initializer runs Python 3.11 (this one 3.9: the only
+# - Differences: upstream's storage-initializer runs Python 3.11 (0.15's here 3.9: the only
 #   kserve 0.15 venv here); the images' /etc/passwd has the users, owned by root like every file.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,12 +29,20 @@ cache=${BOX_IMAGE_CACHE:-/var/cache/box}
 kfs=${KFS_VENV:-$repo/.venv-kfs} storage=${STORAGE_VENV:-$repo/.venv-storage}
 base=$cache/debian-bookworm-jre17
 mkdir -p "$out"
+# From KServe 0.16 the storage-initializer is its own package, kserve_storage (0.20's entrypoint
+# imports it; on 0.15.2's venv it fails "No module named 'kserve_storage'", seen on the box): its
+# venv is made from the tag's python/storage and uv.lock, on Python 3.11 as upstream's image
+mod=$(go env GOMODCACHE)/github.com/kserve/kserve@$kv
+[ -d "$mod" ] || go mod download "github.com/kserve/kserve@$kv"
+if [ -z "${STORAGE_VENV:-}" ] && [ -f "$mod/python/storage/uv.lock" ]; then
+  storage=$cache/storage-venv-$kv
+  "$here/storage-venv.sh" "$kv" "$storage"
+fi
 for v in "$kfs" "$storage"; do
   [ -f "$v/pyvenv.cfg" ] || { echo "no venv $v: run make runtime-rehearsal once" >&2; exit 1; }
 done
 home() { dirname "$(sed -n 's/^home = //p' "$1/pyvenv.cfg")"; }   # .../versions/3.9.18
-python_home=$(home "$kfs")
-[ "$(home "$storage")" = "$python_home" ] || { echo "$kfs and $storage use different Pythons" >&2; exit 1; }
+python_home=$(home "$kfs") storage_python_home=$(home "$storage")
 if [ ! -f "$base/.box-complete" ]; then   # (a stamp: the base's /usr/bin/java links out of it)
   command -v mmdebstrap >/dev/null || apt-get install -y --no-install-recommends mmdebstrap
   rm -rf "$base.tmp" "$base"
@@ -81,12 +90,10 @@ tar_=$out/storage-initializer.oci.tar
 if [ ! -f "$tar_" ]; then
   scripts "$storage" /prod_venv "$work/si"; etc "$work/si" kserve /home/kserve
   mkdir -p "$work/si/entry/scripts" "$work/si/work"
-  cp "$(go env GOMODCACHE)/github.com/kserve/kserve@$kv/python/storage-initializer/scripts/initializer-entrypoint" \
-    "$work/si/entry/scripts/" 2>/dev/null || {
-    go mod download "github.com/kserve/kserve@$kv" && cp "$(go env GOMODCACHE)/github.com/kserve/kserve@$kv/python/storage-initializer/scripts/initializer-entrypoint" "$work/si/entry/scripts/"; }
+  cp "$mod/python/storage-initializer/scripts/initializer-entrypoint" "$work/si/entry/scripts/"
   chmod 755 "$work/si/entry/scripts/initializer-entrypoint"
   nice -n 10 python3 "$box/kubelet/mkimage.py" "$base" "docker.io/kserve/storage-initializer:$kv" "$tar_.tmp" \
-    --uncompressed --layer "$python_home:$python_home" --layer "$storage:/prod_venv" \
+    --uncompressed --layer "$storage_python_home:$storage_python_home" --layer "$storage:/prod_venv" \
     --layer "$work/si/bin:/prod_venv/bin" --layer "$work/si/etc:/etc" \
     --layer "$work/si/entry:/storage-initializer" --user 1000 --workdir /work \
     --entrypoint /storage-initializer/scripts/initializer-entrypoint \

@@ -47,10 +47,10 @@ def _release(name: str, kubernetes: str, store: str) -> Target:
 TARGETS = {
     "kubeflow-1.11": _release("kubeflow-1.11", "v1.34.4", "weed"),
     "kubeflow-1.10": _release("kubeflow-1.10", "v1.32.13", "minio"),
-    # KServe's own install, control plane only (up.sh has no node for it): the newest KServe
-    "kserve-0.20": Target("v1.34.4", f"v{PLATFORMS['kfp-2.17'].kserve}"),
+    # KServe's own install, the newest KServe; up.sh runs no Knative for it (Standard mode only)
+    # and, KServe shipping no object store, Kubeflow 1.11's SeaweedFS as the S3 store users bring
+    "kserve-0.20": Target("v1.34.4", f"v{PLATFORMS['kfp-2.17'].kserve}", store="weed"),
 }
-NODE_TARGETS = [name for name, target in TARGETS.items() if target.release]
 
 
 def rbac_proxy_version() -> str:
@@ -76,11 +76,12 @@ def missing(name: str, node: bool = False) -> str:
         stores = [BOX / "objectstore/bin" / n for n in names]
         store = next((s for s in stores if s.exists()), stores[0])
         proxy = BOX / f"bin/kube-rbac-proxy-{rbac_proxy_version()}/kube-rbac-proxy"
-        needed += [k8s / "kubelet", k8s / "coredns", BOX / "knative/bin/kingress", proxy, store]
+        needed += [k8s / "kubelet", k8s / "coredns", proxy, store]
+        needed += [BOX / "knative/bin/kingress"] if target.release else []  # up.sh's Knative
         needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
     absent = [str(p) for p in needed if not p.exists()]
     if absent:
-        how = f"box/build-target.sh {name}" if target.release else "box/README.md"
+        how = f"box/build-target.sh {name}"
         return f"the box for {name} is not built: {', '.join(absent)} absent ({how})"
     if os.geteuid() != 0:
         return "the box needs root (ip addr add on lo, unshare --mount, a node)"
@@ -248,7 +249,14 @@ def call_from_pod(cluster: Cluster, namespace: str, name: str, requests: list[di
         "imagePullPolicy": "Never",
         "command": ["python3", "-c", CLIENT],
         "volumeMounts": [{"name": "requests", "mountPath": "/requests", "readOnly": True}],
-        "securityContext": {"runAsUser": 65534, "allowPrivilegeEscalation": False},
+        # Pod Security "restricted", which Kubeflow 1.11's `kubeflow` namespace enforces
+        "securityContext": {
+            "runAsUser": 65534,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     pod = {
         "apiVersion": "v1",
