@@ -55,11 +55,14 @@ if [ ! -f "$stamp" ]; then
   log "images made"
 fi
 # Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh)
-krelease=$(box_knative_release)
-kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease knimages=""
+# (none for KServe's own install, below: build-target.sh kserve-0.20 builds no Knative)
+knimages="" kstamp=""
+if [ -n "$release" ]; then
+  krelease=$(box_knative_release)
+  kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease
+fi
 # any of them newer than the import (the stand-in may change alone)
-if [ -z "$release" ]; then :   # no Knative for KServe's own install (below)
-elif [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; then
+if [ -n "$kstamp" ] && { [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; }; then
   knimages=/var/cache/box/images/$krelease
   "$here/knative/images.sh" "$knimages" > /dev/null
   log "Knative images made ($krelease)"
