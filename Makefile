@@ -77,10 +77,12 @@ $(STORAGE_VENV)/.installed: serving/kfs-runtime/storage-requirements.txt
 runtime-rehearsal: install $(KFS_VENV)/.installed $(STORAGE_VENV)/.installed  ## stock kserve-torchserve, and imagelingo-torchserve as the pod KServe builds (Knative, Standard) (~5 min)
 	REHEARSAL_COMMAND="make runtime-rehearsal" $(BIN)/python serving/kfs-runtime/rehearse.py --kfs-venv $(KFS_VENV) --storage-venv $(STORAGE_VENV)
 
-box-check: install  ## deploy against Kubeflow 1.11's control plane built from source (Kubernetes v1.34.4, KServe v0.15.2; no node): checks, rollout steps, admission (~4 min; first build ~30 min on 2 cores; root, Go)
+box-check: install  ## deploy against Kubeflow 1.11's control plane built from source (Kubernetes v1.34.4, KServe v0.15.2; no node): checks, rollout steps, admission, cert-manager's binaries take the releases' args (~4 min; first build ~30 min on 2 cores; root, Go)
 	box/build.sh k8s-v1.34 etcd-v3.6
 	box/kserve/build.sh v0.15.2
+	box/certmanager/build.sh
 	IMAGELINGO_BOX=1 $(BIN)/pytest -q tests/box/test_deploy_on_kserve.py tests/box/test_kserve.py tests/box/test_kingress.py -k "kubeflow-1.11 or kingress"
+	IMAGELINGO_BOX=1 $(BIN)/pytest -q tests/box/test_certmanager.py
 
 # The box's rules come after the venvs': make expands a rule's prerequisites where it reads the
 # rule, so before them box-e2e asked for "/.installed". BOX_TARGETS: the targets box-e2e runs

@@ -3,7 +3,8 @@
 # (containerd, runc, the CNI plugins, iptables, the registry the manager's Pod pulls from,
 # mmdebstrap for the images), then each component built from source at the release's pins:
 # Kubernetes + etcd + CoreDNS and kube-rbac-proxy (build.sh), KServe's manager
-# (kserve/build.sh), Knative Serving (knative/build.sh), the object store (objectstore/build.sh).
+# (kserve/build.sh), Knative Serving (knative/build.sh), cert-manager (certmanager/build.sh; the
+# Kubeflow targets), the object store (objectstore/build.sh).
 #   box/build-target.sh kubeflow-1.11|kubeflow-1.10|kserve-0.20
 # Warm (Go caches full, binaries current): seconds, as `go build` finds nothing to do. Cold: see
 # benchmarks/RESULTS.md ("The box built cold"). BOX_GO_P (default 2 here: the builds have the
@@ -15,7 +16,7 @@ case $target in
 kubeflow-1.11) k8s="k8s-v1.34 etcd-v3.6 coredns-v1.12" kserve=v0.15.2 store=seaweedfs ;;
 kubeflow-1.10) k8s="k8s-v1.32 etcd-v3.5 coredns-v1.11" kserve=v0.15.0 store=minio ;;
 # KServe's own install: no Knative under up.sh (its 1.21.1 is not built), 1.11's SeaweedFS as the S3
-kserve-0.20) k8s="k8s-v1.34 etcd-v3.6 coredns-v1.12" kserve=v0.20.0 store=seaweedfs knative=no ;;
+kserve-0.20) k8s="k8s-v1.34 etcd-v3.6 coredns-v1.12" kserve=v0.20.0 store=seaweedfs knative=no certmanager=no ;;
 *) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10, kserve-0.20)" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "box/build-target.sh installs Debian packages: run it as root" >&2; exit 2; }
@@ -43,6 +44,7 @@ fi
 step kubernetes "$here/build.sh" $k8s kube-rbac-proxy
 step kserve "$here/kserve/build.sh" "$kserve"
 [ "${knative:-}" = no ] || step knative "$here/knative/build.sh"
+[ "${certmanager:-}" = no ] || step cert-manager "$here/certmanager/build.sh"
 step object-store "$here/objectstore/build.sh" "$store"
 printf '%s  %-14s %-13s %5d s  (BOX_GO_P=%s, %s)\n' "$(date -u +%FT%TZ)" "$target" total $SECONDS \
   "$BOX_GO_P" "$(lscpu | sed -n 's/^Model name: *//p')" | tee -a "$here/bin/build-target.log"

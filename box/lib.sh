@@ -107,6 +107,10 @@ box_knative_release() { # the Knative release the binaries in box/knative/bin we
 # pulls docker.io and quay.io images from it (kubelet/real-kubelet.sh, BOX_REGISTRY): what a
 # Pod that pulls Always (the KServe manager's) needs, with no way out to the real registries.
 BOX_REGISTRY=127.0.0.1:5000
+box_cert_manager_version() { # the cert-manager version box/certmanager/go.mod builds
+  sed -n 's|^require github.com/cert-manager/cert-manager \(v[^ ]*\)$|\1|p' \
+    "$(dirname "${BASH_SOURCE[0]}")/certmanager/go.mod"
+}
 box_registry_start() { # pid file: starts the registry unless it answers already
   curl -fsS "http://$BOX_REGISTRY/v2/" >/dev/null 2>&1 && return 0
   local data=${BOX_REGISTRY_ROOT:-/var/lib/box/registry}

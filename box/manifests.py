@@ -37,8 +37,9 @@ Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "cluster-reference"
 
-# Kinds whose CRDs the box does not install: cert-manager's (the box makes the certificate
-# Secrets itself and --inject-ca does cainjector's part) and Istio's (no Envoy here).
+# Kinds the presets leave out: cert-manager's (box/certmanager/on-node.sh installs cert-manager
+# and kserve/start-kserve.sh applies KServe's Certificate and Issuer itself, or, where cert-manager
+# does not run, makes the Secret and --inject-ca does cainjector's part) and Istio's (no Envoy).
 NOT_IN_BOX = [
     "Certificate",
     "Issuer",

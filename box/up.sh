@@ -74,6 +74,18 @@ if [ ! -f "$mstamp" ] || [ "$here/bin/kserve-$kv/manager" -nt "$mstamp" ]; then
   "$here/kserve/manager-images.sh" "$kv" "$mimages" > /dev/null
   log "KServe manager images made ($kv, kube-rbac-proxy $BOX_RBAC_PROXY)"
 fi
+# cert-manager's images (Kubeflow targets: the release installs it), its three binaries built from
+# the library (certmanager/build.sh, images.sh)
+cstamp="" cimages=""
+if [ -n "$release" ]; then
+  cmv=$(box_cert_manager_version)
+  cstamp=$BOX_CONTAINERD_ROOT/.imported-cert-manager-$cmv
+  if [ ! -f "$cstamp" ] || [ -n "$(find "$here/bin/cert-manager-$cmv" -newer "$cstamp" -type f -perm -u+x)" ]; then
+    cimages=/var/cache/box/images/cert-manager-$cmv
+    "$here/certmanager/images.sh" "$cmv" "$cimages" > /dev/null
+    log "cert-manager images made ($cmv)"
+  fi
+fi
 # The object store's image: its binary built from source on busybox (objectstore/images.sh)
 ostamp=$BOX_CONTAINERD_ROOT/.imported-$store osimages=""
 if [ ! -f "$ostamp" ] || [ -n "$(find "$here/objectstore/bin" -newer "$ostamp" -type f -perm -u+x)" ]; then
@@ -83,7 +95,7 @@ if [ ! -f "$ostamp" ] || [ -n "$(find "$here/objectstore/bin" -newer "$ostamp" -
 fi
 box_registry_start "$W/registry.pid"
 export BOX_REGISTRY
-BOX_IMAGE_DIRS="$images $knimages $mimages $osimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
+BOX_IMAGE_DIRS="$images $knimages $mimages $cimages $osimages" "$here/kubelet/up.sh" "$here/bin/$kbin" "$W/node" > "$W/node.log" 2>&1 \
   || { tail -20 "$W/node.log"; fail "kubelet/up.sh"; }
 grep -E "UP|images imported" "$W/node.log" | tee -a "$W/times.log"
 if [ -n "$images" ]; then   # imported: the archives are not needed again
@@ -92,6 +104,7 @@ fi
 [ -z "$knimages" ] || { touch "$kstamp"; rm -rf "$knimages"; }
 [ -z "$mimages" ] || { touch "$mstamp"; rm -rf "$mimages"; }
 [ -z "$osimages" ] || { touch "$ostamp"; rm -rf "$osimages"; }
+[ -z "$cimages" ] || { touch "$cstamp"; rm -rf "$cimages"; }
 . "$W/node/env"   # KUBECONFIG NODE_IP NODE_NAME BIN
 log "node up"
 for image in docker.io/kserve/kserve-controller:$kv "quay.io/brancz/kube-rbac-proxy:$BOX_RBAC_PROXY"; do
@@ -168,6 +181,14 @@ if [ -n "$release" ]; then
   grep -E "objects|Ready|gateways|up on" "$W/knative.log" | tee -a "$W/times.log"
 else  # KServe 0.20 pins Knative 1.21.1 (kserve-deps.env:26), whose install is not in cluster-reference
   log "no Knative: KServe $kv's Knative 1.21.1 is not built into the box (Standard mode only)"
+fi
+# cert-manager from the release (its controllers issue KServe's webhook certificate); KServe's own
+# install (kserve-0.20) names cert-manager as a prerequisite it does not ship: there the
+# certificate is made as its selfSigned issuer would (kserve/start-kserve.sh)
+if [ -n "$release" ]; then
+  "$here/certmanager/on-node.sh" "$W/node" "$release" > "$W/cert-manager.log" 2>&1 \
+    || { tail -20 "$W/cert-manager.log"; fail "certmanager/on-node.sh"; }
+  grep -E "objects|rolled out|version=|up on" "$W/cert-manager.log" | cut -c1-200 | tee -a "$W/times.log"
 fi
 kserve_ok=1
 BOX_NODE=$W/node "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1 \

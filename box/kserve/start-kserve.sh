@@ -16,7 +16,7 @@
 # run by the node's kubelet, the webhook Service's endpoints its Pod's; KServe's predictor pods
 # run by the same kubelet.
 #
-# What stands in for what (no cert-manager, with or without BOX_NODE; without BOX_NODE there is
+# What stands in for what (without BOX_NODE there is
 # no kubelet at all, and POD_IP is added to lo):
 # - the manager runs as a host process with its Deployment's env and args, in-cluster config
 #   as the kserve-controller-manager ServiceAccount (a token from the TokenRequest API
@@ -26,7 +26,9 @@
 #   (kube-controller-manager runs without its `endpoint` controller, which would empty them:
 #   there is no Pod); kube-apiserver runs with --enable-aggregator-routing=true, so webhooks
 #   are called on those endpoints (v1.34 reads EndpointSlices, v1.32 Endpoints);
-# - the serving certificate is made as cert-manager v1.16.1 makes it for the release's
+# - unless cert-manager runs in the node's cluster (box/certmanager/on-node.sh: up.sh's Kubeflow
+#   targets; it then issues the release's Certificate and injects the CA itself),
+#   the serving certificate is made as cert-manager v1.16.1 makes it for the release's
 #   `serving-cert` Certificate with its selfSigned Issuer (a self-signed cert whose ca.crt is
 #   the cert itself: pkg/controller/certificaterequests/selfsigned/selfsigned.go:207-211;
 #   RSA 2048, 90 days: pkg/apis/certmanager/v1/const.go:26), stored in the Certificate's
@@ -138,27 +140,39 @@ started kube-controller-manager $!
 wait_for "kube-controller-manager /healthz" 60 curl -fsSk "https://127.0.0.1:$P_KCM/healthz"
 fi
 
-# ---- the serving certificate, as cert-manager's selfSigned issuer makes it ----
+# ---- the serving certificate -------------------------------------------------
+# On a node where box/certmanager/on-node.sh installed cert-manager (up.sh, Kubeflow targets),
+# the release's Certificate and its Issuer are applied (after phase 1) and cert-manager's own
+# controllers issue the Secret and its cainjector sets caBundle. Else it is made as cert-manager
+# v1.16.1's selfSigned issuer makes it, and --inject-ca does cainjector's part.
 man() { "$py" "$box/manifests.py" "${src[@]}" "$@" 2>/dev/null; }
 man --kind Certificate --name serving-cert --namespace "$ns" > "$W/certificate.yaml"
-read -r secret cn dns < <("$py" - "$W/certificate.yaml" <<'PY'
+read -r secret cn dns issuer < <("$py" - "$W/certificate.yaml" <<'PY'
 import sys, yaml
 c = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d)["spec"]
-print(c["secretName"], c.get("commonName", ""), ",".join("DNS:" + n for n in c["dnsNames"]))
+print(c["secretName"], c.get("commonName", ""), ",".join("DNS:" + n for n in c["dnsNames"]),
+      c["issuerRef"]["name"])
 PY
 )
-C=$W/webhook-certs; mkdir -p "$C"
-ossl req -x509 -newkey rsa:2048 -nodes -days 90 -keyout "$C/tls.key" -out "$C/tls.crt" \
-  -subj "/CN=$cn" -addext "subjectAltName=$dns" \
-  -addext "keyUsage=critical,digitalSignature,keyEncipherment" -addext "basicConstraints=critical,CA:FALSE"
-cp "$C/tls.crt" "$C/ca.crt"     # selfSigned: ca.crt is the certificate itself
+certmanager=0 inject=()
+if [ -n "${BOX_NODE:-}" ] && "$K" get crd certificates.cert-manager.io > /dev/null 2>&1; then
+  certmanager=1
+  { echo ---; man --kind Issuer --name "$issuer" --namespace "$ns"; } >> "$W/certificate.yaml"
+else
+  C=$W/webhook-certs; mkdir -p "$C"
+  ossl req -x509 -newkey rsa:2048 -nodes -days 90 -keyout "$C/tls.key" -out "$C/tls.crt" \
+    -subj "/CN=$cn" -addext "subjectAltName=$dns" \
+    -addext "keyUsage=critical,digitalSignature,keyEncipherment" -addext "basicConstraints=critical,CA:FALSE"
+  cp "$C/tls.crt" "$C/ca.crt"     # selfSigned: ca.crt is the certificate itself
+  inject=(--inject-ca "$ns/serving-cert=$C/ca.crt")
+fi
 
 # ---- the release's KServe objects, split into three phases --------------------
 # 1: Namespace + CRDs; 2: the rest (RBAC, Services, ConfigMap, webhook configurations with
 # caBundle, ...) but Deployments/DaemonSets (no kubelet yet) and cert-manager's kinds;
 # 3: ClusterServingRuntimes and ClusterStorageContainer, which KServe's webhook admits.
 man "${sel[@]}" --skip-kind Certificate --skip-kind Issuer --skip-kind LLMInferenceServiceConfig \
-  --inject-ca "$ns/serving-cert=$C/ca.crt" > "$W/kserve.yaml"
+  "${inject[@]}" > "$W/kserve.yaml"
 "$py" - "$W" <<'PY'
 import sys, yaml
 w = sys.argv[1]
@@ -191,17 +205,33 @@ elif [ "${KNATIVE_CRDS:-0}" = 1 ]; then
   "$K" wait --for=condition=Established crd --all --timeout=60s >/dev/null
   log "KNATIVE_CRDS=1: $(wc -l < "$W/apply-knative.log") Knative CRDs/Namespace/ConfigMaps applied (no Knative controllers)"
 fi
-"$K" -n "$ns" create secret tls "$secret" --cert="$C/tls.crt" --key="$C/tls.key" \
-  --dry-run=client -o json | "$py" -c '
+if [ $certmanager = 1 ]; then
+  "$K" apply --server-side -f "$W/certificate.yaml" > /dev/null || fail "apply the Certificate and Issuer"
+  "$K" -n "$ns" wait --for=condition=Ready certificate/serving-cert --timeout=120s > /dev/null \
+    || { "$K" -n "$ns" describe certificate serving-cert | tail -15; fail "cert-manager did not issue $ns/serving-cert"; }
+  log "Certificate $ns/serving-cert Ready: Secret $secret issued by cert-manager (Issuer $issuer)"
+else
+  "$K" -n "$ns" create secret tls "$secret" --cert="$C/tls.crt" --key="$C/tls.key" \
+    --dry-run=client -o json | "$py" -c '
 import json, sys
 s = json.load(sys.stdin); s["data"]["ca.crt"] = s["data"]["tls.crt"]
 s["metadata"]["annotations"] = {"cert-manager.io/certificate-name": "serving-cert",
   "cert-manager.io/issuer-name": "selfsigned-issuer", "cert-manager.io/issuer-kind": "Issuer",
   "cert-manager.io/issuer-group": "cert-manager.io"}
 print(json.dumps(s))' | "$K" apply -f - >/dev/null
-log "Secret $ns/$secret: self-signed $cn ($dns), as cert-manager would issue Certificate $ns/serving-cert"
+  log "Secret $ns/$secret: self-signed $cn ($dns), as cert-manager would issue Certificate $ns/serving-cert"
+fi
 "$K" apply --server-side -f "$W/phase2.yaml" > "$W/apply-phase2.log" 2>&1 || fail "apply phase 2"
 log "phase 2: $(wc -l < "$W/apply-phase2.log") objects applied"
+if [ $certmanager = 1 ]; then   # cainjector copies the Secret's ca.crt into each configuration
+  injected() { "$K" get validatingwebhookconfigurations,mutatingwebhookconfigurations -o json | "$py" -c '
+import json, sys
+want = sys.argv[1]
+items = [o for o in json.load(sys.stdin)["items"]
+         if o["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from") == want]
+sys.exit(not items or any(not w["clientConfig"].get("caBundle") for o in items for w in o["webhooks"]))' "$ns/serving-cert"; }
+  wait_for "cainjector set caBundle on KServe's webhook configurations" 120 injected
+fi
 
 if [ -n "${BOX_NODE:-}" ]; then
 # ---- the manager as the release's Deployment, its Pod run by the node's kubelet ---------------

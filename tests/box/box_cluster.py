@@ -59,6 +59,12 @@ def rbac_proxy_version() -> str:
     return re.search(r"^require github.com/brancz/kube-rbac-proxy (\S+)", gomod, re.M).group(1)
 
 
+def cert_manager_version() -> str:
+    """The cert-manager version box/certmanager/go.mod builds."""
+    text = (BOX / "certmanager/go.mod").read_text()
+    return re.search(r"^require github.com/cert-manager/cert-manager (v\S+)$", text, re.M).group(1)
+
+
 def missing(name: str, node: bool = False) -> str:
     """Why the box for target `name` cannot start here ("" if it can): its control plane alone
     (box/kserve/start-kserve.sh), or with the node, Knative and the object store (box/up.sh)."""
@@ -77,7 +83,9 @@ def missing(name: str, node: bool = False) -> str:
         store = next((s for s in stores if s.exists()), stores[0])
         proxy = BOX / f"bin/kube-rbac-proxy-{rbac_proxy_version()}/kube-rbac-proxy"
         needed += [k8s / "kubelet", k8s / "coredns", proxy, store]
-        needed += [BOX / "knative/bin/kingress"] if target.release else []  # up.sh's Knative
+        # up.sh's Knative and cert-manager, for a Kubeflow release
+        cert_manager = BOX / f"bin/cert-manager-{cert_manager_version()}/controller"
+        needed += [BOX / "knative/bin/kingress", cert_manager] if target.release else []
         needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
     absent = [str(p) for p in needed if not p.exists()]
     if absent:
