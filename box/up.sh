@@ -196,7 +196,7 @@ BOX_NODE=$W/node "$here/kserve/start-kserve.sh" "$target" > "$W/kserve.log" 2>&1
 kw=$(sed -n 's/.* work=\([^ ]*\) .*/\1/p' "$W/kserve.log" | head -1)
 [ -z "$kw" ] || echo "$kw" > "$W/kserve-workdir"   # down.sh stops what it started, even on failure
 [ $kserve_ok = 1 ] || { tail -30 "$W/kserve.log"; fail "kserve/start-kserve.sh"; }
-grep -E "phase|manager started|READY" "$W/kserve.log" | cut -c1-200 | tee -a "$W/times.log"
+grep -E "phase|Certificate|cainjector|manager started|READY" "$W/kserve.log" | cut -c1-200 | tee -a "$W/times.log"
 log "KServe $kv up"
 
 cat > "$W/env" <<EOF
