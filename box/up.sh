@@ -15,8 +15,9 @@
 # WORKDIR (default /tmp/box) gets env (source it: KUBECONFIG, K, TARGET, S3_ENDPOINT, ...), the
 # node's work dir node/, the object store's data objectstore/ and times.log.
 #
-# The object store (objectstore/images.sh), KServe's manager (kserve/start-kserve.sh) and Knative
-# Serving's Deployments (knative/on-node.sh) run as the node's Pods, net-istio's controller
+# The object store (objectstore/images.sh), KServe's manager (kserve/start-kserve.sh), Knative
+# Serving's Deployments (knative/on-node.sh) and, for the Kubeflow targets, cert-manager's
+# (certmanager/on-node.sh; it issues KServe's webhook certificate) run as the node's Pods, net-istio's controller
 # replaced by the KIngress stand-in (box/README.md); images the Pods pull Always come from the
 # box's registry (lib.sh box_registry_start).
 set -euo pipefail
