@@ -86,7 +86,8 @@ func run() error {
 		return err
 	}
 	health := healthz.NewServer(cfg.LeaderElectionConfig.HealthzTimeout)
-	var g errgroup.Group
+	// /livez and metrics serve for the process's life; a failure to serve is logged (a dead
+	// /livez then fails the Deployment's liveness probe, which restarts the Pod)
 	for addr, serve := range map[string]func(net.Listener) error{
 		cfg.HealthzListenAddress: func(l net.Listener) error { return health.Start(ctx, l) },
 		cfg.MetricsListenAddress: func(l net.Listener) error { return opts.Metrics.NewServer(l).Serve(l) },
@@ -95,7 +96,11 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return serve(l) })
+		go func() {
+			if err := serve(l); err != nil {
+				log.Error(err, "server stopped", "address", addr)
+			}
+		}()
 	}
 	start := func(ctx context.Context) error {
 		return runControllers(ctx, factory, enabled, cfg.NumberOfConcurrentWorkers)
