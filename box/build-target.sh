@@ -15,8 +15,9 @@ target=${1:?usage: box/build-target.sh kubeflow-1.11|kubeflow-1.10|kserve-0.20}
 case $target in
 kubeflow-1.11) k8s="k8s-v1.34 etcd-v3.6 coredns-v1.12" kserve=v0.15.2 store=seaweedfs ;;
 kubeflow-1.10) k8s="k8s-v1.32 etcd-v3.5 coredns-v1.11" kserve=v0.15.0 store=minio ;;
-# KServe's own install: no Knative under up.sh (its 1.21.1 is not built), 1.11's SeaweedFS as the S3
-kserve-0.20) k8s="k8s-v1.34 etcd-v3.6 coredns-v1.12" kserve=v0.20.0 store=seaweedfs knative=no certmanager=no ;;
+# KServe's own install: the Knative 1.21.1 it installs (knative/v1.21; the KIngress stand-in comes
+# from box/knative's build), 1.11's SeaweedFS as the S3
+kserve-0.20) k8s="k8s-v1.34 etcd-v3.6 coredns-v1.12" kserve=v0.20.0 store=seaweedfs knative=v1.21 certmanager=no ;;
 *) echo "unknown target $target (kubeflow-1.11, kubeflow-1.10, kserve-0.20)" >&2; exit 2 ;;
 esac
 [ "$(id -u)" = 0 ] || { echo "box/build-target.sh installs Debian packages: run it as root" >&2; exit 2; }
@@ -43,7 +44,8 @@ fi
 # shellcheck disable=SC2086  # the word lists above
 step kubernetes "$here/build.sh" $k8s kube-rbac-proxy
 step kserve "$here/kserve/build.sh" "$kserve"
-[ "${knative:-}" = no ] || step knative "$here/knative/build.sh"
+step knative "$here/knative/build.sh"
+[ -z "${knative:-}" ] || step knative-$knative env BOX_KN_DIR="$knative" "$here/knative/build.sh"
 [ "${certmanager:-}" = no ] || step cert-manager "$here/certmanager/build.sh"
 step object-store "$here/objectstore/build.sh" "$store"
 printf '%s  %-14s %-13s %5d s  (BOX_GO_P=%s, %s)\n' "$(date -u +%FT%TZ)" "$target" total $SECONDS \

@@ -98,8 +98,11 @@ YAML
 BOX_RBAC_PROXY=$(sed -n 's|^require github.com/brancz/kube-rbac-proxy ||p' \
   "$(dirname "${BASH_SOURCE[0]}")/kube-rbac-proxy/go.mod")
 
-box_knative_release() { # the Knative release the binaries in box/knative/bin were built as
-  "$(dirname "${BASH_SOURCE[0]}")/knative/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1
+box_knative_release() { # [DIR]: the Knative release the binaries in box/knative/[DIR/]bin were built as
+  "$(dirname "${BASH_SOURCE[0]}")/knative/${1:-.}/bin/controller" --version | grep -o 'knative-v[0-9.]*' | head -1
+}
+box_knative_dir() { # TARGET: the box/knative folder whose build the target's node runs
+  case $1 in kserve-0.20) echo v1.21 ;; *) echo . ;; esac   # KServe 0.20 installs Knative 1.21.1
 }
 
 # The box's image registry: Debian's docker-registry (distribution 2.8) on 127.0.0.1:5000, its

@@ -8,10 +8,10 @@
 # the kubelet. Stop it all with box/down.sh.
 #   box/up.sh kubeflow-1.11 [WORKDIR]   # Kubernetes v1.34.4, KServe v0.15.2, SeaweedFS
 #   box/up.sh kubeflow-1.10 [WORKDIR]   # Kubernetes v1.32.13, KServe v0.15.0, MinIO
-#   box/up.sh kserve-0.20 [WORKDIR]     # Kubernetes v1.34.4, KServe v0.20.0's own install, no
-#                                       # Knative (its 1.21.1 is not built here: Standard mode only);
-#                                       # KServe ships no object store: Kubeflow 1.11's SeaweedFS
-#                                       # stands for the S3 store its users bring
+#   box/up.sh kserve-0.20 [WORKDIR]     # Kubernetes v1.34.4, KServe v0.20.0's own install, the
+#                                       # Knative 1.21.1 it installs (knative/v1.21); KServe ships
+#                                       # no object store: Kubeflow 1.11's SeaweedFS stands for the
+#                                       # S3 store its users bring
 # WORKDIR (default /tmp/box) gets env (source it: KUBECONFIG, K, TARGET, S3_ENDPOINT, ...), the
 # node's work dir node/, the object store's data objectstore/ and times.log.
 #
@@ -55,17 +55,15 @@ if [ ! -f "$stamp" ]; then
   "$here/kserve/images.sh" "$kv" "$images" | tee -a "$W/times.log"
   log "images made"
 fi
-# Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh)
-# (none for KServe's own install, below: build-target.sh kserve-0.20 builds no Knative)
-knimages="" kstamp=""
-if [ -n "$release" ]; then
-  krelease=$(box_knative_release)
-  kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease
-fi
+# Knative's images: its binaries from knative/build.sh, a few MB each (knative/images.sh); for
+# KServe's own install the Knative 1.21.1 it installs (knative/v1.21, box_knative_dir)
+knimages="" kdir=$(box_knative_dir "$target")
+krelease=$(box_knative_release "$kdir")
+kstamp=$BOX_CONTAINERD_ROOT/.imported-$krelease
 # any of them newer than the import (the stand-in may change alone)
-if [ -n "$kstamp" ] && { [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" -newer "$kstamp" -type f -perm -u+x)" ]; }; then
+if [ ! -f "$kstamp" ] || [ -n "$(find "$here/knative/bin" "$here/knative/$kdir/bin" -newer "$kstamp" -type f -perm -u+x)" ]; then
   knimages=/var/cache/box/images/$krelease
-  "$here/knative/images.sh" "$knimages" > /dev/null
+  "$here/knative/images.sh" "$knimages" "$kdir" > /dev/null
   log "Knative images made ($krelease)"
 fi
 # The KServe manager's Pod: its image and kube-rbac-proxy's, pushed to the registry below
@@ -176,13 +174,9 @@ fi
 
 # ---- Knative Serving, then KServe, installed from the release into this cluster -------------
 # (in this order: KServe's manager looks for Knative's Service CRD once, at its start)
-if [ -n "$release" ]; then
-  "$here/knative/on-node.sh" "$W/node" "$release" > "$W/knative.log" 2>&1 \
-    || { tail -20 "$W/knative.log"; fail "knative/on-node.sh"; }
-  grep -E "objects|Ready|gateways|up on" "$W/knative.log" | tee -a "$W/times.log"
-else  # KServe 0.20 pins Knative 1.21.1 (kserve-deps.env:26), whose install is not in cluster-reference
-  log "no Knative: KServe $kv's Knative 1.21.1 is not built into the box (Standard mode only)"
-fi
+"$here/knative/on-node.sh" "$W/node" "$store_release" "$kdir" > "$W/knative.log" 2>&1 \
+  || { tail -20 "$W/knative.log"; fail "knative/on-node.sh"; }
+grep -E "objects|Ready|gateways|up on" "$W/knative.log" | tee -a "$W/times.log"
 # cert-manager from the release (its controllers issue KServe's webhook certificate); KServe's own
 # install (kserve-0.20) names cert-manager as a prerequisite it does not ship: there the
 # certificate is made as its selfSigned issuer would (kserve/start-kserve.sh)

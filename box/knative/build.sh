@@ -7,11 +7,15 @@
 # Why not one multi-call binary: see NOTES-knative.md ("Why six binaries").
 # Every build runs `nice -n 19` with -p=1 (BOX_GO_P overrides -p).
 # Appends a line (wall seconds, peak RSS of the largest child) to bin/build-times.log.
+# BOX_KN_DIR=v1.21 builds knative-v1.21.1 (KServe 0.20's) the same way into v1.21/bin/, without
+# the stand-in (the node runs box/knative/bin/kingress for every release).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here"
+export BOX_KN_DIR=${BOX_KN_DIR:-.}
+cd "$here/$BOX_KN_DIR"
+[ "$BOX_KN_DIR" = . ] || BOX_KN_EXTRA=${BOX_KN_EXTRA:-}
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="-p=${BOX_GO_P:-1}"
-./sync-upstream.sh --check
+"$here/sync-upstream.sh" --check
 mod=knative.dev/serving
 ver=$(go list -m -f '{{.Version}}' $mod)
 info=$(go env GOMODCACHE)/cache/download/$mod/@v/$ver.info
@@ -26,11 +30,11 @@ if [ "$ver" = v0.43.3 ]; then
   release="knative-v1.16.3"
 fi
 ld="-s -w -X knative.dev/pkg/changeset.rev=${sha:0:7}"
-ld+=" -X imagelingo.local/box/knative/internal/boxversion.Release=$release"
+ld+=" -X imagelingo.local/box/knative/boxversion.Release=$release"
 mkdir -p bin
 t0=$(date +%s.%N)
-/usr/bin/time -f '%M %U %S' -o bin/.rss nice -n 19 go build -trimpath -ldflags "$ld -X 'imagelingo.local/box/knative/internal/boxversion.Note=$note'" \
-  -o bin/ ./cmd/controller ./cmd/webhook ./cmd/activator ./cmd/autoscaler ./cmd/queue ${BOX_KN_EXTRA:-./cmd/kingress}
+/usr/bin/time -f '%M %U %S' -o bin/.rss nice -n 19 go build -trimpath -ldflags "$ld -X 'imagelingo.local/box/knative/boxversion.Note=$note'" \
+  -o bin/ ./cmd/controller ./cmd/webhook ./cmd/activator ./cmd/autoscaler ./cmd/queue ${BOX_KN_EXTRA-./cmd/kingress}
 t1=$(date +%s.%N)
 read -r rss usr sys < <(tail -1 bin/.rss)
 printf '%s  knative %s  wall %7.1f s  cpu %7.1f s  peak-child-RSS %5d MiB  (-p=%s, %s)\n' \

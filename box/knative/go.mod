@@ -132,3 +132,7 @@ require (
 	sigs.k8s.io/structured-merge-diff/v4 v4.4.1 // indirect
 	sigs.k8s.io/yaml v1.4.0 // indirect
 )
+
+require imagelingo.local/box/knative/boxversion v0.0.0
+
+replace imagelingo.local/box/knative/boxversion => ./boxversion

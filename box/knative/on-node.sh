@@ -6,11 +6,15 @@
 # box/README.md): knative-local-gateway:80 -> its cluster-local port 8082, istio-ingressgateway:80
 # -> its external port 8081; Istio's networking CRDs from the release (below). The images must be
 # in the node's containerd (images.sh + up.sh).
-# Usage: box/knative/on-node.sh NODE_WORKDIR v1.11.0|v1.10.2
+# Usage: box/knative/on-node.sh NODE_WORKDIR v1.11.0|v1.10.2 [DIR]
+# DIR v1.21 (box_knative_dir kserve-0.20): Knative 1.21.1 as KServe 0.20 installs it, its objects
+# from the Knative Operator's copy of the release (select_objects.py knative-v1.21.1), its images
+# from knative/v1.21/bin; Istio's CRDs and gateway Services then come from RELEASE_TAG (v1.11.0):
+# KServe's quick install puts Istio 1.27.1 in with Helm charts that are not here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
-node=${1:?usage: on-node.sh NODE_WORKDIR RELEASE_TAG} tag=${2:?release tag}
+node=${1:?usage: on-node.sh NODE_WORKDIR RELEASE_TAG [DIR]} tag=${2:?release tag} dir=${3:-.}
 . "$node/env"   # KUBECONFIG BIN
 py=${PYTHON:-$(dirname "$(dirname "$here")")/.venv/bin/python}
 W=$node/knative; mkdir -p "$W"
@@ -20,8 +24,10 @@ K() { "$BIN/kubectl" "$@"; }
 ready() { # namespace, label selector: the first matching pod is Ready
   [ "$(K -n "$1" get pod -l "$2" -o jsonpath='{.items[0].status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
-release=$(box_knative_release)
-"$py" "$here/select_objects.py" "$tag" --node "$release" > "$W/knative-serving.yaml" 2> "$W/select.log"
+release=$(box_knative_release "$dir")
+source=$tag
+[ "$dir" = . ] || source=$release
+"$py" "$here/select_objects.py" "$source" --node "$release" > "$W/knative-serving.yaml" 2> "$W/select.log"
 log "$(tail -1 "$W/select.log" | sed 's/^# //'), images of $release"
 # One apply of the whole selection in the release's order, as `kubectl apply -k` sends it; what
 # the not-yet-running webhook must admit fails the first time (as on a cluster) and is applied

@@ -11,6 +11,18 @@ the istio-system Service knative-local-gateway (Istio's namespace) and the kubef
 NetworkPolicy default-allow-same-namespace-knative-serving (no enforcer here).
 
     select_objects.py v1.11.0 [--list] [--node RELEASE]
+    select_objects.py knative-v1.21.1 [--list] [--node RELEASE]
+
+knative-v1.21.1 is KServe 0.20's Knative, which its quick install puts in with the Knative Operator
+v1.21.1 and a KnativeServing CR (kserve v0.20.0 hack/setup/quick-install/
+kserve-knative-mode-dependency-install.sh:650-651, 706-800). The objects come from the operator's
+own copy of that release (knative.dev/operator v0.48.1, cmd/operator/kodata/: knative-serving/
+1.21.1/1-serving-crds.yaml and 2-serving-core.yaml, and ingress/1.21/istio/net-istio.yaml, the
+ingress the operator installs by default), with the same selection, and the CR's settings applied
+as the operator applies them: config-deployment's registries-skipping-tag-resolving,
+config-domain's example.com, each workload's resources. Left out: 3-serving-hpa.yaml
+(autoscaler-hpa, for class hpa.autoscaling.knative.dev, which KServe does not set) and the
+post-install storage-version migration Job (nothing to migrate on a new cluster).
 
 --node RELEASE (for the box's node, knative/on-node.sh): the images images.sh made replace the
 release's digests (gcr.io/knative-releases/knative.dev/serving/cmd/<cmd>:RELEASE, and the KIngress
@@ -23,6 +35,8 @@ box.local/..., the names of images made here (knative/demo.sh runs one).
 """
 
 import gzip
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,22 +63,68 @@ def webhook_to_knative(o):
     )
 
 
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load(tag):
     """manifests.load, with libyaml's loader when PyYAML has it (5x faster on these 10 MB)."""
-    loader = getattr(yaml, "CSafeLoader", None)
-    if loader is None:
-        return manifests.load(tag)
     path = manifests.REFERENCE / "kubeflow-manifests" / tag / "rendered" / "example.yaml.gz"
     with gzip.open(path, "rt") as f:
-        return [d for d in yaml.load_all(f, Loader=loader) if d]
+        return [d for d in yaml.load_all(f, Loader=LOADER) if d]
 
 
 def objects(tag):
+    docs = operator_objects(tag) if tag.startswith("knative-v") else load(tag)
     return [
-        o
-        for o in load(tag)
-        if any(manifests.matches(o, s) for s in SELECTORS) or webhook_to_knative(o)
+        o for o in docs if any(manifests.matches(o, s) for s in SELECTORS) or webhook_to_knative(o)
     ]
+
+
+OPERATOR = "knative.dev/operator@v0.48.1"  # Knative Operator v1.21.1 (KNATIVE_OPERATOR_VERSION)
+# KServe 0.20's KnativeServing CR (dependency-install.sh:713-800): spec.config, spec.workloads
+CR_CONFIG = {
+    "config-deployment": {"registries-skipping-tag-resolving": "nvcr.io,index.docker.io"},
+    "config-domain": {"example.com": ""},
+}
+CR_RESOURCES = {
+    "requests": {"cpu": "5m", "memory": "32Mi"},
+    "limits": {"cpu": "100m", "memory": "128Mi"},
+}
+CR_WORKLOADS = {  # workload -> container, every one with CR_RESOURCES
+    "controller": "controller",
+    "activator": "activator",
+    "autoscaler": "autoscaler",
+    "domain-mapping": "domain-mapping",
+    "webhook": "webhook",
+    "domainmapping-webhook": "domainmapping-webhook",
+    "net-istio-controller": "controller",
+    "net-istio-webhook": "webhook",
+}
+
+
+def operator_objects(release):
+    """The release's objects from the Knative Operator's module, with KServe's CR applied."""
+    version = release.removeprefix("knative-v")
+    found = subprocess.run(
+        ["go", "mod", "download", "-json", OPERATOR], capture_output=True, text=True, check=True
+    )
+    kodata = Path(json.loads(found.stdout)["Dir"]) / "cmd/operator/kodata"
+    minor = ".".join(version.split(".")[:2])
+    files = [
+        kodata / f"knative-serving/{version}/1-serving-crds.yaml",
+        kodata / f"knative-serving/{version}/2-serving-core.yaml",
+        kodata / f"ingress/{minor}/istio/net-istio.yaml",
+    ]
+    docs = [d for f in files for d in yaml.load_all(f.read_text(), Loader=LOADER) if d]
+    for o in docs:
+        name = o["metadata"]["name"]
+        if o["kind"] == "ConfigMap" and name in CR_CONFIG:
+            o.setdefault("data", {}).update(CR_CONFIG[name])
+        if o["kind"] == "Deployment" and name in CR_WORKLOADS:
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                if c["name"] == CR_WORKLOADS[name]:
+                    c["resources"] = CR_RESOURCES
+    return docs
 
 
 SERVING_IMAGE = "gcr.io/knative-releases/knative.dev/serving/cmd/"
@@ -99,7 +159,11 @@ def for_node(objs, release):
         elif o["kind"] == "ConfigMap" and name == "config-deployment":
             data = o.setdefault("data", {})
             data["queue-sidecar-image"] = node_image(data["queue-sidecar-image"], release)
-            data["registries-skipping-tag-resolving"] = SKIP_TAG_RESOLVING
+            # the release's list (KServe 0.20's CR sets one), else the default, and the box's names
+            listed = data.get("registries-skipping-tag-resolving", SKIP_TAG_RESOLVING).split(",")
+            data["registries-skipping-tag-resolving"] = ",".join(
+                dict.fromkeys(listed + ["index.docker.io", "box.local"])
+            )
         kept.append(o)
     return kept
 
@@ -114,6 +178,8 @@ if __name__ == "__main__":
     else:
         yaml.safe_dump_all(objs, sys.stdout, sort_keys=False)
     print(
-        f"# {len(objs)} Knative Serving objects from kubeflow-manifests/{sys.argv[1]}",
+        f"# {len(objs)} Knative Serving objects from "
+        + (OPERATOR if sys.argv[1].startswith("knative-v") else "kubeflow-manifests/")
+        + f" {sys.argv[1]}",
         file=sys.stderr,
     )

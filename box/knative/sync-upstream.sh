@@ -3,9 +3,10 @@
 # tests left out) verbatim into cmd/<component>/, beside our version.go.
 # `./sync-upstream.sh --check` only verifies that the copies are still identical
 # to the module in the module cache (build.sh runs that before every build).
+# BOX_KN_DIR: the module folder, relative to this one (default "."; v1.21 for knative-v1.21.1).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here"
+cd "$here/${BOX_KN_DIR:-.}"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod
 ver=$(go list -m -f '{{.Version}}' knative.dev/serving)
 src=$(go list -m -f '{{.Dir}}' knative.dev/serving)

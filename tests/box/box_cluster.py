@@ -47,8 +47,8 @@ def _release(name: str, kubernetes: str, store: str) -> Target:
 TARGETS = {
     "kubeflow-1.11": _release("kubeflow-1.11", "v1.34.4", "weed"),
     "kubeflow-1.10": _release("kubeflow-1.10", "v1.32.13", "minio"),
-    # KServe's own install, the newest KServe; up.sh runs no Knative for it (Standard mode only)
-    # and, KServe shipping no object store, Kubeflow 1.11's SeaweedFS as the S3 store users bring
+    # KServe's own install, the newest KServe, with the Knative 1.21.1 it installs (up.sh) and,
+    # KServe shipping no object store, Kubeflow 1.11's SeaweedFS as the S3 store users bring
     "kserve-0.20": Target("v1.34.4", f"v{PLATFORMS['kfp-2.17'].kserve}", store="weed"),
 }
 
@@ -83,9 +83,12 @@ def missing(name: str, node: bool = False) -> str:
         store = next((s for s in stores if s.exists()), stores[0])
         proxy = BOX / f"bin/kube-rbac-proxy-{rbac_proxy_version()}/kube-rbac-proxy"
         needed += [k8s / "kubelet", k8s / "coredns", proxy, store]
-        # up.sh's Knative and cert-manager, for a Kubeflow release
+        # up.sh's Knative (KServe 0.20: its 1.21.1) and, for a Kubeflow release, cert-manager
+        needed.append(BOX / "knative/bin/kingress")
+        if not target.release:
+            needed.append(BOX / "knative/v1.21/bin/controller")
         cert_manager = BOX / f"bin/cert-manager-{cert_manager_version()}/controller"
-        needed += [BOX / "knative/bin/kingress", cert_manager] if target.release else []
+        needed += [cert_manager] if target.release else []
         needed += [REPO / ".venv-kfs/pyvenv.cfg", REPO / ".venv-storage/pyvenv.cfg"]
     absent = [str(p) for p in needed if not p.exists()]
     if absent:

@@ -314,8 +314,6 @@ def test_knative_mode_as_a_profile_editor(box, editor):
     """Knative Serving's controllers on the node make the predictor's Revisions and Route; the
     client pod calls it through the Route (the cluster-local gateway), during a canary too."""
     target, admin, _ = box
-    if not TARGETS[target].release:
-        pytest.skip(f"{target}: box/up.sh runs no Knative for KServe's own install (its 1.21.1)")
     # KServe refuses to switch an InferenceService's mode (NOTES-kserve.md): a new one
     admin.kubectl("-n", NS, "delete", "isvc", NAME, "--ignore-not-found", "--wait=true")
     editor.overlay("minio")

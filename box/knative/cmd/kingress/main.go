@@ -51,7 +51,7 @@ import (
 	"knative.dev/pkg/signals"
 	"knative.dev/pkg/system"
 
-	"imagelingo.local/box/knative/internal/boxversion"
+	"imagelingo.local/box/knative/boxversion"
 )
 
 var (

@@ -4,6 +4,6 @@
 
 package main
 
-import "imagelingo.local/box/knative/internal/boxversion"
+import "imagelingo.local/box/knative/boxversion"
 
 func init() { boxversion.HandleVersionFlag("webhook") }
