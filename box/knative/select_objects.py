@@ -11,7 +11,7 @@ the istio-system Service knative-local-gateway (Istio's namespace) and the kubef
 NetworkPolicy default-allow-same-namespace-knative-serving (no enforcer here).
 
     select_objects.py v1.11.0 [--list] [--node RELEASE]
-    select_objects.py knative-v1.21.1 [--list] [--node RELEASE]
+    select_objects.py knative-v1.21.1 [--list] [--node RELEASE] [--config-only]
 
 knative-v1.21.1 is KServe 0.20's Knative, which its quick install puts in with the Knative Operator
 v1.21.1 and a KnativeServing CR (kserve v0.20.0 hack/setup/quick-install/
@@ -23,6 +23,9 @@ as the operator applies them: config-deployment's registries-skipping-tag-resolv
 config-domain's example.com, each workload's resources. Left out: 3-serving-hpa.yaml
 (autoscaler-hpa, for class hpa.autoscaling.knative.dev, which KServe does not set) and the
 post-install storage-version migration Job (nothing to migrate on a new cluster).
+
+--config-only: only the CRDs, the Namespace and the config-* ConfigMaps (what start-kserve.sh's
+KNATIVE_CRDS=1 applies: KServe sees Knative and builds its Service; no Knative controller runs).
 
 --node RELEASE (for the box's node, knative/on-node.sh): the images images.sh made replace the
 release's digests (gcr.io/knative-releases/knative.dev/serving/cmd/<cmd>:RELEASE, and the KIngress
@@ -170,6 +173,13 @@ def for_node(objs, release):
 
 if __name__ == "__main__":
     objs = objects(sys.argv[1])
+    if "--config-only" in sys.argv:
+        objs = [
+            o
+            for o in objs
+            if o["kind"] in ("CustomResourceDefinition", "Namespace")
+            or (o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("config-"))
+        ]
     if "--node" in sys.argv:
         objs = for_node(objs, sys.argv[sys.argv.index("--node") + 1])
     if "--list" in sys.argv:

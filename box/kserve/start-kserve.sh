@@ -6,7 +6,8 @@
 #   box/kserve/start-kserve.sh kubeflow-1.10   # KServe v0.15.0 on Kubernetes v1.32.13
 #   box/kserve/start-kserve.sh kserve-0.20     # KServe v0.20.0 standalone on Kubernetes v1.34.4
 # KNATIVE_CRDS=1 also applies Knative Serving's CRDs and config-* ConfigMaps from the same
-# install (Kubeflow targets), before the manager starts (it looks for them only at start).
+# install (KServe 0.20: its Knative 1.21.1's), before the manager starts (it looks for them only
+# at start).
 # Prints the work dir W; `source W/env` gives KUBECONFIG and K (kubectl);
 # box/kserve/stop-kserve.sh [W] stops everything and removes the pod IP.
 #
@@ -193,14 +194,17 @@ PY
 "$K" apply --server-side -f "$W/phase1.yaml" > "$W/apply-phase1.log" 2>&1 || fail "apply phase 1"
 "$K" wait --for=condition=Established crd --all --timeout=60s >/dev/null
 log "phase 1: $(wc -l < "$W/apply-phase1.log") Namespace/CRD objects applied, CRDs Established"
-if [ "${KNATIVE_CRDS:-0}" = 1 ] && [ "$target" = kserve-0.20 ]; then
-  log "KNATIVE_CRDS=1 ignored: KServe 0.20's install holds no Knative (it pins Knative 1.21.1, not in cluster-reference)"
-elif [ "${KNATIVE_CRDS:-0}" = 1 ]; then
+if [ "${KNATIVE_CRDS:-0}" = 1 ]; then
   # Only Knative Serving's CRDs, namespace and config-* ConfigMaps from the same install (no
   # Knative controller or webhook): enough for KServe to see Knative and build its Service.
-  man --kind CustomResourceDefinition --name '*.knative.dev' > "$W/knative.yaml"
-  { echo "---"; man --kind Namespace --name knative-serving; echo "---"
-    man --kind ConfigMap --namespace knative-serving --name 'config-*'; } >> "$W/knative.yaml"
+  # KServe 0.20: those of the Knative 1.21.1 it installs (box/knative/select_objects.py).
+  if [ "$target" = kserve-0.20 ]; then
+    "$py" "$box/knative/select_objects.py" knative-v1.21.1 --config-only > "$W/knative.yaml" 2>/dev/null
+  else
+    man --kind CustomResourceDefinition --name '*.knative.dev' > "$W/knative.yaml"
+    { echo "---"; man --kind Namespace --name knative-serving; echo "---"
+      man --kind ConfigMap --namespace knative-serving --name 'config-*'; } >> "$W/knative.yaml"
+  fi
   "$K" apply --server-side -f "$W/knative.yaml" > "$W/apply-knative.log" 2>&1 || fail "apply Knative CRDs"
   "$K" wait --for=condition=Established crd --all --timeout=60s >/dev/null
   log "KNATIVE_CRDS=1: $(wc -l < "$W/apply-knative.log") Knative CRDs/Namespace/ConfigMaps applied (no Knative controllers)"

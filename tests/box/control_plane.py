@@ -1,12 +1,12 @@
 """The control plane the box's deploy tests run against (box/NOTES-kserve.md): the real
 kube-apiserver, kube-controller-manager and KServe's controller manager with its webhooks, built
 from source and installed from what Kubeflow 1.11.0 (KServe v0.15.2, Kubernetes v1.34.4) and 1.10.2
-(v0.15.0, v1.32.13) install, and KServe v0.20.0's own install (Standard mode only), with Knative
-Serving's CRDs (KNATIVE_CRDS=1: KServe builds the Knative Service; no Knative controller runs, nor a
-kubelet, so nothing becomes Ready; tests/box/test_e2e.py has the kubelet). The `box` fixture
-starts one per target and test module (about a minute each on the project's machine; root, Go and
-box/bin built); a module imports it (not a conftest.py here: tests import `conftest` by name, and
-a second one in tests/box would shadow tests/conftest.py).
+(v0.15.0, v1.32.13) install, and KServe v0.20.0's own install (with its Knative 1.21.1), with
+Knative Serving's CRDs (KNATIVE_CRDS=1: KServe builds the Knative Service; no Knative controller
+runs, nor a kubelet, so nothing becomes Ready; tests/box/test_e2e.py has the kubelet). The `box`
+fixture starts one per target and test module (about a minute each on the project's machine; root,
+Go and box/bin built); a module imports it (not a conftest.py here: tests import `conftest` by
+name, and a second one in tests/box would shadow tests/conftest.py).
 """
 
 from __future__ import annotations

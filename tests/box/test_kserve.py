@@ -50,8 +50,6 @@ def settled(api: KubeApi, name: str, quiet_s: float = 3, timeout_s: float = 120)
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_redeploy_is_decided_by_the_api_server(box, mode, monkeypatch):
-    if box.env["TARGET"] == "kserve-0.20" and mode == "Knative":
-        pytest.skip("KServe 0.20's install holds no Knative (it pins Knative 1.21.1, not built)")
     monkeypatch.setenv("KUBECONFIG", box.kubeconfig)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     api = KubeApi()
